@@ -1,0 +1,100 @@
+"""Typed errors: callers branch on the class, people read the message.
+
+No message, repr or attribute ever holds the API key: errors are built from the
+server's JSON body and our own text, never from request headers.
+"""
+
+from __future__ import annotations
+
+
+class ExtraltError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class ExtraltAPIError(ExtraltError):
+    """The API answered with an error status, or with a body we cannot read."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        error: str | None = None,
+        server_message: str | None = None,
+        method: str | None = None,
+        path: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.error = error
+        self.message = server_message
+        self.method = method
+        self.path = path
+
+
+class ExtraltAuthError(ExtraltAPIError):
+    """401 or 403: the key is missing, wrong, or has no access."""
+
+
+class ExtraltInsufficientCreditsError(ExtraltAPIError):
+    """402: the account cannot pay for the run."""
+
+
+class ExtraltNotFoundError(ExtraltAPIError):
+    """404: unknown robot or run."""
+
+
+class ExtraltConflictError(ExtraltAPIError):
+    """409: the request conflicts with the resource's state (e.g. stopping a finished run)."""
+
+
+class ExtraltValidationError(ExtraltAPIError, ValueError):
+    """400/422 from the server, or bad input caught before any request."""
+
+
+class ExtraltRateLimitError(ExtraltAPIError):
+    """429 that outlived every retry."""
+
+
+class ExtraltServerError(ExtraltAPIError):
+    """5xx that outlived every retry."""
+
+
+class ExtraltConnectionError(ExtraltError):
+    """The request never got an HTTP answer (connect error, read timeout, cut body)."""
+
+
+class ExtraltUnknownStatusError(ExtraltError):
+    """The API reported a run status this client does not know; never treated as done."""
+
+    def __init__(self, status: str, run_id: str | None = None) -> None:
+        where = f" for run {run_id}" if run_id else ""
+        super().__init__(
+            f"Extralt reported an unknown run status {status!r}{where}. "
+            "Refusing to treat it as finished; upgrade extralt-dagster or check the run "
+            "on the Extralt dashboard."
+        )
+        self.status = status
+        self.run_id = run_id
+
+
+class ExtraltRunFailedError(ExtraltError):
+    """The remote run ended failed or stopped."""
+
+    def __init__(self, message: str, *, run_id: str, status: str) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.status = status
+
+
+class ExtraltTimeoutError(ExtraltError):
+    """The remote run outlived the poll timeout."""
+
+    def __init__(self, message: str, *, run_id: str, stopped: bool) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.stopped = stopped
+
+
+class ExtraltExportError(ExtraltError):
+    """The export could not be downloaded whole, or is not a readable file."""
