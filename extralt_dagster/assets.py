@@ -1,0 +1,472 @@
+"""`build_extralt_assets`: the `run` asset (spend credits once) and the `captures` asset (load).
+
+No `from __future__ import annotations` here: Dagster must resolve the `dg.Config` classes.
+"""
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Literal, Optional
+
+import dagster as dg
+from pydantic import Field
+
+from .errors import (
+    ExtraltError,
+    ExtraltNotFoundError,
+    ExtraltTimeoutError,
+    ExtraltValidationError,
+)
+from .models import (
+    CREDITS_PER_CAPTURE,
+    ExtraltRun,
+    RunStatus,
+    validate_budget,
+    validate_identifier,
+    validate_robot_id,
+    validate_start_urls,
+)
+from .resource import ExtraltResource
+from .run_handler import ExtraltRunHandler
+
+KEY_PREFIX = "extralt"
+METADATA_PREFIX = "extralt/"
+DEFAULT_SCHEMA = "extralt"
+RUN_POOL = "extralt"
+WAREHOUSE_POOL = "duckdb"
+
+
+def run_asset_key(name: str) -> dg.AssetKey:
+    return dg.AssetKey([KEY_PREFIX, name, "run"])
+
+
+def captures_asset_key(name: str) -> dg.AssetKey:
+    return dg.AssetKey([KEY_PREFIX, name, "captures"])
+
+
+def run_id_tag(name: str) -> str:
+    """Run tag holding the Extralt run this source follows; survives re-execution."""
+    return f"extralt/{name}.run_id"
+
+
+def create_sent_tag(name: str) -> str:
+    """Run tag set just before a create, so a retry can find a run whose create timed out."""
+    return f"extralt/{name}.create_sent_at"
+
+
+@dataclass(frozen=True)
+class ExtractionParams:
+    """What one source asks Extralt for; validated before any request."""
+
+    robot_id: str
+    start_urls: Optional[list[str]] = None
+    budget: Optional[int] = None
+    auto_enrich: bool = False
+
+    def validated(self, where: str = "") -> "ExtractionParams":
+        prefix = f"{where}." if where else ""
+        if not isinstance(self.auto_enrich, bool):
+            raise ExtraltValidationError(
+                f"{prefix}auto_enrich must be true or false, got {self.auto_enrich!r}."
+            )
+        return ExtractionParams(
+            robot_id=validate_robot_id(self.robot_id, f"{prefix}robot_id"),
+            start_urls=validate_start_urls(self.start_urls, f"{prefix}start_urls"),
+            budget=validate_budget(self.budget, f"{prefix}budget"),
+            auto_enrich=self.auto_enrich,
+        )
+
+
+class ExtraltRunConfig(dg.Config):
+    """Per-run overrides, e.g. from the Launchpad or a schedule. Unset fields keep the defaults."""
+
+    robot_id: Optional[str] = Field(default=None, description="Override the robot to run.")
+    start_urls: Optional[list[str]] = Field(
+        default=None, description="Override the start URLs (absolute http(s) URLs)."
+    )
+    budget: Optional[int] = Field(default=None, description="Override the most captures to make.")
+    auto_enrich: Optional[bool] = Field(default=None, description="Override auto-enrichment.")
+    accept_stopped: Optional[bool] = Field(
+        default=None,
+        description="Materialize a run stopped outside Dagster with its partial captures "
+        "instead of failing.",
+    )
+    poll_timeout_seconds: Optional[float] = Field(
+        default=None, description="Override how long to wait for the run."
+    )
+
+
+def build_extralt_assets(
+    name: str,
+    robot_id: str,
+    start_urls: Optional[Sequence[str]] = None,
+    budget: Optional[int] = None,
+    auto_enrich: bool = False,
+    *,
+    poll_timeout_seconds: Optional[float] = None,
+    accept_stopped: bool = False,
+    group_name: Optional[str] = None,
+    retry_policy: Optional[dg.RetryPolicy] = None,
+    pool: Optional[str] = RUN_POOL,
+    captures_pool: Optional[str] = WAREHOUSE_POOL,
+    tags: Optional[Mapping[str, str]] = None,
+    owners: Optional[Sequence[str]] = None,
+    description: Optional[str] = None,
+    schema: str = DEFAULT_SCHEMA,
+    export_format: Literal["parquet", "jsonl"] = "parquet",
+    null_price_warn_ratio: float = 0.05,
+    duckdb_memory_limit: Optional[str] = None,
+    preserve_insertion_order: bool = False,
+    lock_timeout_seconds: float = 60.0,
+) -> list[dg.AssetsDefinition]:
+    """The `extralt/<name>/run` and `extralt/<name>/captures` assets (with checks) for one source.
+
+    Everything is validated here, at definition time, so a typo never costs an API call.
+    """
+    validate_identifier(name, "name")
+    validate_identifier(schema, "schema")
+    params = ExtractionParams(
+        robot_id,
+        list(start_urls) if start_urls is not None else None,
+        budget,
+        auto_enrich,
+    ).validated()
+    if poll_timeout_seconds is not None and poll_timeout_seconds <= 0:
+        raise ExtraltValidationError(
+            f"poll_timeout_seconds must be positive, got {poll_timeout_seconds!r}."
+        )
+    if export_format not in ("parquet", "jsonl"):
+        raise ExtraltValidationError(
+            f"export_format must be 'parquet' or 'jsonl', got {export_format!r}."
+        )
+    if not 0 <= null_price_warn_ratio <= 1:
+        raise ExtraltValidationError(
+            f"null_price_warn_ratio must be between 0 and 1, got {null_price_warn_ratio!r}."
+        )
+    source = _Source(
+        name=name,
+        params=params,
+        poll_timeout_seconds=poll_timeout_seconds,
+        accept_stopped=accept_stopped,
+    )
+    run_asset = _build_run_asset(
+        source,
+        group_name=group_name,
+        retry_policy=retry_policy,
+        pool=pool,
+        tags=tags,
+        owners=owners,
+        description=description,
+    )
+    from .captures import build_captures_asset
+
+    captures_asset = build_captures_asset(
+        name,
+        run_key=run_asset_key(name),
+        schema=schema,
+        export_format=export_format,
+        group_name=group_name,
+        retry_policy=retry_policy,
+        pool=captures_pool,
+        tags=tags,
+        owners=owners,
+        null_price_warn_ratio=null_price_warn_ratio,
+        duckdb_memory_limit=duckdb_memory_limit,
+        preserve_insertion_order=preserve_insertion_order,
+        lock_timeout_seconds=lock_timeout_seconds,
+    )
+    return [run_asset, captures_asset]
+
+
+@dataclass(frozen=True)
+class _Source:
+    name: str
+    params: ExtractionParams
+    poll_timeout_seconds: Optional[float]
+    accept_stopped: bool
+
+
+def _build_run_asset(
+    source: _Source,
+    *,
+    group_name: Optional[str],
+    retry_policy: Optional[dg.RetryPolicy],
+    pool: Optional[str],
+    tags: Optional[Mapping[str, str]],
+    owners: Optional[Sequence[str]],
+    description: Optional[str],
+) -> dg.AssetsDefinition:
+    p = source.params
+    budget_text = f"budget {p.budget:,} captures" if p.budget else "the robot's default budget"
+    default_description = (
+        f"Extralt run of robot `{p.robot_id}` with {budget_text}"
+        + (f" from {len(p.start_urls)} start URL(s)" if p.start_urls else "")
+        + ". Materializing starts a run (or resumes the one a retry left behind) and waits for it."
+    )
+
+    @dg.asset(
+        key=run_asset_key(source.name),
+        description=description or default_description,
+        group_name=group_name,
+        retry_policy=retry_policy,
+        pool=pool,
+        tags=dict(tags or {}),
+        owners=list(owners or []),
+        kinds={"extralt"},
+        metadata={"extralt/robot_id": p.robot_id, "extralt/budget": p.budget or 0},
+    )
+    def _run(
+        context: dg.AssetExecutionContext, config: ExtraltRunConfig, extralt: ExtraltResource
+    ) -> dg.MaterializeResult:
+        return _RunStep(context, config, extralt, source).execute()
+
+    return _run
+
+
+class _RunStep:
+    """One attempt of a `run` asset: pick the Extralt run to follow, follow it, report it."""
+
+    def __init__(
+        self,
+        context: dg.AssetExecutionContext,
+        config: ExtraltRunConfig,
+        extralt: ExtraltResource,
+        source: _Source,
+    ) -> None:
+        self.context = context
+        self.extralt = extralt
+        self.source = source
+        self.params = self._resolve_params(config)
+        self.accept_stopped = (
+            config.accept_stopped if config.accept_stopped is not None else source.accept_stopped
+        )
+        timeout = config.poll_timeout_seconds or source.poll_timeout_seconds
+        if timeout is not None and timeout <= 0:
+            raise _config_failure(f"poll_timeout_seconds must be positive, got {timeout!r}.")
+        self.settings = extralt.poll_settings(timeout)
+        self.client = extralt.get_client()
+
+    def _resolve_params(self, config: ExtraltRunConfig) -> ExtractionParams:
+        base = self.source.params
+        overrides = {
+            k: v
+            for k, v in {
+                "robot_id": config.robot_id,
+                "start_urls": config.start_urls,
+                "budget": config.budget,
+                "auto_enrich": config.auto_enrich,
+            }.items()
+            if v is not None
+        }
+        try:
+            return replace(base, **overrides).validated("config")
+        except ExtraltValidationError as exc:
+            raise _config_failure(str(exc)) from None
+
+    # --- choosing the run -------------------------------------------------------------
+
+    def execute(self) -> dg.MaterializeResult:
+        handler, how = self._follow()
+        try:
+            final = handler.wait(self.settings)
+        except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt):
+            if self.extralt.stop_on_termination:
+                self.context.log.warning(
+                    f"Dagster run terminated; stopping Extralt run {handler.run_id}"
+                )
+                handler.stop(self.extralt.stop_timeout_seconds)
+            raise
+        except ExtraltTimeoutError as exc:
+            raise dg.Failure(
+                description=str(exc), metadata=self._failure_metadata(handler), allow_retries=False
+            ) from None
+        except Exception:
+            self._on_unexpected_failure(handler)
+            raise
+        return self._finish(handler, final, how)
+
+    def _follow(self) -> tuple[ExtraltRunHandler, str]:
+        tags = self._tags()
+        recorded = tags.get(run_id_tag(self.source.name))
+        if recorded:
+            followed = self._resume(recorded)
+            if followed is not None:
+                return followed
+        sent_at = tags.get(create_sent_tag(self.source.name))
+        if sent_at and not recorded:
+            adopted = self.client.find_started_run(
+                self.params.robot_id,
+                self.params.budget,
+                self.params.start_urls,
+                since=float(sent_at),
+            )
+            if adopted:
+                self.context.log.warning(
+                    f"A previous attempt's create request timed out after reaching Extralt; "
+                    f"adopting run {adopted} instead of starting a second one."
+                )
+                self._record(adopted)
+                return self._handler(adopted), "adopted"
+        return self._create(), "created"
+
+    def _resume(self, run_id: str) -> Optional[tuple[ExtraltRunHandler, str]]:
+        try:
+            run = self.client.get_run(run_id)
+        except ExtraltNotFoundError:
+            self.context.log.warning(
+                f"Recorded Extralt run {run_id} no longer exists; starting a new run."
+            )
+            return None
+        if run.status.is_live:
+            self.context.log.info(
+                f"Resuming Extralt run {run_id} ({run.status.value}) recorded by an earlier "
+                "attempt; no new run is created."
+            )
+            return self._handler(run_id), "resumed"
+        if run.status in (RunStatus.FAILED, RunStatus.STOPPED):
+            new_id = self.client.restart_run(run_id, budget=self.params.budget)
+            self._record(new_id)
+            self.context.log.info(
+                f"Restarted Extralt run {run_id} ({run.status.value}) as {new_id} "
+                f"instead of creating a new run: {self.client.dashboard_url(new_id)}"
+            )
+            return self._handler(new_id), "restarted"
+        if self._already_materialized(run_id):
+            return None  # a deliberate re-run of a finished materialization: extract afresh
+        self.context.log.info(f"Extralt run {run_id} already completed; materializing it.")
+        return self._handler(run_id), "reused"
+
+    def _create(self) -> ExtraltRunHandler:
+        p = self.params
+        self._add_tags({create_sent_tag(self.source.name): f"{time.time():.3f}"})
+        run_id = self.client.create_run(p.robot_id, p.start_urls, p.budget, p.auto_enrich)
+        self._record(run_id)
+        self.context.log.info(
+            f"Started Extralt run {run_id} for robot {p.robot_id}: "
+            f"{self.client.dashboard_url(run_id)}"
+        )
+        return self._handler(run_id)
+
+    def _already_materialized(self, run_id: str) -> bool:
+        event = self.context.instance.get_latest_materialization_event(
+            run_asset_key(self.source.name)
+        )
+        if event is None or event.asset_materialization is None:
+            return False
+        value = event.asset_materialization.metadata.get(f"{METADATA_PREFIX}run_id")
+        return value is not None and value.value == run_id
+
+    # --- finishing --------------------------------------------------------------------
+
+    def _finish(self, handler: ExtraltRunHandler, run: ExtraltRun, how: str) -> dg.MaterializeResult:
+        metadata = self._run_metadata(run, how, handler)
+        if run.status is RunStatus.FAILED:
+            reason = run.error_message or "no reason given"
+            raise dg.Failure(
+                description=(
+                    f"Extralt run {run.id} failed: {reason}. {run.extracted} captures were "
+                    f"extracted. See {handler.dashboard_url}. Re-executing this step restarts it."
+                ),
+                metadata=metadata,
+                allow_retries=False,
+            )
+        if run.status is RunStatus.STOPPED and not self.accept_stopped:
+            raise dg.Failure(
+                description=(
+                    f"Extralt run {run.id} was stopped outside Dagster after {run.extracted} "
+                    f"captures. See {handler.dashboard_url}. Set accept_stopped to load the "
+                    "partial run, or re-execute to restart it."
+                ),
+                metadata=metadata,
+                allow_retries=False,
+            )
+        self.context.log.info(
+            f"Extralt run {run.id} {run.status.value}: {run.extracted} captures, "
+            f"{run.credits_spent} credits"
+        )
+        return dg.MaterializeResult(metadata=metadata)
+
+    def _on_unexpected_failure(self, handler: ExtraltRunHandler) -> None:
+        """Don't leave a run crawling that no retry will come back for."""
+        policy = self.context.op_def.retry_policy
+        retries_left = policy is not None and self.context.retry_number < policy.max_retries
+        if retries_left:
+            self.context.log.warning(
+                f"Leaving Extralt run {handler.run_id} running: the step's retry will resume it."
+            )
+        elif self.extralt.stop_on_termination:
+            self.context.log.warning(
+                f"Stopping Extralt run {handler.run_id}: this step failed and no retry is left. "
+                "Re-executing it restarts the run."
+            )
+            handler.stop(self.extralt.stop_timeout_seconds)
+
+    def _run_metadata(
+        self, run: ExtraltRun, how: str, handler: ExtraltRunHandler
+    ) -> dict[str, Any]:
+        md: dict[str, Any] = {
+            "run_id": run.id,
+            "dashboard_url": dg.MetadataValue.url(handler.dashboard_url),
+            "status": run.status.value,
+            "robot_id": run.robot_id or self.params.robot_id,
+            "extracted": run.extracted,
+            "credits_spent": run.credits_spent,
+            "credits_per_capture": CREDITS_PER_CAPTURE,
+            "how": how,
+            "polls": handler.polls,
+            "run_document": dg.MetadataValue.json(dict(run.raw)),
+        }
+        optional = {
+            "robot_name": run.robot_name,
+            "budget": run.budget if run.budget is not None else self.params.budget,
+            "duration_seconds": run.duration,
+            "in_queue": run.in_queue,
+            "created_at": run.created_at and dg.MetadataValue.timestamp(run.created_at),
+            "started_at": run.started_at and dg.MetadataValue.timestamp(run.started_at),
+        }
+        md.update({k: v for k, v in optional.items() if v is not None})
+        return {f"{METADATA_PREFIX}{k}": v for k, v in md.items()}
+
+    def _failure_metadata(self, handler: ExtraltRunHandler) -> dict[str, Any]:
+        return {
+            f"{METADATA_PREFIX}run_id": handler.run_id,
+            f"{METADATA_PREFIX}dashboard_url": dg.MetadataValue.url(handler.dashboard_url),
+        }
+
+    # --- tags -------------------------------------------------------------------------
+
+    def _tags(self) -> Mapping[str, str]:
+        run = self.context.instance.get_run_by_id(self.context.run.run_id)
+        return run.tags if run is not None else self.context.run.tags
+
+    def _add_tags(self, tags: Mapping[str, str]) -> None:
+        self.context.instance.add_run_tags(self.context.run.run_id, dict(tags))
+
+    def _record(self, run_id: str) -> None:
+        self._add_tags({run_id_tag(self.source.name): run_id})
+
+    def _handler(self, run_id: str) -> ExtraltRunHandler:
+        return ExtraltRunHandler(self.client, run_id, log=self.context.log)
+
+
+def _config_failure(message: str) -> dg.Failure:
+    return dg.Failure(
+        description=f"Invalid run config: {message} No Extralt request was made.",
+        allow_retries=False,
+    )
+
+
+def latest_run_metadata(instance: dg.DagsterInstance, name: str) -> Optional[dict[str, Any]]:
+    """The newest `run` materialization's metadata values for a source, or None."""
+    event = instance.get_latest_materialization_event(run_asset_key(name))
+    if event is None or event.asset_materialization is None:
+        return None
+    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+
+
+__all__ = [
+    "ExtraltRunConfig",
+    "build_extralt_assets",
+    "captures_asset_key",
+    "run_asset_key",
+]

@@ -1,0 +1,83 @@
+"""`python -m extralt_dagster.emulator` (and `extralt-dagster emulator`): serve in the foreground."""
+
+import argparse
+import signal
+import sys
+import threading
+
+from .server import DEMO_API_KEY, Emulator
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The emulator's options, for this entry point and any CLI that embeds it."""
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 = any free)")
+    parser.add_argument("--speed", type=float, default=1.0, help="emulated seconds per real second")
+    parser.add_argument("--seed", type=int, default=0, help="seed for run ids and captures")
+    parser.add_argument("--api-key", default=DEMO_API_KEY, help=f"key to accept ({DEMO_API_KEY})")
+    parser.add_argument(
+        "--concurrency-limit",
+        type=int,
+        default=1,
+        help="concurrent runs before new ones wait in pending (default 1, the Start plan; "
+        "0 = no limit)",
+    )
+    parser.add_argument("--credits", type=int, default=10_000_000, help="starting credit balance")
+    parser.add_argument(
+        "--capture-rate", type=float, default=20.0, help="captures per emulated second per run"
+    )
+    parser.add_argument(
+        "--no-rate-limit", action="store_true", help="turn off the 120/min, burst 30 rate limit"
+    )
+    return parser
+
+
+def build_emulator(args: argparse.Namespace) -> Emulator:
+    return Emulator(
+        args.api_key,
+        host=args.host,
+        port=args.port,
+        speed=args.speed,
+        seed=args.seed,
+        concurrency_limit=args.concurrency_limit or None,
+        credits=args.credits,
+        capture_rate=args.capture_rate,
+        rate_limit=None if args.no_rate_limit else (120, 30),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = add_arguments(
+        argparse.ArgumentParser(
+            prog="extralt-dagster emulator",
+            description="Serve the local Extralt API emulator until Ctrl-C.",
+        )
+    )
+    args = parser.parse_args(argv)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        try:
+            emu = build_emulator(args).start()
+        except OSError as exc:
+            print(f"error: cannot serve on {args.host}:{args.port}: {exc}", file=sys.stderr)
+            return 1
+        print(f"Extralt emulator listening on {emu.url}", flush=True)
+        print(f"  EXTRALT_BASE_URL={emu.url}", flush=True)
+        print(f"  EXTRALT_API_KEY={emu.api_key}", flush=True)
+        print(f"  robots: {', '.join(sorted(emu.robots))}", flush=True)
+        print("Press Ctrl-C to stop.", flush=True)
+        emu.serve_forever(stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    print("Extralt emulator stopped.", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,428 @@
+"""Deterministic fake captures, written by DuckDB SQL so a million rows never sit in Python.
+
+Capture `i` of a run is product `i` of the robot's catalogue: the product (title, brand, options,
+identifiers) depends only on (seed, host, i), while prices, stock and ids depend on the run too, so
+two runs of one robot overlap on products and give a price history.
+"""
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+#: The columns of a capture row, in order, as EXTRALT_API.md documents them.
+CAPTURE_COLUMNS: tuple[str, ...] = (
+    "id",
+    "url",
+    "extracted_at",
+    "product_id",
+    "group_id",
+    "title",
+    "subtitle",
+    "brand",
+    "description",
+    "min_price",
+    "max_price",
+    "currency",
+    "available",
+    "sku_count",
+    "image_url",
+    "options",
+    "variants",
+)
+#: Undocumented columns added when `extra_columns=True`.
+EXTRA_COLUMNS: tuple[str, ...] = ("rating", "review_count")
+FORMATS = ("parquet", "jsonl")
+#: A fixed default window, so files made without one are byte-for-byte reproducible.
+DEFAULT_STARTED_AT = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+MEMORY_LIMIT = "1GB"
+
+BRANDS = [
+    "Northpeak", "Aldervane", "Brightfold", "Cobalt & Pine", "Driftline", "Emberfield",
+    "Foxglove", "Granite Row", "Harbor Lane", "Ironbark", "Juniper", "Kestrel",
+    "Lumen Works", "Marlow", "Nimbus", "Oakhaven", "Pellucid", "Quarry", "Redwing Studio",
+    "Solace",
+]  # fmt: skip
+SELLERS = [
+    "Parcel Depot", "Second Aisle", "ValueHaus", "Corner Outlet", "Bargain Loft", "ShopNorth",
+]  # fmt: skip
+COLORS = [
+    "Black", "White", "Navy", "Olive", "Sand", "Grey", "Red", "Forest", "Rust", "Sky",
+    "Charcoal", "Plum",
+]  # fmt: skip
+ADJECTIVES = [
+    "Aero", "Summit", "Classic", "Urban", "Trail", "Glide", "Tempo", "Ridge", "Nova",
+    "Drift", "Apex", "Core", "Vista", "Pulse", "Terra", "Swift",
+]  # fmt: skip
+USES = [
+    "everyday wear", "long weekends outdoors", "daily commutes", "wet climates",
+    "travel", "all-day comfort", "weekend adventures", "cold mornings", "training",
+    "casual evenings",
+]  # fmt: skip
+FEATURES = [
+    "a recycled lining", "reinforced seams", "a water-resistant finish", "a padded collar",
+    "breathable mesh panels", "a lightweight frame", "taped seams", "a moisture-wicking layer",
+    "a reflective trim", "an adjustable fit", "a cushioned footbed", "a grippy outsole",
+    "a soft brushed interior", "a quick-dry shell",
+]  # fmt: skip
+MATERIALS = [
+    "organic cotton", "recycled polyester", "full-grain leather", "merino wool", "ripstop nylon",
+    "suede", "canvas", "bamboo viscose",
+]  # fmt: skip
+CLOSERS = [
+    "Free returns within 30 days.", "Machine washable at 30 degrees.",
+    "Designed in Portland and made in Portugal.", "Backed by a two-year warranty.",
+    "Part of our low-impact collection.", "Ships in recyclable packaging.",
+    "Limited stock in some sizes.", "Reviewed by our fit team before release.",
+]  # fmt: skip
+
+# Per-category vocabulary, chosen by a keyword in the host; unknown hosts get "shoes".
+PROFILES: dict[str, dict[str, Any]] = {
+    "shoes": {
+        "nouns": ["Runner", "Trainer", "Sneaker", "Boot", "Loafer", "Sandal", "Trail Shoe",
+                  "Court Shoe", "Slip-On", "Hiker"],
+        "subtitles": ["Men's running shoe", "Women's running shoe", "Unisex sneaker",
+                      "Kids' shoe", "Waterproof hiking boot", "Everyday loafer"],
+        "opt1": ("Size", ["6", "6.5", "7", "7.5", "8", "8.5", "9", "9.5", "10", "10.5",
+                          "11", "12", "13"]),
+        "opt2": ("Color", COLORS),
+        "price": (35.0, 220.0),
+    },
+    "outdoor": {
+        "nouns": ["Tent", "Backpack", "Rain Jacket", "Sleeping Bag", "Headlamp",
+                  "Trekking Pole", "Fleece", "Water Filter", "Camp Stove", "Down Vest"],
+        "subtitles": ["3-season gear", "Ultralight kit", "Camping essential",
+                      "Alpine equipment", "Trail accessory", "Insulated layer"],
+        "opt1": ("Size", ["XS", "S", "M", "L", "XL", "XXL"]),
+        "opt2": ("Color", COLORS),
+        "price": (15.0, 480.0),
+    },
+    "books": {
+        "nouns": ["Atlas", "Field Guide", "Cookbook", "Novel", "Memoir", "Handbook",
+                  "Anthology", "Workbook", "Almanac", "Companion"],
+        "subtitles": ["A novel", "Second edition", "Illustrated edition", "Revised and expanded",
+                      "Collected essays", "A practical guide"],
+        "opt1": ("Format", ["Hardcover", "Paperback", "Ebook", "Audiobook"]),
+        "opt2": ("Language", ["English", "German", "French", "Spanish"]),
+        "price": (6.0, 60.0),
+    },
+}  # fmt: skip
+
+
+QUALITIES = [
+    "soft", "light", "durable", "breathable", "warm", "supportive", "flexible", "sturdy", "sleek",
+    "versatile", "rugged", "refined", "cushioned", "padded", "waterproof", "packable", "compact",
+    "roomy", "slim", "relaxed", "textured", "smooth", "matte", "bright", "muted", "bold", "subtle",
+    "quiet", "grippy", "stretchy", "airy", "dense",
+]  # fmt: skip
+PARTS = [
+    "upper", "sole", "heel", "toe box", "collar", "lining", "strap", "buckle", "zip", "pocket",
+    "hood", "cuff", "hem", "seam", "panel", "shell", "frame", "tread", "insole", "tongue",
+    "lace loop", "binding", "cover", "drawcord",
+]  # fmt: skip
+VERBS = [
+    "holds up", "stays comfortable", "keeps its shape", "dries quickly", "moves with you",
+    "handles the miles", "stays put", "feels broken-in", "keeps you dry", "packs down small",
+    "resists scuffs", "breathes well",
+]  # fmt: skip
+PLACES = [
+    "city streets", "rocky trails", "wet pavement", "long flights", "the office", "the beach",
+    "mountain passes", "forest paths", "the gym", "river crossings", "snowy sidewalks",
+    "festival fields", "coastal walks", "the commute", "late trains", "weekend markets",
+]  # fmt: skip
+TIMES = [
+    "all day", "through winter", "on hot afternoons", "after months of use", "in the rain",
+    "at dawn", "on long weekends", "season after season", "from the first wear", "in a pinch",
+]  # fmt: skip
+PEOPLE = [
+    "testers", "our fit team", "customers", "trail runners", "commuters", "reviewers",
+    "designers", "guides",
+]  # fmt: skip
+
+
+def _sentence() -> str:
+    """One varied sentence from the 64-bit hash `h`: what makes descriptions differ.
+
+    Each choice reads its own 6 bits of `h`, so a sentence costs one hash, not one per word.
+    """
+
+    def template(*parts: str | list[str] | int) -> str:
+        out, shift = [], 3
+        for part in parts:
+            if isinstance(part, str):
+                out.append(_lit(part))
+                continue
+            if isinstance(part, int):  # a number: 0..63 scaled
+                out.append(f"(((h >> {shift}) % 64) * {part} + {part})::VARCHAR")
+            else:
+                out.append(_pick(part, f"(h >> {shift})"))
+            shift += 6
+        return "concat(" + ", ".join(out) + ")"
+
+    templates = [
+        template("The ", QUALITIES, " ", PARTS, " ", VERBS, " on ", PLACES, " ", TIMES, "."),
+        template("Made with ", MATERIALS, " and ", FEATURES, ", it ", VERBS, " ", TIMES, "."),
+        template(
+            "Tested over ", 13, " km of ", PLACES, " by ", PEOPLE, ", who called it ",
+            QUALITIES, " and ", QUALITIES, ".",
+        ),
+        template("Pair it with the ", ADJECTIVES, " ", QUALITIES, " range for ", USES, "."),
+        template(
+            "A ", QUALITIES, " ", PARTS, " and a ", QUALITIES, " ", PARTS, " weigh just ", 7, " g."
+        ),
+    ]  # fmt: skip
+    cases = " ".join(f"WHEN {n} THEN {t}" for n, t in enumerate(templates))
+    return f"CASE h % {len(templates)} {cases} END"
+
+
+def profile_for(host: str) -> dict[str, Any]:
+    """The vocabulary for a host: the first profile whose name appears in it."""
+    for name, profile in PROFILES.items():
+        if name in host:
+            return profile
+    return PROFILES["shoes"]
+
+
+def _lit(value: str) -> str:
+    """A SQL string literal; our ids and hosts are plain, but never trust that."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _list(values: Iterable[str]) -> str:
+    return "[" + ", ".join(_lit(v) for v in values) + "]"
+
+
+def _pick(values: list[str], hash_expr: str) -> str:
+    return f"{_list(values)}[(1 + ({hash_expr}) % {len(values)})::BIGINT]"
+
+
+def capture_select(
+    *,
+    run_id: str,
+    count: int,
+    start: int = 0,
+    stop: int | None = None,
+    seed: int = 0,
+    host: str = "shoes.example",
+    currency: str = "USD",
+    store: str | None = None,
+    started_at: float | None = None,
+    ended_at: float | None = None,
+    extra_columns: bool = False,
+    drop_columns: Iterable[str] = (),
+    source: str | None = None,
+) -> str:
+    """The SELECT that yields captures `start..stop` of a `count`-capture run.
+
+    Pseudo-randomness is `mix(...)` (a re-hashed DuckDB `hash`) of the seed, the product (host, i)
+    or the run (run_id, i), so any slice of a run is the same rows as that slice of the whole run.
+    `source` is a table with a column `i` to read instead of `range()`; a table scan runs on every
+    core, while `range()` runs on one.
+    """
+    stop = count if stop is None else min(stop, count)
+    start = max(0, min(start, stop))
+    dropped = set(drop_columns)
+    unknown = dropped - set(CAPTURE_COLUMNS) - set(EXTRA_COLUMNS)
+    if unknown:
+        raise ValueError(f"unknown capture columns to drop: {sorted(unknown)}")
+    t0 = DEFAULT_STARTED_AT if started_at is None else float(started_at)
+    t1 = t0 + count / 20.0 if ended_at is None else max(t0, float(ended_at))
+    prof = profile_for(host)
+    opt1_name, opt1_values = prof["opt1"]
+    opt2_name, opt2_values = prof["opt2"]
+    low, high = prof["price"]
+    store = store or host.split(".")[0].title() + " Store"
+    seed = int(seed)
+    ph = f"mix({seed}, {_lit(host)}, i)"  # product-level
+    rh = f"mix({seed}, {_lit(run_id)}, i)"  # run-level
+    n1 = min(3, len(opt1_values))
+    n2 = min(2, len(opt2_values))
+
+    description = (
+        f"'The ' || title || ' from ' || brand || ' is made for ' || {_pick(USES, 'mix(hp, 11)')}"
+        f" || '. ' || array_to_string(list_transform(list_transform(range((8 + mix(hp, 12) % 9)::BIGINT), lambda s: mix(hp, s)), lambda h: {_sentence()}), ' ')"
+        f" || ' ' || {_pick(CLOSERS, 'mix(hp, 13)')}"
+    )
+    variant_price = "(floor(base_price * drift * (1 + 0.04 * (k // n2))) + 0.99) * (1 - 0.05 * o)"
+    offers = (
+        f"list_transform(range(1 + (mix(hr, 30, k) % 4 = 0)::BIGINT), lambda o: struct_pack("
+        f"price := struct_pack(amount := round({variant_price}, 2), "
+        f"full_amount := round({variant_price} * CASE WHEN mix(hr, 31, k) % 5 = 0 THEN 1.25 ELSE 1 END, 2), "
+        f"currency := {_lit(currency)}), "
+        f"availability := struct_pack(in_stock := mix(hr, 32, k, o) % 7 > 0, "
+        f"quantity := CASE WHEN mix(hr, 32, k, o) % 7 > 0 THEN (mix(hr, 33, k, o) % 60 + 1)::INTEGER ELSE 0 END), "
+        f"condition := CASE WHEN o = 0 OR mix(hr, 34, k) % 3 > 0 THEN 'new' ELSE 'refurbished' END, "
+        f"seller := CASE WHEN o = 0 THEN {_lit(store)} ELSE {_pick(SELLERS, 'mix(hr, 35, k)')} END, "
+        f"seller_type := CASE WHEN o = 0 THEN 'first_party' ELSE 'marketplace' END))"
+    )
+    variants = (
+        "list_transform(range(n1 * n2), lambda k: struct_pack("
+        "id := product_id || '-' || (k + 1)::VARCHAR, "
+        "opt1 := opt1_values[k // n2 + 1], "
+        "opt2 := opt2_values[k % n2 + 1], "
+        "identifiers := struct_pack("
+        "gtin := lpad((mix(hp, 40, k) % 10000000000000)::VARCHAR, 13, '0'), "
+        "mpn := upper(left(brand, 3)) || '-' || (mix(hp, 41) % 100000)::VARCHAR || '-' || (k + 1)::VARCHAR), "
+        f"offers := {offers}))"
+    )
+    columns: list[tuple[str, str]] = [
+        (
+            "id",
+            "(left(m, 8) || '-' || substr(m, 9, 4) || '-4' || substr(m, 14, 3) || '-a' "
+            "|| substr(m, 18, 3) || '-' || substr(m, 21, 12))",
+        ),
+        ("url", f"'https://' || {_lit(host)} || '/p/' || slug || '-' || (i + 1)::VARCHAR"),
+        ("extracted_at", f"{t0!r} + {t1 - t0!r} * (i + (hr % 1000) / 1000.0) / {max(count, 1)}"),
+        ("product_id", "product_id"),
+        ("group_id", "group_id"),
+        ("title", "title"),
+        ("subtitle", f"CASE WHEN mix(hp, 5) % 33 = 0 THEN NULL ELSE {_pick(prof['subtitles'], 'mix(hp, 6)')} END"),
+        ("brand", "brand"),
+        ("description", description),
+        ("min_price", "CASE WHEN mix(hr, 7) % 100 = 0 THEN NULL ELSE list_min(prices) END"),
+        ("max_price", "list_max(prices)"),
+        ("currency", _lit(currency)),
+        ("available", "list_bool_or(list_transform(variants, lambda v: v.offers[1].availability.in_stock))"),
+        ("sku_count", "len(variants)::INTEGER"),
+        ("image_url", f"'https://cdn.' || {_lit(host)} || '/img/' || lower(to_hex(mix(hp, 70))) || '/' || product_id || '.jpg'"),
+        (
+            "options",
+            f"struct_pack(opt1 := struct_pack(name := {_lit(opt1_name)}, values := opt1_values), "
+            f"opt2 := struct_pack(name := {_lit(opt2_name)}, values := opt2_values))",
+        ),
+        ("variants", "variants"),
+        ("rating", "CASE WHEN mix(hp, 8) % 5 = 0 THEN NULL ELSE round(1 + (mix(hp, 9) % 400) / 100.0, 1) END"),
+        ("review_count", "(mix(hp, 10) % 2500)::BIGINT"),
+    ]  # fmt: skip
+    wanted = CAPTURE_COLUMNS + (EXTRA_COLUMNS if extra_columns else ())
+    select_list = ",\n  ".join(
+        f"{expr} AS {name}" for name, expr in columns if name in wanted and name not in dropped
+    )
+    return f"""
+WITH base AS (
+  SELECT i, {ph} AS hp, {rh} AS hr,
+    md5({_lit(run_id)} || ':' || i::VARCHAR) AS m,
+    1 + (mix({ph}, 1) % {n1})::BIGINT AS n1,
+    1 + (mix({ph}, 2) % {n2})::BIGINT AS n2,
+    1 + (mix({ph}, 3) % {len(opt1_values)})::BIGINT AS o1,
+    1 + (mix({ph}, 4) % {len(opt2_values)})::BIGINT AS o2
+  FROM {source or f"range({start}, {stop}) t(i)"}
+  WHERE i >= {start} AND i < {stop}
+), prod AS (
+  SELECT *,
+    left(lower(to_hex(mix(hp, 56))), 12) AS product_id,
+    'grp_' || left(lower(to_hex(mix({seed}, {_lit(host)}, i // 3, 57))), 10) AS group_id,
+    {_pick(BRANDS, "mix(hp, 50)")} AS brand,
+    {_pick(ADJECTIVES, "mix(hp, 51)")} AS adjective,
+    {_pick(prof["nouns"], "mix(hp, 52)")} AS noun,
+    ({low} + (mix(hp, 53) % 10000) / 10000.0 * {high - low}) AS base_price,
+    (1 + ((mix({_lit(run_id)}, {seed}, 54) % 1000) / 1000.0 - 0.5) * 0.04
+       + ((hr % 1000) / 1000.0 - 0.5) * 0.03) AS drift,
+    list_transform(range(n1), lambda j: {_list(opt1_values)}[(o1 + j - 1) % {len(opt1_values)} + 1]) AS opt1_values,
+    list_transform(range(n2), lambda j: {_list(opt2_values)}[(o2 + j - 1) % {len(opt2_values)} + 1]) AS opt2_values
+  FROM base
+), named AS (
+  SELECT *,
+    brand || ' ' || adjective || ' ' || noun || ' ' || ((mix(hp, 55) % 9) + 1)::VARCHAR AS title,
+    lower(replace(adjective || '-' || noun, ' ', '-')) AS slug
+  FROM prod
+), var AS (
+  SELECT *, {variants} AS variants FROM named
+), priced AS (
+  SELECT *, flatten(list_transform(variants,
+    lambda v: list_transform(v.offers, lambda f: f.price.amount))) AS prices
+  FROM var
+)
+SELECT
+  {select_list}
+FROM priced
+
+"""
+
+
+def write_captures(
+    path: str | os.PathLike[str],
+    *,
+    run_id: str,
+    count: int,
+    seed: int = 0,
+    host: str = "shoes.example",
+    format: str = "parquet",
+    extra_columns: bool = False,
+    drop_columns: Iterable[str] = (),
+    currency: str = "USD",
+    store: str | None = None,
+    started_at: float | None = None,
+    ended_at: float | None = None,
+) -> Path:
+    """Write `count` captures of `run_id` to `path` as parquet (zstd) or JSON lines.
+
+    Deterministic for the arguments. Without `started_at`/`ended_at` the capture times sit in a
+    fixed window starting 2026-01-01, at 20 captures per second.
+    """
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
+    if count < 0:
+        raise ValueError("count must be >= 0")
+    target = Path(path)
+    sql = capture_select(
+        run_id=run_id,
+        count=count,
+        seed=seed,
+        host=host,
+        currency=currency,
+        store=store,
+        started_at=started_at,
+        ended_at=ended_at,
+        extra_columns=extra_columns,
+        drop_columns=drop_columns,
+        source="ids",
+    )
+    options = (
+        "FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 100000"
+        if format == "parquet"
+        else "FORMAT json"
+    )
+    spill = Path(tempfile.mkdtemp(prefix=".duckdb-spill-", dir=target.parent))
+    try:
+        with _connect() as con:
+            # Each thread buffers a whole row group (~300 MB raw) before writing it: cap memory
+            # and spill beside the target, never into the working directory.
+            con.execute(f"SET memory_limit = {_lit(MEMORY_LIMIT)}")
+            con.execute(f"SET temp_directory = {_lit(str(spill))}")
+            con.execute(f"CREATE TEMP TABLE ids AS SELECT range AS i FROM range({int(count)})")
+            con.execute(f"COPY ({sql}) TO {_lit(str(target))} ({options})")
+    finally:
+        shutil.rmtree(spill, ignore_errors=True)
+    return target
+
+
+def read_captures(
+    *,
+    run_id: str,
+    count: int,
+    start: int,
+    stop: int,
+    **kwargs: Any,
+) -> list[dict[str, Any]]:
+    """Captures `start..stop` as JSON-ready dicts, for the paged `/captures` endpoint."""
+    sql = capture_select(run_id=run_id, count=count, start=start, stop=stop, **kwargs)
+    with _connect() as con:
+        rel = con.sql(sql)
+        names = rel.columns
+        return [dict(zip(names, row, strict=True)) for row in rel.fetchall()]
+
+
+def _connect() -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB with `mix`: `hash(a, b)` alone leaves `hash(a, 1)` and `hash(a, 2)`
+    correlated in their low bits, so every value is hashed once more."""
+    con = duckdb.connect()
+    con.execute(
+        "CREATE TEMP MACRO mix(a, b) AS hash(hash(a, b)), (a, b, c) AS hash(hash(a, b, c)), "
+        "(a, b, c, d) AS hash(hash(a, b, c, d))"
+    )
+    return con

@@ -1,0 +1,50 @@
+"""Shared pytest fixtures."""
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from extralt_dagster.emulator import Emulator
+
+# --- The Extralt emulator -----------------------------------------------------------------
+
+#: Fast enough that a 20-capture run (2 s starting + 1 s extracting) takes 3 ms of real time.
+EMULATOR_DEFAULTS: dict[str, Any] = {"speed": 1000.0, "rate_limit": None}
+
+
+@pytest.fixture
+def make_emulator() -> Iterator[Callable[..., Emulator]]:
+    """Start emulators with custom settings (`make_emulator(speed=0, rate_limit=(60, 3))`);
+    all are stopped at teardown."""
+    started: list[Emulator] = []
+
+    def make(**kwargs: Any) -> Emulator:
+        emu = Emulator(**{**EMULATOR_DEFAULTS, **kwargs}).start()
+        started.append(emu)
+        return emu
+
+    yield make
+    for emu in started:
+        emu.stop()
+
+
+@pytest.fixture
+def emulator(request: pytest.FixtureRequest, make_emulator: Callable[..., Emulator]) -> Emulator:
+    """A running emulator on a free port. Override settings with
+    `@pytest.mark.parametrize("emulator", [{"speed": 0}], indirect=True)`."""
+    return make_emulator(**getattr(request, "param", {}))
+
+
+# --- Dagster ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def instance(tmp_path):
+    """A persistent (sqlite, on-disk) Dagster instance, so run tags and events are real."""
+    import dagster as dg
+
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home)) as inst:
+        yield inst

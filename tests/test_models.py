@@ -1,0 +1,154 @@
+"""Input checks and the run model: pure functions, no server."""
+
+import re
+
+import pytest
+
+from extralt_dagster import (
+    ExtraltAPIError,
+    ExtraltClient,
+    ExtraltRun,
+    ExtraltUnknownStatusError,
+    ExtraltValidationError,
+    RunStatus,
+)
+from extralt_dagster.client import TokenBucket, _parse_retry_after, safe_export_filename
+from extralt_dagster.models import (
+    ExportFormat,
+    validate_budget,
+    validate_identifier,
+    validate_start_urls,
+)
+
+
+def test_run_status_covers_the_seven_statuses():
+    assert {s.value for s in RunStatus} == {
+        "pending",
+        "starting",
+        "running",
+        "restarting",
+        "completed",
+        "failed",
+        "stopped",
+    }
+    assert {s for s in RunStatus if s.is_terminal} == {
+        RunStatus.COMPLETED,
+        RunStatus.FAILED,
+        RunStatus.STOPPED,
+    }
+
+
+def test_unknown_status_is_an_error_not_done():
+    with pytest.raises(ExtraltUnknownStatusError, match="'paused'") as info:
+        ExtraltRun.from_api({"_id": "run_1", "status": "paused"})
+    assert info.value.run_id == "run_1"
+
+
+def test_run_document_parses_camel_case_and_keeps_extra_fields():
+    run = ExtraltRun.from_api(
+        {
+            "_id": "run_1",
+            "status": "completed",
+            "extracted": 12,
+            "inQueue": 0,
+            "robotId": "rbt_1",
+            "robotName": "Shoes",
+            "budget": 20,
+            "createdAt": 1_700_000_000_000,
+            "startedAt": 1_700_000_001_000,
+            "duration": 2500,
+            "somethingNew": {"x": 1},
+        }
+    )
+    assert (run.id, run.status, run.extracted, run.robot_id) == (
+        "run_1",
+        RunStatus.COMPLETED,
+        12,
+        "rbt_1",
+    )
+    assert run.duration == 2.5
+    assert run.started_at is not None and run.started_at.timestamp() == 1_700_000_001
+    assert run.credits_spent == 24
+    assert run.raw["somethingNew"] == {"x": 1}
+
+
+@pytest.mark.parametrize(
+    "doc", [[], "text", {"status": "running"}, {"_id": "r", "status": "running", "extracted": "x"}]
+)
+def test_wrong_shape_is_an_api_error_not_a_key_error(doc):
+    with pytest.raises(ExtraltAPIError):
+        ExtraltRun.from_api(doc)
+
+
+@pytest.mark.parametrize(
+    ("value", "field"),
+    [
+        ("ftp://x.example/a", "start_urls[0]"),
+        ("/relative", "start_urls[0]"),
+        ("https://", "start_urls[0]"),
+    ],
+)
+def test_start_urls_must_be_absolute_http(value, field):
+    with pytest.raises(ExtraltValidationError, match=re.escape(field)):
+        validate_start_urls([value])
+
+
+def test_start_urls_rejects_a_bare_string_and_an_empty_list():
+    with pytest.raises(ExtraltValidationError, match="start_urls"):
+        validate_start_urls("https://x.example")
+    with pytest.raises(ExtraltValidationError, match="omit it"):
+        validate_start_urls([])
+
+
+@pytest.mark.parametrize("value", [0, -5, 1.5, True, "10"])
+def test_budget_must_be_a_positive_int(value):
+    with pytest.raises(ExtraltValidationError, match="budget"):
+        validate_budget(value)
+
+
+@pytest.mark.parametrize("value", ["Shoes", "1abc", "a-b", "a;drop table x", "", "a" * 64])
+def test_identifiers_are_strict(value):
+    with pytest.raises(ExtraltValidationError, match="name"):
+        validate_identifier(value, "name")
+
+
+def test_retry_after_seconds_and_http_date():
+    assert _parse_retry_after("7") == 7.0
+    assert _parse_retry_after("0.5") == 0.5
+    assert _parse_retry_after(None) is None
+    assert _parse_retry_after("garbage") is None
+    assert _parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past
+
+
+def test_token_bucket_allows_a_burst_then_paces():
+    now = [0.0]
+    waits: list[float] = []
+    bucket = TokenBucket(120, 30, clock=lambda: now[0], sleep=waits.append)
+    for _ in range(30):
+        bucket.acquire()
+    assert waits == []
+    bucket.acquire()
+    assert waits == [pytest.approx(0.5)]  # 120/min = one token per 0.5 s
+
+
+def test_export_filename_never_comes_from_outside_the_run_id():
+    assert safe_export_filename("run_abc", ExportFormat.PARQUET) == "run_abc.parquet"
+    for hostile in ("../../etc/passwd", "/abs/x", "..", "a/b"):
+        name = safe_export_filename(hostile, ExportFormat.PARQUET)
+        assert "/" not in name and ".." not in name and name.endswith(".parquet")
+
+
+def test_plain_http_to_a_remote_host_is_refused_before_any_request():
+    with pytest.raises(ExtraltValidationError, match="https"):
+        ExtraltClient("secret-key", "http://api.extralt.com")
+    ExtraltClient("secret-key", "http://127.0.0.1:9").close()
+    ExtraltClient("secret-key", "http://localhost:9").close()
+
+
+def test_client_repr_and_errors_hide_the_key():
+    client = ExtraltClient("secret-key-123", "http://127.0.0.1:9")
+    assert "secret-key-123" not in repr(client)
+    client.close()
+    with pytest.raises(Exception, match="EXTRALT_API_KEY") as info:
+        ExtraltClient("", "http://127.0.0.1:9")
+    assert "secret" not in str(info.value)

@@ -1,0 +1,226 @@
+"""The `run` asset, through real Dagster materializations against the emulator over HTTP."""
+
+import threading
+
+import dagster as dg
+import pytest
+
+from extralt_dagster import ExtraltValidationError, build_extralt_assets
+from extralt_dagster.assets import run_asset_key, run_id_tag
+
+from .support import (
+    event_log_text,
+    failure_messages,
+    materialization_metadata,
+    resources,
+    wait_until,
+)
+
+CREATE = ("POST", "/v0/extract/runs")
+STOP = ("POST", "/v0/extract/runs/*/stop")
+RESTART = ("POST", "/v0/extract/runs/*/restart")
+
+
+def run_only(name="shoes", **kw):
+    return build_extralt_assets(name, kw.pop("robot_id", "rbt_shoes"), **kw)[0]
+
+
+def test_one_materialization_creates_one_run_and_completes(emulator, instance, tmp_path):
+    asset = run_only(budget=20)
+    result = dg.materialize([asset], instance=instance, resources=resources(emulator, tmp_path))
+    assert result.success
+    assert emulator.count_requests(*CREATE) == 1
+    md = materialization_metadata(result, run_asset_key("shoes"))
+    run = emulator.run(md["extralt/run_id"])
+    assert run.status == "completed"
+    assert md["extralt/status"] == "completed"
+    assert md["extralt/extracted"] == run.extracted == 20
+    assert md["extralt/credits_spent"] == 40
+    assert md["extralt/how"] == "created"
+    assert md["extralt/run_document"]["_id"] == run.id
+    # the remote run id is recorded where a retry can find it
+    tags = instance.get_run_by_id(result.run_id).tags
+    assert tags[run_id_tag("shoes")] == run.id
+
+
+def test_remote_failure_is_a_failure_naming_the_run(emulator, instance, tmp_path):
+    emulator.set_faults(fail_runs=True)
+    asset = run_only(budget=20, retry_policy=dg.RetryPolicy(max_retries=2))
+    result = dg.materialize(
+        [asset], instance=instance, resources=resources(emulator, tmp_path), raise_on_error=False
+    )
+    assert not result.success
+    [message] = failure_messages(result)  # no pointless retries: one failure only
+    [run_id] = list(emulator.runs)
+    assert run_id in message and "failed" in message
+    assert emulator.count_requests(*CREATE) == 1
+
+
+def test_poll_timeout_stops_the_remote_run(emulator, instance, tmp_path):
+    emulator.set_faults(never_finish=True)
+    asset = run_only(budget=20)
+    result = dg.materialize(
+        [asset],
+        instance=instance,
+        resources=resources(emulator, tmp_path),
+        run_config={"ops": {"extralt__shoes__run": {"config": {"poll_timeout_seconds": 0.5}}}},
+        raise_on_error=False,
+    )
+    assert not result.success
+    [run_id] = list(emulator.runs)
+    assert emulator.run(run_id).status == "stopped"
+    assert emulator.count_requests(*STOP) == 1
+    [message] = failure_messages(result)
+    assert run_id in message and "stopped" in message and "poll_timeout_seconds" in message
+
+
+@pytest.mark.parametrize("emulator", [{"speed": 10}], indirect=True)  # the run outlives a retry
+def test_step_dying_mid_poll_resumes_the_same_run(emulator, instance, tmp_path):
+    # The first attempt's poll fails past the client's bound (max_retries=1 -> 2 tries).
+    emulator.set_faults(error_status=503, error_count=2, match="GET /v0/extract/runs/*")
+    asset = run_only(budget=100, retry_policy=dg.RetryPolicy(max_retries=2))
+    result = dg.materialize(
+        [asset], instance=instance, resources=resources(emulator, tmp_path, max_retries=1)
+    )
+    assert result.success
+    assert emulator.count_requests(*CREATE) == 1
+    md = materialization_metadata(result, run_asset_key("shoes"))
+    assert md["extralt/how"] == "resumed"
+    assert emulator.run(md["extralt/run_id"]).status == "completed"
+    assert emulator.count_requests(*STOP) == 0
+
+
+def test_rerun_after_remote_stop_uses_restart(emulator, instance, tmp_path):
+    emulator.set_faults(never_finish=True)
+    asset = run_only(budget=20)
+
+    def stop_when_running():
+        run_id = wait_until(lambda: next(iter(emulator.runs), None), what="a run")
+        wait_until(lambda: emulator.run(run_id).status == "running", what="running")
+        emulator.stop_run_externally(run_id)
+
+    stopper = threading.Thread(target=stop_when_running)
+    stopper.start()
+    first = dg.materialize(
+        [asset], instance=instance, resources=resources(emulator, tmp_path), raise_on_error=False
+    )
+    stopper.join()
+    assert not first.success
+    [stopped_id] = list(emulator.runs)
+    assert "stopped outside Dagster" in failure_messages(first)[0]
+
+    emulator.clear_faults()
+    # What "re-execute from failure" does: a new run that carries the parent's tags.
+    parent_tags = instance.get_run_by_id(first.run_id).tags
+    second = dg.materialize(
+        [asset],
+        instance=instance,
+        resources=resources(emulator, tmp_path),
+        tags={run_id_tag("shoes"): parent_tags[run_id_tag("shoes")]},
+    )
+    assert second.success
+    assert emulator.count_requests(*CREATE) == 1
+    assert emulator.count_requests(*RESTART) == 1
+    md = materialization_metadata(second, run_asset_key("shoes"))
+    assert md["extralt/how"] == "restarted"
+    new_id = md["extralt/run_id"]
+    assert new_id != stopped_id and emulator.run(new_id).status == "completed"
+    assert instance.get_run_by_id(second.run_id).tags[run_id_tag("shoes")] == new_id
+
+
+def test_accept_stopped_materializes_a_partial_run(emulator, instance, tmp_path):
+    asset = run_only(budget=20, accept_stopped=True)
+    emulator.set_faults(never_finish=True)
+
+    def stop_when_running():
+        run_id = wait_until(lambda: next(iter(emulator.runs), None), what="a run")
+        wait_until(lambda: emulator.run(run_id).status == "running", what="running")
+        emulator.stop_run_externally(run_id)
+
+    stopper = threading.Thread(target=stop_when_running)
+    stopper.start()
+    result = dg.materialize([asset], instance=instance, resources=resources(emulator, tmp_path))
+    stopper.join()
+    md = materialization_metadata(result, run_asset_key("shoes"))
+    assert md["extralt/status"] == "stopped"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"name": "Bad-Name"}, "name"),
+        ({"start_urls": ["ftp://shoes.example/"]}, "start_urls[0]"),
+        ({"start_urls": ["/relative"]}, "start_urls[0]"),
+        ({"budget": 0}, "budget"),
+        ({"budget": -3}, "budget"),
+        ({"robot_id": ""}, "robot_id"),
+    ],
+)
+def test_bad_definitions_fail_before_any_request(emulator, kwargs, field):
+    args = {"name": "shoes", "robot_id": "rbt_shoes", **kwargs}
+    with pytest.raises(ExtraltValidationError) as info:
+        build_extralt_assets(**args)
+    assert field in str(info.value)
+    assert emulator.count_requests() == 0
+
+
+@pytest.mark.parametrize(
+    ("config", "field"),
+    [
+        ({"budget": -1}, "budget"),
+        ({"start_urls": ["not a url"]}, "start_urls[0]"),
+        ({"robot_id": " "}, "robot_id"),
+    ],
+)
+def test_bad_run_config_fails_before_any_request(emulator, instance, tmp_path, config, field):
+    asset = run_only(budget=20)
+    result = dg.materialize(
+        [asset],
+        instance=instance,
+        resources=resources(emulator, tmp_path),
+        run_config={"ops": {"extralt__shoes__run": {"config": config}}},
+        raise_on_error=False,
+    )
+    assert not result.success
+    [message] = failure_messages(result)
+    assert field in message and "No Extralt request was made" in message
+    assert emulator.count_requests() == 0
+
+
+def test_run_config_overrides_the_budget(emulator, instance, tmp_path):
+    asset = run_only(budget=20)
+    result = dg.materialize(
+        [asset],
+        instance=instance,
+        resources=resources(emulator, tmp_path),
+        run_config={"ops": {"extralt__shoes__run": {"config": {"budget": 7}}}},
+    )
+    md = materialization_metadata(result, run_asset_key("shoes"))
+    assert md["extralt/extracted"] == 7
+    assert emulator.run(md["extralt/run_id"]).budget == 7
+
+
+def test_api_key_reaches_no_event_log_entry(emulator, instance, tmp_path):
+    emulator.set_faults(fail_runs=True)
+    for asset in (run_only(budget=5), run_only("boots", budget=5)):
+        dg.materialize(
+            [asset],
+            instance=instance,
+            resources=resources(emulator, tmp_path),
+            raise_on_error=False,
+        )
+    text = event_log_text(instance)
+    assert emulator.api_key not in text
+    assert "extralt" in text  # the scan really read the logs
+
+
+def test_asset_declares_kinds_pool_and_description():
+    asset = build_extralt_assets(
+        "shoes", "rbt_shoes", budget=50, owners=["team:data"], tags={"tier": "gold"}
+    )[0]
+    spec = next(iter(asset.specs))
+    assert spec.kinds == {"extralt"}
+    assert "rbt_shoes" in spec.description and "50" in spec.description
+    assert spec.owners == ["team:data"]
+    assert spec.tags["tier"] == "gold"
+    assert asset.op.pool == "extralt"

@@ -1,0 +1,106 @@
+"""Terminating a Dagster run stops the Extralt run: the real path, through the webserver.
+
+The run is launched by a real `dagster-webserver` (run launcher, code server, run worker and
+step process), and terminated the way the UI's Terminate button does it, through GraphQL.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from dagster import DagsterRunStatus
+from dagster_graphql import DagsterGraphQLClient
+
+from .support import wait_until
+
+HERE = Path(__file__).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def webserver(emulator, tmp_path):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    # No daemon here, so launch runs directly instead of queueing them.
+    (home / "dagster.yaml").write_text(
+        "telemetry:\n  enabled: false\n"
+        "run_coordinator:\n  module: dagster.core.run_coordinator\n"
+        "  class: DefaultRunCoordinator\n"
+    )
+    port = free_port()
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "EXTRALT_API_KEY": emulator.api_key,
+        "EXTRALT_BASE_URL": emulator.url,
+        "EXTRALT_DUCKDB_PATH": str(tmp_path / "w.duckdb"),
+    }
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "dagster-webserver"),
+            "-f",
+            str(HERE / "termination_defs.py"),
+            "-d",
+            str(HERE.parent),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group, so we can end all of it
+    )
+    try:
+        client = DagsterGraphQLClient("127.0.0.1", port_number=port)
+        wait_until(lambda: _ready(port, proc), timeout=120, what="dagster-webserver")
+        yield client
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _ready(port: int, proc: subprocess.Popen) -> bool:
+    if proc.poll() is not None:
+        raise AssertionError(f"dagster-webserver exited with {proc.returncode}")
+    import httpx
+
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/server_info", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_terminating_the_dagster_run_stops_the_extralt_run(emulator, webserver):
+    emulator.set_faults(never_finish=True)
+    run_id = webserver.submit_job_execution("extract_shoes")
+    extralt_id = wait_until(lambda: next(iter(emulator.runs), None), timeout=120, what="create")
+    wait_until(
+        lambda: emulator.count_requests("GET", f"/v0/extract/runs/{extralt_id}") >= 2,
+        what="the asset polling",
+    )
+    webserver.terminate_run(run_id)
+    wait_until(
+        lambda: webserver.get_run_status(run_id)
+        in (DagsterRunStatus.CANCELED, DagsterRunStatus.FAILURE),
+        timeout=60,
+        what="the Dagster run to end",
+    )
+    assert webserver.get_run_status(run_id) == DagsterRunStatus.CANCELED
+    assert emulator.run(extralt_id).status == "stopped"
+    assert emulator.count_requests("POST", "/v0/extract/runs/*/stop") == 1
+    assert emulator.count_requests("POST", "/v0/extract/runs") == 1
