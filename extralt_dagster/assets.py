@@ -6,13 +6,12 @@ No `from __future__ import annotations` here: Dagster must resolve the `dg.Confi
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import dagster as dg
 from pydantic import Field
 
 from .errors import (
-    ExtraltError,
     ExtraltNotFoundError,
     ExtraltTimeoutError,
     ExtraltValidationError,
@@ -59,8 +58,8 @@ class ExtractionParams:
     """What one source asks Extralt for; validated before any request."""
 
     robot_id: str
-    start_urls: Optional[list[str]] = None
-    budget: Optional[int] = None
+    start_urls: list[str] | None = None
+    budget: int | None = None
     auto_enrich: bool = False
 
     def validated(self, where: str = "") -> "ExtractionParams":
@@ -80,18 +79,18 @@ class ExtractionParams:
 class ExtraltRunConfig(dg.Config):
     """Per-run overrides, e.g. from the Launchpad or a schedule. Unset fields keep the defaults."""
 
-    robot_id: Optional[str] = Field(default=None, description="Override the robot to run.")
-    start_urls: Optional[list[str]] = Field(
+    robot_id: str | None = Field(default=None, description="Override the robot to run.")
+    start_urls: list[str] | None = Field(
         default=None, description="Override the start URLs (absolute http(s) URLs)."
     )
-    budget: Optional[int] = Field(default=None, description="Override the most captures to make.")
-    auto_enrich: Optional[bool] = Field(default=None, description="Override auto-enrichment.")
-    accept_stopped: Optional[bool] = Field(
+    budget: int | None = Field(default=None, description="Override the most captures to make.")
+    auto_enrich: bool | None = Field(default=None, description="Override auto-enrichment.")
+    accept_stopped: bool | None = Field(
         default=None,
         description="Materialize a run stopped outside Dagster with its partial captures "
         "instead of failing.",
     )
-    poll_timeout_seconds: Optional[float] = Field(
+    poll_timeout_seconds: float | None = Field(
         default=None, description="Override how long to wait for the run."
     )
 
@@ -99,23 +98,23 @@ class ExtraltRunConfig(dg.Config):
 def build_extralt_assets(
     name: str,
     robot_id: str,
-    start_urls: Optional[Sequence[str]] = None,
-    budget: Optional[int] = None,
+    start_urls: Sequence[str] | None = None,
+    budget: int | None = None,
     auto_enrich: bool = False,
     *,
-    poll_timeout_seconds: Optional[float] = None,
+    poll_timeout_seconds: float | None = None,
     accept_stopped: bool = False,
-    group_name: Optional[str] = None,
-    retry_policy: Optional[dg.RetryPolicy] = None,
-    pool: Optional[str] = RUN_POOL,
-    captures_pool: Optional[str] = WAREHOUSE_POOL,
-    tags: Optional[Mapping[str, str]] = None,
-    owners: Optional[Sequence[str]] = None,
-    description: Optional[str] = None,
+    group_name: str | None = None,
+    retry_policy: dg.RetryPolicy | None = None,
+    pool: str | None = RUN_POOL,
+    captures_pool: str | None = WAREHOUSE_POOL,
+    tags: Mapping[str, str] | None = None,
+    owners: Sequence[str] | None = None,
+    description: str | None = None,
     schema: str = DEFAULT_SCHEMA,
     export_format: Literal["parquet", "jsonl"] = "parquet",
     null_price_warn_ratio: float = 0.05,
-    duckdb_memory_limit: Optional[str] = None,
+    duckdb_memory_limit: str | None = None,
     preserve_insertion_order: bool = False,
     lock_timeout_seconds: float = 60.0,
 ) -> list[dg.AssetsDefinition]:
@@ -182,19 +181,19 @@ def build_extralt_assets(
 class _Source:
     name: str
     params: ExtractionParams
-    poll_timeout_seconds: Optional[float]
+    poll_timeout_seconds: float | None
     accept_stopped: bool
 
 
 def _build_run_asset(
     source: _Source,
     *,
-    group_name: Optional[str],
-    retry_policy: Optional[dg.RetryPolicy],
-    pool: Optional[str],
-    tags: Optional[Mapping[str, str]],
-    owners: Optional[Sequence[str]],
-    description: Optional[str],
+    group_name: str | None,
+    retry_policy: dg.RetryPolicy | None,
+    pool: str | None,
+    tags: Mapping[str, str] | None,
+    owners: Sequence[str] | None,
+    description: str | None,
 ) -> dg.AssetsDefinition:
     p = source.params
     budget_text = f"budget {p.budget:,} captures" if p.budget else "the robot's default budget"
@@ -309,7 +308,7 @@ class _RunStep:
                 return self._handler(adopted), "adopted"
         return self._create(), "created"
 
-    def _resume(self, run_id: str) -> Optional[tuple[ExtraltRunHandler, str]]:
+    def _resume(self, run_id: str) -> tuple[ExtraltRunHandler, str] | None:
         try:
             run = self.client.get_run(run_id)
         except ExtraltNotFoundError:
@@ -358,7 +357,9 @@ class _RunStep:
 
     # --- finishing --------------------------------------------------------------------
 
-    def _finish(self, handler: ExtraltRunHandler, run: ExtraltRun, how: str) -> dg.MaterializeResult:
+    def _finish(
+        self, handler: ExtraltRunHandler, run: ExtraltRun, how: str
+    ) -> dg.MaterializeResult:
         metadata = self._run_metadata(run, how, handler)
         if run.status is RunStatus.FAILED:
             reason = run.error_message or "no reason given"
@@ -456,7 +457,7 @@ def _config_failure(message: str) -> dg.Failure:
     )
 
 
-def latest_run_metadata(instance: dg.DagsterInstance, name: str) -> Optional[dict[str, Any]]:
+def latest_run_metadata(instance: dg.DagsterInstance, name: str) -> dict[str, Any] | None:
     """The newest `run` materialization's metadata values for a source, or None."""
     event = instance.get_latest_materialization_event(run_asset_key(name))
     if event is None or event.asset_materialization is None:

@@ -7,7 +7,7 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
@@ -26,7 +26,7 @@ PREVIEW_COLUMNS = ("title", "brand", "min_price", "currency", "available")
 
 
 class ExtraltCapturesConfig(dg.Config):
-    export_format: Optional[ExportFormat] = Field(
+    export_format: ExportFormat | None = Field(
         default=None,
         description="Export to load: parquet (the source's default) or jsonl where Parquet "
         "export is unavailable.",
@@ -39,13 +39,13 @@ def build_captures_asset(
     run_key: dg.AssetKey,
     schema: str,
     export_format: str,
-    group_name: Optional[str],
-    retry_policy: Optional[dg.RetryPolicy],
-    pool: Optional[str],
-    tags: Optional[Mapping[str, str]],
-    owners: Optional[Sequence[str]],
+    group_name: str | None,
+    retry_policy: dg.RetryPolicy | None,
+    pool: str | None,
+    tags: Mapping[str, str] | None,
+    owners: Sequence[str] | None,
     null_price_warn_ratio: float,
-    duckdb_memory_limit: Optional[str],
+    duckdb_memory_limit: str | None,
     preserve_insertion_order: bool,
     lock_timeout_seconds: float,
 ) -> dg.AssetsDefinition:
@@ -130,9 +130,7 @@ def build_captures_asset(
                 f"in {download_seconds:.1f}s"
             )
             record = warehouse.RunRecord.from_run(run, dagster_run_id=context.run.run_id)
-            result = _load(
-                duckdb, path, target, record, fmt, size, settings, lock_timeout_seconds
-            )
+            result = _load(duckdb, path, target, record, fmt, size, settings, lock_timeout_seconds)
         context.log.info(
             f"Loaded {result.rows:,} captures of run {run.id} into {tables['captures']} "
             f"in {result.load_seconds:.1f}s"

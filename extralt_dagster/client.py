@@ -236,20 +236,23 @@ class ExtraltClient:
                     f"the follow-up look-up failed too ({type(lookup_exc).__name__}). A run may have "
                     "started: check the Extralt dashboard before retrying."
                 ) from exc
-            if adopted is not None:
-                logger.warning(
-                    "Create request for robot %s failed ambiguously (%s); adopting run %s that it "
-                    "had already started instead of paying for a second run.",
-                    robot_id,
-                    type(exc).__name__,
-                    adopted,
+            if adopted is None:
+                # Nothing yet: the create may still land (a slow server), so re-sending it could
+                # pay twice. Fail; the caller's next attempt looks again before creating.
+                exc.args = (
+                    f"{exc} The create request may still start a run; none was found yet, so it "
+                    "was not re-sent. A later attempt should call find_started_run() first "
+                    "(the Dagster asset does).",
                 )
-                return adopted
+                raise
             logger.warning(
-                "Create request for robot %s failed ambiguously and no run was started; retrying once.",
+                "Create request for robot %s failed ambiguously (%s); adopting run %s that it "
+                "had already started instead of paying for a second run.",
                 robot_id,
+                _describe(exc),
+                adopted,
             )
-            response = self._request("POST", "/runs", json=body, idempotent=False)
+            return adopted
         return _id_from(response, "POST /runs")
 
     def get_run(self, run_id: str) -> ExtraltRun:
@@ -399,6 +402,7 @@ class ExtraltClient:
         started = time.monotonic()
         budget_seconds = self.retry_timeout_seconds if deadline is None else deadline
         tries = 0
+        slept = 0.0  # counted as well as the clock, so an injected sleep keeps the bound
         while True:
             if self._bucket is not None:
                 self._bucket.acquire()
@@ -408,7 +412,7 @@ class ExtraltClient:
                 exc = self._translate(raw, method, path)
                 retryable = _is_retryable(exc, idempotent)
                 delay = self._delay_for(exc, tries) if retryable else 0.0
-                elapsed = time.monotonic() - started
+                elapsed = max(time.monotonic() - started, slept)
                 if not retryable or tries >= self.max_retries or elapsed + delay > budget_seconds:
                     if exc is raw:
                         raise
@@ -424,6 +428,7 @@ class ExtraltClient:
                     delay,
                 )
                 self._sleep(delay)
+                slept += delay
 
     def _translate(self, exc: Exception, method: str, path: str) -> Exception:
         if not isinstance(exc, httpx.HTTPError):

@@ -1,6 +1,6 @@
 """`ExtraltResource`: typed Dagster config around `ExtraltClient`. Glue only."""
 
-from typing import Any, Optional
+from typing import Any
 
 import dagster as dg
 from pydantic import Field, PrivateAttr
@@ -58,17 +58,17 @@ class ExtraltResource(dg.ConfigurableResource):
     stop_timeout_seconds: float = Field(
         default=10.0, gt=0, description="Bound on a best-effort stop request."
     )
-    max_export_bytes: Optional[int] = Field(
+    max_export_bytes: int | None = Field(
         default=None, gt=0, description="Abort an export download larger than this."
     )
-    rate_limit_per_minute: Optional[float] = Field(
+    rate_limit_per_minute: float | None = Field(
         default=120.0, description="Client-side token bucket; None disables it."
     )
-    dashboard_url_template: Optional[str] = Field(
+    dashboard_url_template: str | None = Field(
         default=None, description="Link to a run in logs and metadata, with {run_id}."
     )
 
-    _client: Optional[ExtraltClient] = PrivateAttr(default=None)
+    _client: ExtraltClient | None = PrivateAttr(default=None)
 
     def __repr__(self) -> str:
         return f"ExtraltResource(base_url={self.base_url!r}, api_key='***')"
@@ -113,7 +113,7 @@ class ExtraltResource(dg.ConfigurableResource):
             self._client = self.make_client()
         return self._client
 
-    def poll_settings(self, timeout_seconds: Optional[float] = None) -> PollSettings:
+    def poll_settings(self, timeout_seconds: float | None = None) -> PollSettings:
         return PollSettings(
             interval_seconds=self.poll_interval_seconds,
             initial_interval_seconds=self.initial_poll_interval_seconds,
@@ -123,5 +123,5 @@ class ExtraltResource(dg.ConfigurableResource):
             stop_timeout_seconds=self.stop_timeout_seconds,
         )
 
-    def handler(self, run_id: str, log: Optional[LogSink] = None) -> ExtraltRunHandler:
+    def handler(self, run_id: str, log: LogSink | None = None) -> ExtraltRunHandler:
         return ExtraltRunHandler(self.get_client(), run_id, log=log)

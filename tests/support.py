@@ -35,14 +35,10 @@ def resources(emulator: Any, tmp_path: Path, **overrides: Any) -> dict[str, Any]
 
 
 def failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:
-    return [
-        e.step_failure_data.error.message for e in result.all_events if e.is_step_failure
-    ]
+    return [e.step_failure_data.error.message for e in result.all_events if e.is_step_failure]
 
 
-def materialization_metadata(
-    result: dg.ExecuteInProcessResult, key: dg.AssetKey
-) -> dict[str, Any]:
+def materialization_metadata(result: dg.ExecuteInProcessResult, key: dg.AssetKey) -> dict[str, Any]:
     mats = [m for m in result.asset_materializations_for_node(key.path[-1]) if m.asset_key == key]
     if not mats:
         mats = [

@@ -95,8 +95,10 @@ def test_terminating_the_dagster_run_stops_the_extralt_run(emulator, webserver):
     )
     webserver.terminate_run(run_id)
     wait_until(
-        lambda: webserver.get_run_status(run_id)
-        in (DagsterRunStatus.CANCELED, DagsterRunStatus.FAILURE),
+        lambda: (
+            webserver.get_run_status(run_id)
+            in (DagsterRunStatus.CANCELED, DagsterRunStatus.FAILURE)
+        ),
         timeout=60,
         what="the Dagster run to end",
     )

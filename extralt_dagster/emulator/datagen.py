@@ -247,11 +247,15 @@ def capture_select(
         f" || '. ' || array_to_string(list_transform(list_transform(range((8 + mix(hp, 12) % 9)::BIGINT), lambda s: mix(hp, s)), lambda h: {_sentence()}), ' ')"
         f" || ' ' || {_pick(CLOSERS, 'mix(hp, 13)')}"
     )
-    variant_price = "(floor(base_price * drift * (1 + 0.04 * (k // n2))) + 0.99) * (1 - 0.05 * o)"
+    # Variant k (size k // n2, colour k % n2) costs a little more per size step; a second,
+    # marketplace offer (one variant in four) undercuts the first by 5%. Min and max prices
+    # follow from that rule, without a pass over the nested structs.
+    price = "(floor(base_price * drift * (1 + 0.04 * {step})) + 0.99)"
+    second_offer = "(mix(hr, 30, k) % 4 = 0)"
     offers = (
-        f"list_transform(range(1 + (mix(hr, 30, k) % 4 = 0)::BIGINT), lambda o: struct_pack("
-        f"price := struct_pack(amount := round({variant_price}, 2), "
-        f"full_amount := round({variant_price} * CASE WHEN mix(hr, 31, k) % 5 = 0 THEN 1.25 ELSE 1 END, 2), "
+        f"list_transform(range(1 + {second_offer}::BIGINT), lambda o: struct_pack("
+        f"price := struct_pack(amount := round({price.format(step='(k // n2)')} * (1 - 0.05 * o), 2), "
+        f"full_amount := round({price.format(step='(k // n2)')} * (1 - 0.05 * o) * CASE WHEN mix(hr, 31, k) % 5 = 0 THEN 1.25 ELSE 1 END, 2), "
         f"currency := {_lit(currency)}), "
         f"availability := struct_pack(in_stock := mix(hr, 32, k, o) % 7 > 0, "
         f"quantity := CASE WHEN mix(hr, 32, k, o) % 7 > 0 THEN (mix(hr, 33, k, o) % 60 + 1)::INTEGER ELSE 0 END), "
@@ -266,9 +270,14 @@ def capture_select(
         "opt2 := opt2_values[k % n2 + 1], "
         "identifiers := struct_pack("
         "gtin := lpad((mix(hp, 40, k) % 10000000000000)::VARCHAR, 13, '0'), "
-        "mpn := upper(left(brand, 3)) || '-' || (mix(hp, 41) % 100000)::VARCHAR || '-' || (k + 1)::VARCHAR), "
+        "mpn := mpn_prefix || (k + 1)::VARCHAR), "
         f"offers := {offers}))"
     )
+    min_price = (
+        f"list_min(list_transform(range(n1 * n2), lambda k: round({price.format(step='(k // n2)')}"
+        f" * CASE WHEN {second_offer} THEN 0.95 ELSE 1 END, 2)))"
+    )
+    max_price = f"round({price.format(step='(n1 - 1)')}, 2)"
     columns: list[tuple[str, str]] = [
         (
             "id",
@@ -283,18 +292,18 @@ def capture_select(
         ("subtitle", f"CASE WHEN mix(hp, 5) % 33 = 0 THEN NULL ELSE {_pick(prof['subtitles'], 'mix(hp, 6)')} END"),
         ("brand", "brand"),
         ("description", description),
-        ("min_price", "CASE WHEN mix(hr, 7) % 100 = 0 THEN NULL ELSE list_min(prices) END"),
-        ("max_price", "list_max(prices)"),
+        ("min_price", f"CASE WHEN mix(hr, 7) % 100 = 0 THEN NULL ELSE {min_price} END"),
+        ("max_price", max_price),
         ("currency", _lit(currency)),
-        ("available", "list_bool_or(list_transform(variants, lambda v: v.offers[1].availability.in_stock))"),
-        ("sku_count", "len(variants)::INTEGER"),
+        ("available", "list_bool_or(list_transform(range(n1 * n2), lambda k: mix(hr, 32, k, 0) % 7 > 0))"),
+        ("sku_count", "(n1 * n2)::INTEGER"),
         ("image_url", f"'https://cdn.' || {_lit(host)} || '/img/' || lower(to_hex(mix(hp, 70))) || '/' || product_id || '.jpg'"),
         (
             "options",
             f"struct_pack(opt1 := struct_pack(name := {_lit(opt1_name)}, values := opt1_values), "
             f"opt2 := struct_pack(name := {_lit(opt2_name)}, values := opt2_values))",
         ),
-        ("variants", "variants"),
+        ("variants", variants),
         ("rating", "CASE WHEN mix(hp, 8) % 5 = 0 THEN NULL ELSE round(1 + (mix(hp, 9) % 400) / 100.0, 1) END"),
         ("review_count", "(mix(hp, 10) % 2500)::BIGINT"),
     ]  # fmt: skip
@@ -328,19 +337,13 @@ WITH base AS (
 ), named AS (
   SELECT *,
     brand || ' ' || adjective || ' ' || noun || ' ' || ((mix(hp, 55) % 9) + 1)::VARCHAR AS title,
-    lower(replace(adjective || '-' || noun, ' ', '-')) AS slug
+    lower(replace(adjective || '-' || noun, ' ', '-')) AS slug,
+    upper(left(brand, 3)) || '-' || (mix(hp, 41) % 100000)::VARCHAR || '-' AS mpn_prefix
   FROM prod
-), var AS (
-  SELECT *, {variants} AS variants FROM named
-), priced AS (
-  SELECT *, flatten(list_transform(variants,
-    lambda v: list_transform(v.offers, lambda f: f.price.amount))) AS prices
-  FROM var
 )
 SELECT
   {select_list}
-FROM priced
-
+FROM named
 """
 
 

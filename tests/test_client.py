@@ -1,0 +1,401 @@
+"""ExtraltClient over real HTTP against the emulator: every method and every error class."""
+
+import json
+import logging
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+
+from extralt_dagster import (
+    ExtraltAPIError,
+    ExtraltAuthError,
+    ExtraltClient,
+    ExtraltConflictError,
+    ExtraltConnectionError,
+    ExtraltExportError,
+    ExtraltInsufficientCreditsError,
+    ExtraltNotFoundError,
+    ExtraltRateLimitError,
+    ExtraltServerError,
+    ExtraltUnknownStatusError,
+    ExtraltValidationError,
+    RunStatus,
+)
+
+CREATE = ("POST", "/v0/extract/runs")
+
+
+@pytest.fixture
+def sleeps():
+    return []
+
+
+@pytest.fixture
+def client(emulator, sleeps):
+    """Retries record their delays instead of sleeping: the schedule is asserted, not waited."""
+    with ExtraltClient(
+        emulator.api_key,
+        emulator.url,
+        max_retries=3,
+        timeout=5,
+        sleep=sleeps.append,
+        rate_limit_per_minute=None,
+    ) as c:
+        yield c
+
+
+def wait_terminal(client, emulator, run_id):
+    emulator.finish_run(run_id)
+    run = client.get_run(run_id)
+    assert run.status.is_terminal
+    return run
+
+
+# --- runs ---------------------------------------------------------------------------------
+
+
+def test_create_get_and_complete(client, emulator):
+    run_id = client.create_run(
+        "rbt_shoes", start_urls=["https://shoes.example/c/sale"], budget=15, auto_enrich=True
+    )
+    run = client.get_run(run_id)
+    assert run.id == run_id
+    assert run.status in (RunStatus.PENDING, RunStatus.STARTING, RunStatus.RUNNING)
+    assert run.robot_id == "rbt_shoes" and run.budget == 15 and run.auto_enrich is True
+    assert run.raw["_id"] == run_id  # the whole document is kept
+    final = wait_terminal(client, emulator, run_id)
+    assert final.status is RunStatus.COMPLETED and final.extracted == 15
+    assert final.created_at is not None and final.duration is not None
+    assert emulator.run(run_id).start_urls == ["https://shoes.example/c/sale"]
+    assert emulator.count_requests(*CREATE) == 1
+
+
+def test_stop_then_restart_follows_the_returned_id(client, emulator):
+    run_id = client.create_run("rbt_shoes", budget=50)
+    client.stop_run(run_id)
+    assert emulator.run(run_id).status == "stopped"
+    with pytest.raises(ExtraltConflictError) as info:
+        client.stop_run(run_id)  # already terminal
+    assert info.value.status_code == 409
+    new_id = client.restart_run(run_id, budget=10)
+    assert new_id != run_id
+    assert emulator.run(new_id).restarted_from == run_id
+    assert wait_terminal(client, emulator, new_id).extracted == 10
+
+
+def test_list_runs_follows_next_cursor(client, emulator):
+    ids = {client.create_run("rbt_shoes", budget=1) for _ in range(7)}
+    runs = client.list_runs(page_size=3)
+    assert {r.id for r in runs} == ids
+    assert emulator.count_requests("GET", "/v0/extract/runs") == 3  # 3 + 3 + 1
+    assert len(client.list_runs(limit=4, page_size=3)) == 4
+
+
+def test_iter_captures_pages(client, emulator):
+    run_id = client.create_run("rbt_shoes", budget=12)
+    wait_terminal(client, emulator, run_id)
+    rows = list(client.iter_captures(run_id, page_size=5))
+    assert len(rows) == 12 and len({r["id"] for r in rows}) == 12
+
+
+def test_unknown_status_raises_instead_of_passing_as_done(client, emulator):
+    run_id = client.create_run("rbt_shoes", budget=5)
+    emulator.force_status(run_id, "archived")
+    with pytest.raises(ExtraltUnknownStatusError, match="archived"):
+        client.get_run(run_id)
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+
+def test_wrong_key_is_an_auth_error_that_never_echoes_the_key(emulator):
+    with ExtraltClient("wrong-key-xyz", emulator.url) as c, pytest.raises(ExtraltAuthError) as info:
+        c.get_run("run_1")
+    assert info.value.status_code == 401
+    assert "EXTRALT_API_KEY" in str(info.value)
+    assert "wrong-key-xyz" not in str(info.value) and "wrong-key-xyz" not in repr(info.value)
+    assert emulator.count_requests() == 1  # 401 is not retried
+
+
+def test_forbidden_is_an_auth_error(client, emulator):
+    emulator.set_faults(error_status=403, error_count=1)
+    with pytest.raises(ExtraltAuthError) as info:
+        client.get_run("run_x")
+    assert info.value.status_code == 403
+
+
+def test_unknown_run_and_robot_are_not_found(client, emulator):
+    with pytest.raises(ExtraltNotFoundError) as info:
+        client.get_run("run_does_not_exist")
+    assert "run_does_not_exist" in str(info.value)
+    with pytest.raises(ExtraltNotFoundError):
+        client.create_run("rbt_nobody")
+    assert emulator.count_requests() == 2  # neither is retried
+
+
+def test_no_credits_is_402_and_not_retried(make_emulator):
+    emu = make_emulator(credits=0)
+    with (
+        ExtraltClient(emu.api_key, emu.url) as c,
+        pytest.raises(ExtraltInsufficientCreditsError) as info,
+    ):
+        c.create_run("rbt_shoes", budget=5)
+    assert info.value.status_code == 402
+    assert emu.count_requests(*CREATE) == 1
+
+
+@pytest.mark.parametrize("status", [400, 422])
+def test_server_side_validation_errors_are_not_retried(client, emulator, status):
+    emulator.set_faults(error_status=status, error_count=5, match="POST /v0/extract/runs")
+    with pytest.raises(ExtraltValidationError) as info:
+        client.create_run("rbt_shoes", budget=5)
+    assert info.value.status_code == status and info.value.message == "Injected fault"
+    assert emulator.count_requests(*CREATE) == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"robot_id": ""}, "robot_id"),
+        ({"robot_id": "rbt_shoes", "start_urls": ["mailto:x@y"]}, "start_urls[0]"),
+        ({"robot_id": "rbt_shoes", "budget": 0}, "budget"),
+        ({"robot_id": "rbt_shoes", "budget": "10"}, "budget"),
+    ],
+)
+def test_bad_input_fails_before_any_request(client, emulator, kwargs, field):
+    with pytest.raises(ExtraltValidationError) as info:
+        client.create_run(**kwargs)
+    assert field in str(info.value)
+    assert emulator.count_requests() == 0
+
+
+def test_wrong_shape_json_is_an_api_error(client, emulator, monkeypatch):
+    run_id = client.create_run("rbt_shoes", budget=5)
+    emulator.force_status(run_id, None)
+    import httpx
+
+    original = httpx.Response.json
+    monkeypatch.setattr(httpx.Response, "json", lambda self, **kw: ["not", "a", "doc"])
+    with pytest.raises(ExtraltAPIError):
+        client.get_run(run_id)
+    monkeypatch.setattr(httpx.Response, "json", original)
+
+
+# --- retries --------------------------------------------------------------------------------
+
+
+def test_429_honours_retry_after(client, emulator, sleeps):
+    emulator.set_faults(error_status=429, error_count=2, retry_after=7)
+    run_id = client.create_run("rbt_shoes", budget=5)
+    assert emulator.run(run_id).status
+    assert sleeps == [7.0, 7.0]
+    assert emulator.count_requests(*CREATE) == 3  # two 429s were not processed, then one create
+    assert len(emulator.runs) == 1
+
+
+def test_429_without_retry_after_backs_off_exponentially(emulator, sleeps):
+    emulator.set_faults(error_status=429, error_count=3)
+    with ExtraltClient(
+        emulator.api_key,
+        emulator.url,
+        max_retries=3,
+        rate_limit_backoff_seconds=15,
+        sleep=sleeps.append,
+        rate_limit_per_minute=None,
+    ) as c:
+        c.get_run(c.create_run("rbt_shoes", budget=1))
+    # documented schedule 15, 30, 60 s, with jitter in [0.5, 1] of each step
+    assert len(sleeps) == 3
+    for delay, step in zip(sleeps, (15, 30, 60), strict=True):
+        assert step * 0.5 <= delay <= step
+
+
+def test_429_past_retries_is_a_rate_limit_error(client, emulator, sleeps):
+    emulator.set_faults(error_status=429, error_count=100, retry_after=1)
+    with pytest.raises(ExtraltRateLimitError) as info:
+        client.get_run("run_x")
+    assert info.value.status_code == 429
+    assert len(sleeps) == 3 and emulator.count_requests() == 4
+
+
+def test_5xx_then_success(client, emulator, sleeps, caplog):
+    run_id = client.create_run("rbt_shoes", budget=5)
+    emulator.set_faults(error_status=502, error_count=2, match="GET /v0/extract/runs/*")
+    with caplog.at_level(logging.WARNING, logger="extralt_dagster"):
+        assert client.get_run(run_id).id == run_id
+    assert len(sleeps) == 2 and all(0 <= s <= 60 for s in sleeps)
+    assert "retry 1/3" in caplog.text and emulator.api_key not in caplog.text
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+def test_5xx_past_the_bound_is_a_server_error(client, emulator, sleeps, status):
+    emulator.set_faults(error_status=status, error_count=100)
+    with pytest.raises(ExtraltServerError) as info:
+        client.get_run("run_x")
+    assert info.value.status_code == status
+    assert emulator.count_requests() == 4  # 1 + max_retries
+
+
+def test_retries_stay_within_the_total_time_bound(emulator, sleeps):
+    emulator.set_faults(error_status=503, error_count=100, retry_after=100)
+    with (
+        ExtraltClient(
+            emulator.api_key,
+            emulator.url,
+            max_retries=10,
+            retry_timeout_seconds=250,
+            sleep=sleeps.append,
+            rate_limit_per_minute=None,
+        ) as c,
+        pytest.raises(ExtraltServerError),
+    ):
+        c.get_run("run_x")
+    assert sleeps == [100.0, 100.0]  # a third wait would pass the 250 s bound
+
+
+def test_read_timeout_is_retried_for_reads(make_emulator, sleeps):
+    emu = make_emulator()
+    emu.set_faults(latency_seconds=0.5, match="GET *", error_count=0)
+    with (
+        ExtraltClient(emu.api_key, emu.url, timeout=0.1, max_retries=1, sleep=sleeps.append) as c,
+        pytest.raises(ExtraltConnectionError, match="ReadTimeout"),
+    ):
+        c.get_run("run_x")
+    assert len(sleeps) == 1
+
+
+def test_ambiguous_create_adopts_the_run_it_started(client, emulator):
+    # The server creates the run, then answers 502: a blind retry would pay twice.
+    emulator.set_faults(
+        error_status=502, error_count=1, error_after_handling=True, match="POST /v0/extract/runs"
+    )
+    run_id = client.create_run("rbt_shoes", budget=5)
+    assert len(emulator.runs) == 1 and run_id in emulator.runs
+    assert emulator.count_requests(*CREATE) == 1
+    assert emulator.count_requests("GET", "/v0/extract/runs") == 1  # the look-up
+
+
+def test_ambiguous_create_with_no_run_found_is_not_sent_again(client, emulator):
+    emulator.set_faults(error_status=502, error_count=1, match="POST /v0/extract/runs")
+    with pytest.raises(ExtraltServerError, match="was not re-sent"):
+        client.create_run("rbt_shoes", budget=5)
+    assert emulator.count_requests(*CREATE) == 1 and emulator.runs == {}
+
+
+def test_create_read_timeout_is_not_blindly_retried(make_emulator, sleeps):
+    emu = make_emulator()
+    emu.set_faults(latency_seconds=0.5, match="POST /v0/extract/runs")
+    with (
+        ExtraltClient(emu.api_key, emu.url, timeout=0.1, max_retries=3, sleep=sleeps.append) as c,
+        pytest.raises(ExtraltConnectionError, match=r"ReadTimeout.*not re-sent"),
+    ):
+        c.create_run("rbt_shoes", budget=5)
+    assert emu.count_requests(*CREATE) == 1 and sleeps == []
+    assert emu.count_requests("GET", "/v0/extract/runs") == 1  # it looked before giving up
+
+
+def test_client_side_token_bucket_paces_a_burst(emulator, sleeps):
+    with ExtraltClient(
+        emulator.api_key,
+        emulator.url,
+        rate_limit_per_minute=120,
+        rate_limit_burst=3,
+        sleep=sleeps.append,
+    ) as c:
+        for _ in range(5):
+            with pytest.raises(ExtraltNotFoundError):
+                c.get_run("run_x")
+    assert len(sleeps) == 2 and all(s > 0 for s in sleeps)
+
+
+def test_user_agent_names_the_package(emulator, client):
+    with pytest.raises(ExtraltNotFoundError):
+        client.get_run("run_x")
+    assert client._http.headers["user-agent"].startswith("extralt-dagster/")
+
+
+# --- export -----------------------------------------------------------------------------------
+
+
+def test_download_parquet_into_a_directory(client, emulator, tmp_path):
+    run_id = client.create_run("rbt_shoes", budget=40)
+    wait_terminal(client, emulator, run_id)
+    path = client.download_export(run_id, tmp_path)
+    assert path == tmp_path / f"{run_id}.parquet"
+    table = pq.read_table(path)
+    assert table.num_rows == 40
+    assert {"id", "url", "variants", "options", "min_price"} <= set(table.column_names)
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temp file left
+
+
+def test_download_jsonl_to_a_file_path(client, emulator, tmp_path):
+    run_id = client.create_run("rbt_shoes", budget=8)
+    wait_terminal(client, emulator, run_id)
+    path = client.download_export(run_id, tmp_path / "sub" / "out.jsonl", format="jsonl")
+    lines = path.read_text().splitlines()
+    assert len(lines) == 8 and json.loads(lines[0])["id"]
+    [(count,)] = duckdb.sql(f"select count(*) from read_json('{path}')").fetchall()
+    assert count == 8
+
+
+@pytest.mark.parametrize("hint", ["../../evil.parquet", "/tmp/abs-evil.parquet", "..", ""])
+def test_content_disposition_never_decides_where_bytes_land(client, emulator, tmp_path, hint):
+    run_id = client.create_run("rbt_shoes", budget=5)
+    wait_terminal(client, emulator, run_id)
+    emulator.set_faults(content_disposition_filename=hint)
+    dest = tmp_path / "exports"
+    dest.mkdir()
+    path = client.download_export(run_id, dest)
+    assert path.parent == dest and path.name == f"{run_id}.parquet"
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["exports", path.name]
+    assert not (tmp_path.parent / "evil.parquet").exists()
+
+
+def test_cut_mid_export_raises_and_leaves_no_partial_file(client, emulator, tmp_path, sleeps):
+    run_id = client.create_run("rbt_shoes", budget=300)
+    wait_terminal(client, emulator, run_id)
+    emulator.set_faults(export_cut_after_bytes=4096)
+    with pytest.raises(ExtraltConnectionError):
+        client.download_export(run_id, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+    assert len(sleeps) == 3  # an export is an idempotent GET: retried within the bound
+
+
+def test_cut_once_then_whole_succeeds(client, emulator, tmp_path):
+    run_id = client.create_run("rbt_shoes", budget=300)
+    wait_terminal(client, emulator, run_id)
+    emulator.set_faults(export_cut_after_bytes=4096)
+    faults_before = emulator.count_requests("GET", "/v0/extract/captures/export")
+    # drop the fault after the first cut
+    original = client._stream_into
+
+    def once(out, params):
+        try:
+            return original(out, params)
+        finally:
+            emulator.clear_faults()
+
+    client._stream_into = once
+    path = client.download_export(run_id, tmp_path)
+    assert pq.read_metadata(path).num_rows == 300
+    assert emulator.count_requests("GET", "/v0/extract/captures/export") == faults_before + 2
+
+
+@pytest.mark.parametrize("fault", ["export_corrupt", "export_truncate"])
+def test_corrupt_or_truncated_parquet_is_refused(client, emulator, tmp_path, fault):
+    run_id = client.create_run("rbt_shoes", budget=300)
+    wait_terminal(client, emulator, run_id)
+    emulator.set_faults(**{fault: True})
+    with pytest.raises(ExtraltExportError):
+        client.download_export(run_id, tmp_path / "x.parquet")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_larger_than_the_cap_is_cut_off(emulator, tmp_path):
+    with ExtraltClient(emulator.api_key, emulator.url, max_export_bytes=1000) as c:
+        run_id = c.create_run("rbt_shoes", budget=300)
+        emulator.finish_run(run_id)
+        with pytest.raises(ExtraltExportError, match="max_export_bytes"):
+            c.download_export(run_id, tmp_path)
+    assert list(tmp_path.iterdir()) == []
