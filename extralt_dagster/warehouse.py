@@ -89,9 +89,10 @@ META_COLUMNS: tuple[str, ...] = ("run_id", "robot_id", "loaded_at")
 _RESERVED = frozenset((*META_COLUMNS, "product_key"))
 FORMATS = ("parquet", "jsonl")
 
-#: The variants table: fixed columns and types, in order.
+#: The variants table: fixed columns and types, in order. ``product_key`` is a virtual column
+#: (``coalesce(product_id, url)``, computed when read): it costs nothing to load.
 VARIANT_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("product_key", "VARCHAR"),
+    ("product_key", "VARCHAR GENERATED ALWAYS AS (coalesce(product_id, url)) VIRTUAL"),
     ("product_id", "VARCHAR"),
     ("group_id", "VARCHAR"),
     ("url", "VARCHAR"),
@@ -630,7 +631,6 @@ def _variants_insert_sql(target: Target, cols: Mapping[str, _Type]) -> str | Non
 
     # Level 1: one row per variant, capture columns computed once per capture.
     variant_level = [
-        f"{_product_key_expr(cols)} AS product_key",
         *(f"{cap(n)} AS {n}" for n in ("product_id", "group_id", "url", "title", "brand")),
         f"{cap('currency')} AS _capture_currency",
         f"{_timestamp_expr(_q('extracted_at'), cols.get('extracted_at'))} AS extracted_at",

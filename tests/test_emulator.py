@@ -608,6 +608,13 @@ def test_request_log_and_counts(frozen, client):
     )
 
 
+@pytest.mark.parametrize("emulator", [{"speed": 0, "credits": 1}], indirect=True)
+def test_fixture_takes_settings(emulator):
+    assert emulator.clock.speed == 0 and emulator.credits == 1
+    with api(emulator) as c:
+        error(c.post(RUNS, json={"robot_id": "rbt_books"}), 402)
+
+
 # --- CLI ----------------------------------------------------------------------------------
 
 

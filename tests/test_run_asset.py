@@ -224,3 +224,22 @@ def test_asset_declares_kinds_pool_and_description():
     assert spec.owners == ["team:data"]
     assert spec.tags["tier"] == "gold"
     assert asset.op.pool == "extralt"
+
+
+def test_retry_after_an_ambiguous_create_adopts_the_run_instead_of_paying_twice(
+    emulator, instance, tmp_path
+):
+    # The create lands but answers 502, and the client's own look-up fails too (2 tries):
+    # the step fails. Its retry must find the run through the recorded create time.
+    emulator.set_faults(
+        error_status=502, error_count=3, error_after_handling=True, match="* /v0/extract/runs"
+    )
+    asset = run_only(budget=20, retry_policy=dg.RetryPolicy(max_retries=1))
+    result = dg.materialize(
+        [asset], instance=instance, resources=resources(emulator, tmp_path, max_retries=1)
+    )
+    assert result.success
+    assert emulator.count_requests(*CREATE) == 1 and len(emulator.runs) == 1
+    md = materialization_metadata(result, run_asset_key("shoes"))
+    assert md["extralt/how"] == "adopted"
+    assert md["extralt/run_id"] in emulator.runs

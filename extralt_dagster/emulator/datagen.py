@@ -39,7 +39,7 @@ EXTRA_COLUMNS: tuple[str, ...] = ("rating", "review_count")
 FORMATS = ("parquet", "jsonl")
 #: A fixed default window, so files made without one are byte-for-byte reproducible.
 DEFAULT_STARTED_AT = 1_767_225_600.0  # 2026-01-01T00:00:00Z
-MEMORY_LIMIT = "1GB"
+MEMORY_LIMIT = "2GB"
 
 BRANDS = [
     "Northpeak", "Aldervane", "Brightfold", "Cobalt & Pine", "Driftline", "Emberfield",
@@ -196,6 +196,12 @@ def _list(values: Iterable[str]) -> str:
     return "[" + ", ".join(_lit(v) for v in values) + "]"
 
 
+def _nullable(expr: str) -> str:
+    """Keep DuckDB from marking a constant column REQUIRED in parquet: real exports don't, and
+    pyarrow counts nullability as part of the schema when files are combined."""
+    return f"CASE WHEN i >= 0 THEN {expr} END"
+
+
 def _pick(values: list[str], hash_expr: str) -> str:
     return f"{_list(values)}[(1 + ({hash_expr}) % {len(values)})::BIGINT]"
 
@@ -244,7 +250,7 @@ def capture_select(
 
     description = (
         f"'The ' || title || ' from ' || brand || ' is made for ' || {_pick(USES, 'mix(hp, 11)')}"
-        f" || '. ' || array_to_string(list_transform(list_transform(range((8 + mix(hp, 12) % 9)::BIGINT), lambda s: mix(hp, s)), lambda h: {_sentence()}), ' ')"
+        f" || '. ' || array_to_string(list_transform(list_transform(range((10 + mix(hp, 12) % 11)::BIGINT), lambda s: mix(hp, s)), lambda h: {_sentence()}), ' ')"
         f" || ' ' || {_pick(CLOSERS, 'mix(hp, 13)')}"
     )
     # Variant k (size k // n2, colour k % n2) costs a little more per size step; a second,
@@ -252,24 +258,34 @@ def capture_select(
     # follow from that rule, without a pass over the nested structs.
     price = "(floor(base_price * drift * (1 + 0.04 * {step})) + 0.99)"
     second_offer = "(mix(hr, 30, k) % 4 = 0)"
-    offers = (
-        f"list_transform(range(1 + {second_offer}::BIGINT), lambda o: struct_pack("
-        f"price := struct_pack(amount := round({price.format(step='(k // n2)')} * (1 - 0.05 * o), 2), "
-        f"full_amount := round({price.format(step='(k // n2)')} * (1 - 0.05 * o) * CASE WHEN mix(hr, 31, k) % 5 = 0 THEN 1.25 ELSE 1 END, 2), "
-        f"currency := {_lit(currency)}), "
-        f"availability := struct_pack(in_stock := mix(hr, 32, k, o) % 7 > 0, "
-        f"quantity := CASE WHEN mix(hr, 32, k, o) % 7 > 0 THEN (mix(hr, 33, k, o) % 60 + 1)::INTEGER ELSE 0 END), "
-        f"condition := CASE WHEN o = 0 OR mix(hr, 34, k) % 3 > 0 THEN 'new' ELSE 'refurbished' END, "
-        f"seller := CASE WHEN o = 0 THEN {_lit(store)} ELSE {_pick(SELLERS, 'mix(hr, 35, k)')} END, "
-        f"seller_type := CASE WHEN o = 0 THEN 'first_party' ELSE 'marketplace' END))"
-    )
+
+    def offer(o: int) -> str:
+        """Offer `o` of variant `k`: the store's own (0) or a marketplace seller's (1)."""
+        amount = f"{price.format(step='(k // n2)')} * {1 - 0.05 * o}"
+        in_stock = f"mix(hr, 32, k, {o}) % 7 > 0"
+        return (
+            f"struct_pack(price := struct_pack(amount := round({amount}, 2), "
+            f"full_amount := round({amount} * CASE WHEN mix(hr, 31, k) % 5 = 0 THEN 1.25 ELSE 1 END, 2), "
+            f"currency := {_lit(currency)}), "
+            f"availability := struct_pack(in_stock := {in_stock}, "
+            f"quantity := CASE WHEN {in_stock} THEN (mix(hr, 33, k, {o}) % 60 + 1)::INTEGER ELSE 0 END), "
+            + (
+                f"condition := 'new', seller := {_lit(store)}, seller_type := 'first_party')"
+                if o == 0
+                else "condition := CASE WHEN mix(hr, 34, k) % 3 > 0 THEN 'new' ELSE 'refurbished' END, "
+                f"seller := {_pick(SELLERS, 'mix(hr, 35, k)')}, seller_type := 'marketplace')"
+            )
+        )
+
+    # Explicit lists, not a nested lambda: capturing outer columns twice deep is slow.
+    offers = f"CASE WHEN {second_offer} THEN [{offer(0)}, {offer(1)}] ELSE [{offer(0)}] END"
     variants = (
         "list_transform(range(n1 * n2), lambda k: struct_pack("
         "id := product_id || '-' || (k + 1)::VARCHAR, "
         "opt1 := opt1_values[k // n2 + 1], "
         "opt2 := opt2_values[k % n2 + 1], "
         "identifiers := struct_pack("
-        "gtin := lpad((mix(hp, 40, k) % 10000000000000)::VARCHAR, 13, '0'), "
+        "gtin := (mix(hp, 40, k) % 9000000000000 + 1000000000000)::VARCHAR, "
         "mpn := mpn_prefix || (k + 1)::VARCHAR), "
         f"offers := {offers}))"
     )
@@ -294,14 +310,16 @@ def capture_select(
         ("description", description),
         ("min_price", f"CASE WHEN mix(hr, 7) % 100 = 0 THEN NULL ELSE {min_price} END"),
         ("max_price", max_price),
-        ("currency", _lit(currency)),
+        ("currency", _nullable(_lit(currency))),
         ("available", "list_bool_or(list_transform(range(n1 * n2), lambda k: mix(hr, 32, k, 0) % 7 > 0))"),
         ("sku_count", "(n1 * n2)::INTEGER"),
         ("image_url", f"'https://cdn.' || {_lit(host)} || '/img/' || lower(to_hex(mix(hp, 70))) || '/' || product_id || '.jpg'"),
         (
             "options",
-            f"struct_pack(opt1 := struct_pack(name := {_lit(opt1_name)}, values := opt1_values), "
-            f"opt2 := struct_pack(name := {_lit(opt2_name)}, values := opt2_values))",
+            _nullable(
+                f"struct_pack(opt1 := struct_pack(name := {_lit(opt1_name)}, values := opt1_values), "
+                f"opt2 := struct_pack(name := {_lit(opt2_name)}, values := opt2_values))"
+            ),
         ),
         ("variants", variants),
         ("rating", "CASE WHEN mix(hp, 8) % 5 = 0 THEN NULL ELSE round(1 + (mix(hp, 9) % 400) / 100.0, 1) END"),
@@ -393,8 +411,8 @@ def write_captures(
     spill = Path(tempfile.mkdtemp(prefix=".duckdb-spill-", dir=target.parent))
     try:
         with _connect() as con:
-            # Each thread buffers a whole row group (~300 MB raw) before writing it: cap memory
-            # and spill beside the target, never into the working directory.
+            # Each thread buffers a whole row group before writing it: cap memory (2 GB keeps
+            # 1M captures from spilling) and spill beside the target, never into the cwd.
             con.execute(f"SET memory_limit = {_lit(MEMORY_LIMIT)}")
             con.execute(f"SET temp_directory = {_lit(str(spill))}")
             con.execute(f"CREATE TEMP TABLE ids AS SELECT range AS i FROM range({int(count)})")

@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -51,6 +51,7 @@ DEMO_API_KEY = "extralt-demo-key"
 API_PREFIX = "/v0/extract"
 ADMIN_PREFIX = "/_emulator"
 CHUNK_SIZE = 1 << 20
+MAX_RECORDED = 1_000_000  # requests kept in the log, so a long CLI session stays bounded
 MEDIA_TYPES = {"parquet": "application/vnd.apache.parquet", "jsonl": "application/x-ndjson"}
 ERROR_TYPES = {
     400: "BadRequest",
@@ -83,7 +84,9 @@ class _QuietAborts(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        while exc is not None:
+        for _ in range(10):  # follow causes and exception groups, but never around a cycle
+            if exc is None:
+                break
             if isinstance(exc, EmulatorAbort):
                 return False
             inner = getattr(exc, "exceptions", None)  # an ExceptionGroup from a task group
@@ -234,7 +237,7 @@ class Emulator:
         )
         self._injector = FaultInjector(seed=seed)
         self._limiter = _RateLimiter(*rate_limit) if rate_limit else None
-        self._records: list[_Record] = []
+        self._records: deque[_Record] = deque(maxlen=MAX_RECORDED)
         self._records_lock = threading.Lock()
         self._own_cache = cache_dir is None
         self._cache_dir = Path(cache_dir) if cache_dir else None

@@ -346,7 +346,6 @@ class EmulatorState:
                 r.budget, r.extracted = budget, 0.0
                 r.started_at = r.running_at = r.ended_at = None
                 r.error_message = r.stop_reason = r.forced_status = None
-                r.restarted_from = old.id
             else:
                 r = _Run(
                     id=self._new_id(),
