@@ -117,6 +117,7 @@ def build_extralt_assets(
     duckdb_memory_limit: str | None = None,
     preserve_insertion_order: bool = False,
     lock_timeout_seconds: float = 60.0,
+    export_dir: str | None = None,
 ) -> list[dg.AssetsDefinition]:
     """The `extralt/<name>/run` and `extralt/<name>/captures` assets (with checks) for one source.
 
@@ -173,6 +174,7 @@ def build_extralt_assets(
         duckdb_memory_limit=duckdb_memory_limit,
         preserve_insertion_order=preserve_insertion_order,
         lock_timeout_seconds=lock_timeout_seconds,
+        export_dir=export_dir,
     )
     return [run_asset, captures_asset]
 

@@ -48,6 +48,7 @@ def build_captures_asset(
     duckdb_memory_limit: str | None,
     preserve_insertion_order: bool,
     lock_timeout_seconds: float,
+    export_dir: str | None = None,
 ) -> dg.AssetsDefinition:
     from .assets import captures_asset_key, latest_run_metadata
 
@@ -113,7 +114,9 @@ def build_captures_asset(
         run = ExtraltRun.from_api(recorded["extralt/run_document"])
         fmt = ExportFormat(config.export_format or export_format).value
         client = extralt.get_client()
-        with tempfile.TemporaryDirectory(prefix="extralt-export-") as tmp:
+        if export_dir:
+            Path(export_dir).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="extralt-export-", dir=export_dir) as tmp:
             started = time.monotonic()
             try:
                 path = client.download_export(run.id, tmp, fmt)
