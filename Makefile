@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: install test lint format emulator
+.PHONY: install test lint format emulator demo dev
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -29,3 +29,11 @@ test: lint
 
 emulator: install
 	$(BIN)/extralt-dagster emulator --port 8765
+
+# The whole pipeline against the local emulator, headless; prints rows read back from DuckDB.
+demo: install
+	$(BIN)/extralt-dagster demo
+
+# The emulator plus `dagster dev` (UI on http://127.0.0.1:3000); Ctrl-C stops both.
+dev: install
+	$(BIN)/extralt-dagster dev

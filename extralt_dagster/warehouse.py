@@ -50,6 +50,7 @@ parquet load of the same captures.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import time
@@ -82,12 +83,18 @@ __all__ = [
 
 DEFAULT_SCHEMA = "extralt"
 #: Settings applied by ``connect`` unless the caller's config overrides them. The memory limit
-#: keeps a million-capture load near 1 GB of RSS (DuckDB's own default is 80% of RAM).
-DEFAULT_SETTINGS: Mapping[str, Any] = {"preserve_insertion_order": False, "memory_limit": "1GB"}
+#: keeps a million-capture load at ~1.25 GB of RSS (DuckDB's own default is 80% of RAM, and
+#: takes ~2.7 GB for the same load); 1 GB is too tight for 100k-row parquet row groups of
+#: kilobyte descriptions. Raise it for exports with bigger row groups.
+DEFAULT_SETTINGS: Mapping[str, Any] = {
+    "preserve_insertion_order": False,
+    "memory_limit": "1250MB",
+}
 #: Columns the loader adds to every history row; an export column of the same name is ignored.
 META_COLUMNS: tuple[str, ...] = ("run_id", "robot_id", "loaded_at")
 _RESERVED = frozenset((*META_COLUMNS, "product_key"))
 FORMATS = ("parquet", "jsonl")
+_GLOB_CHARACTERS = ("*", "?", "[")
 
 #: The variants table: fixed columns and types, in order. ``product_key`` is a virtual column
 #: (``coalesce(product_id, url)``, computed when read): it costs nothing to load.
@@ -293,7 +300,7 @@ class LoadResult:
     load_seconds: float
     #: Up to 5 captures of the run: title, brand, min_price, currency, available.
     preview: tuple[dict[str, Any], ...] = field(default=())
-    #: Seconds per step: prepare, history, variants, products_view_and_run_log, checks.
+    #: Seconds per step: prepare, history, variants, products_view_and_run_log, checks, commit.
     phase_seconds: Mapping[str, float] = field(default_factory=dict)
     table_names: Mapping[str, str] = field(default_factory=dict)
 
@@ -567,12 +574,11 @@ def _table_columns(conn: duckdb.DuckDBPyConnection, qualified: str) -> list[tupl
     return [(name, _from_duckdb(t)) for name, t in zip(rel.columns, rel.types, strict=True)]
 
 
-def _exists(conn: duckdb.DuckDBPyConnection, schema: str, name: str, kind: str = "table") -> bool:
-    catalog = "duckdb_tables()" if kind == "table" else "duckdb_views()"
+def _exists(conn: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
     row = conn.execute(
-        f"SELECT count(*) FROM {catalog} WHERE database_name = current_database() "
-        "AND schema_name = ? AND " + ("table_name" if kind == "table" else "view_name") + " = ?",
-        [schema, name],
+        "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
+        "AND schema_name = ? AND table_name = ?",
+        [schema, table],
     ).fetchone()
     return bool(row and row[0])
 
@@ -609,15 +615,17 @@ def _timestamp_expr(sql: str, t: _Type | None) -> str:
     return f"TRY_CAST({sql} AS TIMESTAMPTZ)"
 
 
-def _product_key_expr(cols: Mapping[str, _Type], prefix: str = "") -> str:
-    pid = _scalar_expr(f"{prefix}{_q('product_id')}", cols.get("product_id"), "VARCHAR")
-    url = _scalar_expr(f"{prefix}{_q('url')}", cols.get("url"), "VARCHAR")
+def _product_key_expr(cols: Mapping[str, _Type]) -> str:
+    """``product_id``, falling back to ``url``: the identity of a product."""
+    pid = _scalar_expr(_q("product_id"), cols.get("product_id"), "VARCHAR")
+    url = _scalar_expr(_q("url"), cols.get("url"), "VARCHAR")
     return f"coalesce({pid}, {url})"
 
 
 def _variants_insert_sql(target: Target, cols: Mapping[str, _Type]) -> str | None:
-    """INSERT of this run's variant offers (one ``?``: the run id), or None when history has
-    no list-of-struct ``variants`` column to flatten."""
+    """INSERT of this run's variant offers (two ``?``, both the run id), or None when history
+    has no list-of-struct ``variants`` column to flatten. Reads history, not the export: the
+    rows just inserted, found by ``run_id``."""
     vtype = cols.get("variants")
     if vtype is None or vtype.kind != "list" or vtype.child.kind != "struct":
         return None
@@ -780,6 +788,12 @@ def load_export(
     file_path = os.fspath(path)
     if not os.path.isfile(file_path):
         raise WarehouseError(f"Export file {file_path!r} does not exist or is not a file.")
+    if any(c in file_path for c in _GLOB_CHARACTERS):
+        # DuckDB would expand the name as a glob pattern and might read other files.
+        raise WarehouseError(
+            f"Export file {file_path!r} has a glob character ({' '.join(_GLOB_CHARACTERS)}) in "
+            "its path, which DuckDB would expand; save the download under a plain name."
+        )
     loaded_at = datetime.now(UTC)
     empty_jsonl = fmt == "jsonl" and os.path.getsize(file_path) == 0
 
@@ -802,9 +816,22 @@ def load_export(
             started=started,
         )
         conn.execute("COMMIT")
+        commit_seconds = round(time.perf_counter() - started - result.load_seconds, 4)
+        result = dataclasses.replace(
+            result,
+            load_seconds=time.perf_counter() - started,
+            phase_seconds={**result.phase_seconds, "commit": commit_seconds},
+        )
     except BaseException as exc:
         with contextlib.suppress(duckdb.Error):  # already gone: nothing was committed
             conn.execute("ROLLBACK")
+        if isinstance(exc, duckdb.OutOfMemoryException):
+            raise WarehouseError(
+                f"Loading run {run.run_id} from {file_path!r} ran out of DuckDB memory "
+                f"(memory_limit {_setting(conn, 'memory_limit')}); nothing was changed. Raise "
+                "memory_limit in the connect() config, or lower threads. DuckDB said: "
+                f"{exc}"
+            ) from exc
         if isinstance(exc, duckdb.Error):
             raise WarehouseError(
                 f"Loading run {run.run_id} from {file_path!r} ({fmt}) into "
@@ -812,6 +839,14 @@ def load_export(
             ) from exc
         raise
     return result
+
+
+def _setting(conn: duckdb.DuckDBPyConnection, name: str) -> str:
+    try:
+        row = conn.execute("SELECT current_setting(?)", [name]).fetchone()
+    except duckdb.Error:
+        return "unknown"
+    return str(row[0]) if row else "unknown"
 
 
 def _load(
@@ -859,10 +894,13 @@ def _load(
         conn.execute(f"CREATE TABLE {target.captures} ({_ddl_columns(columns)})")
     for name, t in plan.add:
         conn.execute(f"ALTER TABLE {target.captures} ADD COLUMN {_q(name)} {t.sql}")
+    old_types = dict(_column_types(conn, target)) if plan.widen else {}
     for name, _old, new in plan.widen:
         conn.execute(
             f"ALTER TABLE {target.captures} ALTER COLUMN {_q(name)} SET DATA TYPE {new.sql}"
         )
+    new_types = dict(_column_types(conn, target)) if plan.widen else {}
+    widened = tuple((n, old_types[n], new_types[n]) for n, _, _ in plan.widen)
     has_history = exists or plan.created
     if has_history:
         conn.execute(f"DELETE FROM {target.captures} WHERE run_id = ?", [run.run_id])
@@ -932,7 +970,7 @@ def _load(
         created=plan.created,
         columns_added=tuple(n for n, _ in plan.add),
         columns_missing=tuple(plan.missing),
-        columns_widened=tuple((n, o.sql, t.sql) for n, o, t in plan.widen),
+        columns_widened=widened,
         columns_ignored=tuple(plan.ignored),
         column_types=_column_types(conn, target) if has_history else (),
         duplicate_ids=checks["duplicate_ids"],

@@ -1,0 +1,75 @@
+"""The default code location: sources from `EXTRALT_SOURCES` (the shipped demo by default).
+
+Environment:
+- `EXTRALT_SOURCES`: path of a sources YAML; default: the shipped `demo_sources.yaml`.
+- `EXTRALT_API_KEY`: your Extralt key. Without it (and without `EXTRALT_BASE_URL`) the location
+  points at the local emulator, and says so in the log; a key never goes to the emulator
+  unless `EXTRALT_BASE_URL` says so.
+- `EXTRALT_BASE_URL`: default https://api.extralt.com (or the emulator, see above).
+- `EXTRALT_DUCKDB_PATH`: default `data/extralt.duckdb` under the working directory.
+"""
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .client import DEFAULT_BASE_URL
+from .emulator import DEMO_API_KEY
+from .errors import ExtraltAuthError
+
+DEMO_SOURCES = Path(__file__).with_name("demo_sources.yaml")
+EMULATOR_URL = "http://127.0.0.1:8765"
+DEFAULT_DUCKDB_PATH = os.path.join("data", "extralt.duckdb")
+
+logger = logging.getLogger("extralt_dagster.definitions")
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Where the location talks to, resolved from the environment."""
+
+    base_url: str
+    api_key: str
+    emulated: bool
+
+
+def resolve_connection(env: "os._Environ[str] | dict[str, str]" = os.environ) -> Connection:
+    key = env.get("EXTRALT_API_KEY", "").strip()
+    url = env.get("EXTRALT_BASE_URL", "").strip()
+    if key:
+        return Connection(url or DEFAULT_BASE_URL, key, emulated=False)
+    if not url:
+        return Connection(EMULATOR_URL, DEMO_API_KEY, emulated=True)
+    from .client import _is_loopback  # loopback-only rule shared with the client
+    from urllib.parse import urlsplit
+
+    if _is_loopback(urlsplit(url).hostname or ""):
+        return Connection(url, DEMO_API_KEY, emulated=True)
+    raise ExtraltAuthError(
+        f"EXTRALT_BASE_URL is {url!r} but EXTRALT_API_KEY is not set. Set EXTRALT_API_KEY to your "
+        "Extralt API key, or unset EXTRALT_BASE_URL to use the local emulator."
+    )
+
+
+def build_definitions():
+    from .sources import load_extralt_definitions
+
+    conn = resolve_connection()
+    sources = Path(os.environ.get("EXTRALT_SOURCES") or DEMO_SOURCES)
+    duckdb_path = os.environ.get("EXTRALT_DUCKDB_PATH") or DEFAULT_DUCKDB_PATH
+    if conn.emulated:
+        logger.warning(
+            "EXTRALT_API_KEY is not set: this code location talks to the local Extralt emulator "
+            "at %s with its demo key (start it with `extralt-dagster emulator`, or `make dev`). "
+            "Set EXTRALT_API_KEY to use your Extralt account.",
+            conn.base_url,
+        )
+    if duckdb_path != ":memory:" and not duckdb_path.startswith("md:"):
+        Path(duckdb_path).parent.mkdir(parents=True, exist_ok=True)
+    return load_extralt_definitions(
+        sources, duckdb_path=duckdb_path, api_key=conn.api_key, base_url=conn.base_url
+    )
+
+
+defs = build_definitions()

@@ -1,0 +1,438 @@
+"""Declare Extralt sources in YAML: `load_extralt_definitions("sources.yaml")`.
+
+The file is checked completely at load time, before Dagster sees a definition: every problem
+is reported with the file, the line, the source and the field, so a typo fails
+`dagster definitions validate` instead of a 3 a.m. run, and never costs an API call.
+
+No `from __future__ import annotations` here: the component derives its schema from these models.
+"""
+
+import difflib
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import dagster as dg
+import yaml
+from dagster_duckdb import DuckDBResource
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .assets import DEFAULT_SCHEMA, build_extralt_assets, captures_asset_key, run_asset_key
+from .client import DEFAULT_BASE_URL, validate_base_url
+from .errors import ExtraltError
+from .models import validate_budget, validate_identifier, validate_robot_id, validate_start_urls
+from .resource import ExtraltResource
+from .schedules import build_extralt_job, build_extralt_schedule, validate_cron, validate_timezone
+
+API_KEY_ENV = "EXTRALT_API_KEY"
+BASE_URL_ENV = "EXTRALT_BASE_URL"
+DUCKDB_PATH_ENV = "EXTRALT_DUCKDB_PATH"
+DEFAULT_DUCKDB_PATH = os.path.join("data", "extralt.duckdb")
+ALL_SOURCES_JOB = "extralt_job"
+_GROUP_RE = re.compile(r"^[A-Za-z0-9_]+$")
+_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+class SourcesFileError(ExtraltError, ValueError):
+    """The sources file (or a component's `sources`) is unreadable or invalid."""
+
+
+class _Strict(BaseModel):
+    # strict: `budget: "200"` is a mistake to report, not a string to coerce.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class SourceDefaults(_Strict):
+    """Settings applied to every source unless the source sets its own."""
+
+    schema_: str = Field(
+        default=DEFAULT_SCHEMA, alias="schema", description="DuckDB schema for every table."
+    )
+    group: str | None = Field(default="extralt", description="Dagster asset group.")
+    timezone: str = Field(default="UTC", description="Time zone of the sources' cron schedules.")
+
+    @field_validator("schema_")
+    @classmethod
+    def _schema(cls, v: str) -> str:
+        return validate_identifier(v, "schema")
+
+    @field_validator("group")
+    @classmethod
+    def _group(cls, v: str | None) -> str | None:
+        return _validate_group(v)
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, v: str) -> str:
+        return validate_timezone(v, "timezone")
+
+
+class SourceSpec(_Strict):
+    """One Extralt source: a robot, what to ask of it, and when."""
+
+    name: str = Field(description="Asset key part and table prefix: [a-z][a-z0-9_]*, unique.")
+    robot_id: str = Field(description="The Extralt robot, e.g. rbt_abc123.")
+    start_urls: list[str] | None = Field(
+        default=None, description="Absolute http(s) URLs; omit to use the robot's entry points."
+    )
+    budget: int | None = Field(default=None, description="Most captures per run (2 credits each).")
+    auto_enrich: bool = Field(default=False, description="Run enrichment after the run.")
+    cron: str | None = Field(default=None, description="5-field cron; no cron, no schedule.")
+    timezone: str | None = Field(default=None, description="Cron time zone (default: defaults).")
+    owners: list[str] | None = Field(default=None, description="e.g. team:data or a@b.com.")
+    tags: dict[str, str] | None = Field(default=None, description="Asset tags.")
+    group: str | None = Field(default=None, description="Asset group (default: defaults).")
+    schedule_running: bool = Field(
+        default=False, description="Start the schedule running; by default it starts stopped."
+    )
+    poll_timeout_seconds: float | None = Field(
+        default=None, description="Give up waiting for a run after this many seconds."
+    )
+    export_format: Literal["parquet", "jsonl"] = Field(
+        default="parquet", description="Export to load."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return validate_identifier(v, "name")
+
+    @field_validator("robot_id")
+    @classmethod
+    def _robot_id(cls, v: str) -> str:
+        return validate_robot_id(v, "robot_id")
+
+    @field_validator("start_urls")
+    @classmethod
+    def _start_urls(cls, v: list[str] | None) -> list[str] | None:
+        return validate_start_urls(v, "start_urls")
+
+    @field_validator("budget")
+    @classmethod
+    def _budget(cls, v: int | None) -> int | None:
+        return validate_budget(v, "budget")
+
+    @field_validator("poll_timeout_seconds")
+    @classmethod
+    def _poll_timeout(cls, v: float | None) -> float | None:
+        if v is not None and v <= 0:
+            raise ValueError(
+                f"poll_timeout_seconds must be a positive number of seconds, got {v!r}."
+            )
+        return v
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str | None) -> str | None:
+        return None if v is None else validate_cron(v, "cron")
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, v: str | None) -> str | None:
+        return None if v is None else validate_timezone(v, "timezone")
+
+    @field_validator("group")
+    @classmethod
+    def _group(cls, v: str | None) -> str | None:
+        return _validate_group(v)
+
+    @field_validator("owners")
+    @classmethod
+    def _owners(cls, v: list[str] | None) -> list[str] | None:
+        for i, owner in enumerate(v or []):
+            is_team = owner.startswith("team:") and len(owner) > len("team:")
+            if not is_team and not _EMAIL_RE.fullmatch(owner):
+                raise ValueError(
+                    f"owners[{i}] must be an email address or 'team:<name>', got {owner!r}."
+                )
+        return v
+
+
+class ExtraltSources(_Strict):
+    """The whole schema: shared by the YAML file and `ExtraltComponent`."""
+
+    defaults: SourceDefaults | None = Field(
+        default=None, description="Settings applied to every source."
+    )
+    sources: list[SourceSpec] = Field(min_length=1, description="The sources, one per robot run.")
+
+    @field_validator("sources")
+    @classmethod
+    def _unique_names(cls, v: list[SourceSpec]) -> list[SourceSpec]:
+        first: dict[str, int] = {}
+        for i, source in enumerate(v):
+            if source.name in first:
+                raise _DuplicateNameError(i, source.name, first[source.name])
+            first[source.name] = i
+        return v
+
+
+class _DuplicateNameError(ValueError):
+    def __init__(self, index: int, name: str, first: int) -> None:
+        super().__init__(
+            f"sources[{index}] reuses the name {name!r} of sources[{first}]; names must be "
+            "unique (they become asset keys and table names). Rename one of them."
+        )
+        self.index = index
+
+
+def _validate_group(v: str | None) -> str | None:
+    if v is not None and not _GROUP_RE.fullmatch(v):
+        raise ValueError(f"group must contain only letters, digits and underscores, got {v!r}.")
+    return v
+
+
+# --- Loading -------------------------------------------------------------------------------
+
+
+def load_extralt_definitions(
+    path: str | os.PathLike[str],
+    *,
+    duckdb_path: str | None = None,
+    api_key: str | None = None,
+    base_url: str | None = None,
+    resource_overrides: Mapping[str, Any] | None = None,
+) -> dg.Definitions:
+    """Definitions for every source in a YAML file: assets, schedules, jobs and resources.
+
+    Resources: `extralt` reads the key from `EXTRALT_API_KEY` at run time unless `api_key` is
+    given; `base_url` falls back to `EXTRALT_BASE_URL`, then the public API; the DuckDB file is
+    `duckdb_path`, else `EXTRALT_DUCKDB_PATH`, else `data/extralt.duckdb` (its folder is
+    created). An explicit argument wins over the environment, so a test never writes to the
+    warehouse a shell variable points at. `resource_overrides` replaces resources by key.
+    Raises `SourcesFileError` naming the file, line, source and field; makes no API call.
+    """
+    where = os.fspath(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SourcesFileError(
+            f"{where}: cannot read the Extralt sources file ({exc.strerror or exc}). "
+            "Check the path; it is resolved from the current directory when relative."
+        ) from None
+    spec = parse_sources(text, where)
+    return build_sources_definitions(
+        spec,
+        where=where,
+        duckdb_path=duckdb_path,
+        api_key=api_key if api_key is not None else dg.EnvVar(API_KEY_ENV),
+        base_url=base_url,
+        resource_overrides=resource_overrides,
+    )
+
+
+def parse_sources(text: str, where: str) -> ExtraltSources:
+    """Parse and validate a sources document; every problem is reported at once."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SourcesFileError(
+            f"{where}{at}: malformed YAML ({problem}). Fix the syntax there: check the "
+            "indentation, and quote values containing ': ' or '#'."
+        ) from None
+    if data is None:
+        raise SourcesFileError(
+            f"{where}: the file is empty. Add a `sources:` list, e.g.\n"
+            "sources:\n  - name: shoes\n    robot_id: rbt_shoes"
+        )
+    if not isinstance(data, dict):
+        raise SourcesFileError(
+            f"{where}, line 1: expected a mapping with `sources:` (and optional `defaults:`), "
+            f"got a YAML {type(data).__name__}."
+        )
+    duplicate = _duplicate_key(root)
+    if duplicate is not None:
+        line, key = duplicate
+        raise SourcesFileError(
+            f"{where}, line {line}: the key {key!r} appears twice in the same mapping; YAML "
+            "would silently keep the last one. Remove one of them."
+        )
+    try:
+        return ExtraltSources.model_validate(data)
+    except ValidationError as exc:
+        raise SourcesFileError(_describe(exc, where, data, root)) from None
+
+
+def build_sources_definitions(
+    spec: ExtraltSources,
+    *,
+    where: str,
+    duckdb_path: str | None = None,
+    api_key: str | dg.EnvVar | None = None,
+    base_url: str | None = None,
+    resource_overrides: Mapping[str, Any] | None = None,
+) -> dg.Definitions:
+    """The Definitions for validated sources; `where` names them in error messages."""
+    defaults = spec.defaults or SourceDefaults()
+    assets: list[dg.AssetsDefinition] = []
+    schedules: list[dg.ScheduleDefinition] = []
+    jobs = []
+    for i, source in enumerate(spec.sources):
+        try:
+            assets += build_extralt_assets(
+                source.name,
+                source.robot_id,
+                source.start_urls,
+                source.budget,
+                source.auto_enrich,
+                poll_timeout_seconds=source.poll_timeout_seconds,
+                group_name=source.group or defaults.group,
+                tags=source.tags,
+                owners=source.owners,
+                schema=defaults.schema_,
+                export_format=source.export_format,
+            )
+            if source.cron:
+                schedules.append(
+                    build_extralt_schedule(
+                        source.name,
+                        source.cron,
+                        execution_timezone=source.timezone or defaults.timezone,
+                        default_status=dg.DefaultScheduleStatus.RUNNING
+                        if source.schedule_running
+                        else dg.DefaultScheduleStatus.STOPPED,
+                    )
+                )
+        except (ValueError, dg.DagsterInvalidDefinitionError) as exc:
+            # What only Dagster checks (e.g. tag formats), with the file and source named.
+            raise SourcesFileError(
+                f"{where}: source {source.name!r} (sources[{i}]): {exc} "
+                "Fix this source's settings. No Extralt API call was made."
+            ) from None
+        jobs.append(build_extralt_job(source.name))
+    keys = [k for s in spec.sources for k in (run_asset_key(s.name), captures_asset_key(s.name))]
+    jobs.append(
+        dg.define_asset_job(
+            ALL_SOURCES_JOB,
+            selection=keys,
+            description="Run every Extralt source and load its captures into DuckDB.",
+        )
+    )
+    resources: dict[str, Any] = {
+        "extralt": ExtraltResource(
+            api_key=api_key if api_key is not None else dg.EnvVar(API_KEY_ENV),
+            base_url=validate_base_url(
+                base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
+            ),
+        ),
+        "duckdb": DuckDBResource(database=_duckdb_path(duckdb_path)),
+        **(resource_overrides or {}),
+    }
+    return dg.Definitions(assets=assets, schedules=schedules, jobs=jobs, resources=resources)
+
+
+def _duckdb_path(explicit: str | None) -> str:
+    path = explicit or os.environ.get(DUCKDB_PATH_ENV) or DEFAULT_DUCKDB_PATH
+    if path != ":memory:" and not path.startswith("md:"):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)  # DuckDB won't create folders
+    return path
+
+
+# --- Error messages ------------------------------------------------------------------------
+
+
+def _describe(exc: ValidationError, where: str, data: Any, root: yaml.Node | None) -> str:
+    errors = exc.errors(include_url=False)
+    found = []
+    for err in errors:
+        loc = tuple(err["loc"])
+        cause = (err.get("ctx") or {}).get("error")
+        if isinstance(cause, _DuplicateNameError):
+            loc = (*loc, cause.index, "name")
+        line = _line_of(root, loc)
+        at = f"line {line}: " if line else ""
+        found.append((line or 0, f"  - {at}{_subject(loc, data)}: {_message(err, loc)}"))
+    lines = [f"{where}: {len(errors)} problem(s) in the Extralt sources file:"]
+    lines += [text for _, text in sorted(found, key=lambda item: item[0])]
+    lines.append("Fix these in the file and reload. No Extralt API call was made.")
+    return "\n".join(lines)
+
+
+def _subject(loc: tuple[Any, ...], data: Any) -> str:
+    """'source 'shoes' (sources[1]), field budget' or 'defaults, field schema'."""
+    if len(loc) >= 2 and loc[0] == "sources" and isinstance(loc[1], int):
+        entries = data.get("sources") if isinstance(data, dict) else None
+        entry = entries[loc[1]] if isinstance(entries, list) and loc[1] < len(entries) else None
+        name = entry.get("name") if isinstance(entry, dict) else None
+        who = f"source {name!r} (sources[{loc[1]}])" if isinstance(name, str) and name else None
+        who = who or f"sources[{loc[1]}]"
+        rest = loc[2:]
+    elif loc and loc[0] == "defaults":
+        who, rest = "defaults", loc[1:]
+    else:
+        who, rest = "top level", loc
+    if not rest:
+        return who
+    field = str(rest[0]) + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in rest[1:])
+    return f"{who}, field {field}"
+
+
+def _message(err: Mapping[str, Any], loc: tuple[Any, ...]) -> str:
+    kind = err["type"]
+    if kind == "value_error":
+        return str(err["ctx"]["error"])
+    if kind == "extra_forbidden":
+        model = {"sources": SourceSpec, "defaults": SourceDefaults}.get(loc[0], ExtraltSources)
+        allowed = [f.alias or n for n, f in model.model_fields.items()]
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        return f"unknown field.{hint} Allowed fields here: {', '.join(allowed)}."
+    if kind == "missing":
+        return "required but missing. Add it."
+    if kind == "too_short" and loc == ("sources",):
+        return "the list is empty. Declare at least one source (name and robot_id)."
+    got = err.get("input")
+    return f"{err['msg']}, got {got!r}."
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """1-based line of the deepest YAML node the error location reaches."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        child = None
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if key.value == part:
+                    child = value
+                    break
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            child = node.value[part] if part < len(node.value) else None
+        if child is None:
+            break
+        node, line = child, child.start_mark.line + 1
+    return line
+
+
+def _duplicate_key(node: yaml.Node | None) -> tuple[int, str] | None:
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key, value in node.value:
+            if key.value in seen:
+                return key.start_mark.line + 1, key.value
+            seen.add(key.value)
+            found = _duplicate_key(value)
+            if found:
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            found = _duplicate_key(item)
+            if found:
+                return found
+    return None
+
+
+__all__ = [
+    "ExtraltSources",
+    "SourceDefaults",
+    "SourceSpec",
+    "SourcesFileError",
+    "build_sources_definitions",
+    "load_extralt_definitions",
+    "parse_sources",
+]

@@ -1,0 +1,41 @@
+"""A short, human summary of what is in the warehouse (read-only), for `make demo`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from . import warehouse
+
+
+def print_summary(database: str | Path, schema: str = "extralt", out=sys.stdout) -> int:
+    """Print sources, runs, captures, products, credits and the cheapest in-stock products.
+
+    Returns 0 when there is data to show, 1 otherwise (so `make demo` fails on an empty load).
+    """
+    con = warehouse.connect(str(database), read_only=True, lock_timeout_seconds=30)
+    try:
+        summary = warehouse.summarize(con, schema=schema)
+    finally:
+        con.close()
+    if not summary.sources:
+        print(f"No Extralt data in {database} (schema {schema}).", file=out)
+        return 1
+    print(f"\nDuckDB warehouse: {database}", file=out)
+    header = f"{'source':<12}{'runs':>6}{'captures':>10}{'products':>10}{'variants':>10}{'credits':>9}"
+    print(header, file=out)
+    print("-" * len(header), file=out)
+    for s in summary.sources:
+        print(
+            f"{s.source:<12}{s.runs:>6}{s.captures:>10,}{s.products:>10,}{s.variants:>10,}"
+            f"{s.credits:>9,}",
+            file=out,
+        )
+    print(f"\nCheapest in-stock products (from {schema}.<source>_products):", file=out)
+    for row in summary.cheapest:
+        print(
+            f"  {row.source:<10} {row.price:>9.2f} {row.currency or '':<4} "
+            f"{(row.brand or '')[:16]:<16} {(row.title or '')[:48]}",
+            file=out,
+        )
+    return 0
