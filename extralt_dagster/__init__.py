@@ -3,6 +3,7 @@
 from .assets import ExtraltRunConfig, build_extralt_assets
 from .captures import ExtraltCapturesConfig
 from .client import DEFAULT_BASE_URL, ExtraltClient
+from .component import ExtraltComponent
 from .errors import (
     ExtraltAPIError,
     ExtraltAuthError,
@@ -22,6 +23,14 @@ from .errors import (
 from .models import ExportFormat, ExtraltRun, RunStatus
 from .resource import ExtraltResource
 from .run_handler import ExtraltRunHandler, PollSettings
+from .schedules import build_extralt_job, build_extralt_schedule
+from .sources import (
+    ExtraltSources,
+    SourceDefaults,
+    SourcesFileError,
+    SourceSpec,
+    load_extralt_definitions,
+)
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -30,6 +39,7 @@ __all__ = [
     "ExtraltAuthError",
     "ExtraltCapturesConfig",
     "ExtraltClient",
+    "ExtraltComponent",
     "ExtraltConflictError",
     "ExtraltConnectionError",
     "ExtraltError",
@@ -43,10 +53,17 @@ __all__ = [
     "ExtraltRunFailedError",
     "ExtraltRunHandler",
     "ExtraltServerError",
+    "ExtraltSources",
     "ExtraltTimeoutError",
     "ExtraltUnknownStatusError",
     "ExtraltValidationError",
     "PollSettings",
     "RunStatus",
+    "SourceDefaults",
+    "SourceSpec",
+    "SourcesFileError",
     "build_extralt_assets",
+    "build_extralt_job",
+    "build_extralt_schedule",
+    "load_extralt_definitions",
 ]

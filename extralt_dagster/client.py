@@ -69,7 +69,7 @@ def validate_base_url(base_url: str) -> str:
         raise ExtraltValidationError(
             f"base_url must be an absolute https:// URL such as {DEFAULT_BASE_URL!r}, got {base_url!r}."
         )
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise ExtraltValidationError(
             f"base_url {base_url!r} uses plain http to a remote host, which would send the API key "
             "in clear. Use https:// (plain http is allowed only for 127.0.0.1/localhost)."
@@ -77,7 +77,7 @@ def validate_base_url(base_url: str) -> str:
     return base_url.rstrip("/")
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:

@@ -13,8 +13,9 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from .client import DEFAULT_BASE_URL
+from .client import DEFAULT_BASE_URL, is_loopback
 from .emulator import DEMO_API_KEY
 from .errors import ExtraltAuthError
 
@@ -41,10 +42,7 @@ def resolve_connection(env: "os._Environ[str] | dict[str, str]" = os.environ) ->
         return Connection(url or DEFAULT_BASE_URL, key, emulated=False)
     if not url:
         return Connection(EMULATOR_URL, DEMO_API_KEY, emulated=True)
-    from .client import _is_loopback  # loopback-only rule shared with the client
-    from urllib.parse import urlsplit
-
-    if _is_loopback(urlsplit(url).hostname or ""):
+    if is_loopback(urlsplit(url).hostname or ""):
         return Connection(url, DEMO_API_KEY, emulated=True)
     raise ExtraltAuthError(
         f"EXTRALT_BASE_URL is {url!r} but EXTRALT_API_KEY is not set. Set EXTRALT_API_KEY to your "
@@ -67,8 +65,12 @@ def build_definitions():
         )
     if duckdb_path != ":memory:" and not duckdb_path.startswith("md:"):
         Path(duckdb_path).parent.mkdir(parents=True, exist_ok=True)
+    # A real key stays an EnvVar (None here), so the UI shows its name, never its value.
     return load_extralt_definitions(
-        sources, duckdb_path=duckdb_path, api_key=conn.api_key, base_url=conn.base_url
+        sources,
+        duckdb_path=duckdb_path,
+        api_key=conn.api_key if conn.emulated else None,
+        base_url=conn.base_url,
     )
 
 

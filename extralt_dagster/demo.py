@@ -69,8 +69,10 @@ def run_demo(project: Path, *, port: int = 0, speed: float = DEMO_SPEED) -> int:
     if code != 0:
         print(f"\nDemo FAILED: dagster asset materialize exited with {code}.", file=sys.stderr)
         return code
-    print(f"\nMaterialized every demo source in {seconds:.0f}s: {creates} Extralt runs created, "
-          f"{stops} stopped, {len(live)} left running.")
+    print(
+        f"\nMaterialized every demo source in {seconds:.0f}s: {creates} Extralt runs created, "
+        f"{stops} stopped, {len(live)} left running."
+    )
     from .summary import print_summary
 
     return print_summary(duckdb_path) or (1 if live else 0)

@@ -22,7 +22,9 @@ def print_summary(database: str | Path, schema: str = "extralt", out=sys.stdout)
         print(f"No Extralt data in {database} (schema {schema}).", file=out)
         return 1
     print(f"\nDuckDB warehouse: {database}", file=out)
-    header = f"{'source':<12}{'runs':>6}{'captures':>10}{'products':>10}{'variants':>10}{'credits':>9}"
+    header = (
+        f"{'source':<12}{'runs':>6}{'captures':>10}{'products':>10}{'variants':>10}{'credits':>9}"
+    )
     print(header, file=out)
     print("-" * len(header), file=out)
     for s in summary.sources:

@@ -1067,3 +1067,63 @@ def table_stats(conn: duckdb.DuckDBPyConnection, target: Target) -> WarehouseSta
         runs=int(row[3] or 0),
         last_loaded_at=row[4],
     )
+
+
+# --- Read-only summary (``make demo``, ``extralt-dagster summary``) -----------------------------
+
+
+@dataclass(frozen=True)
+class SourceSummary:
+    source: str
+    runs: int
+    captures: int
+    products: int
+    variants: int
+    credits: int
+
+
+@dataclass(frozen=True)
+class CheapOffer:
+    source: str
+    title: str | None
+    brand: str | None
+    price: float
+    currency: str | None
+
+
+@dataclass(frozen=True)
+class Summary:
+    sources: tuple[SourceSummary, ...]
+    cheapest: tuple[CheapOffer, ...]
+
+
+def summarize(conn: duckdb.DuckDBPyConnection, *, schema: str = DEFAULT_SCHEMA) -> Summary:
+    """Per-source counts from the run log and tables, and the cheapest in-stock products."""
+    validate_identifier(schema, "schema")
+    if not _exists(conn, schema, "runs"):
+        return Summary(sources=(), cheapest=())
+    rows = conn.execute(
+        f"SELECT source, count(*), coalesce(sum(credits), 0) FROM {_q(schema)}.{_q('runs')} "
+        "GROUP BY source ORDER BY source"
+    ).fetchall()
+    sources, cheapest = [], []
+    for source, runs, credits in rows:
+        try:
+            target = Target(source=source, schema=schema)
+        except ExtraltError:
+            continue  # a row this loader did not write
+        stats = table_stats(conn, target)
+        sources.append(
+            SourceSummary(
+                source, int(runs), stats.captures, stats.products, stats.variants, int(credits)
+            )
+        )
+        if stats.products:
+            cheapest += [
+                CheapOffer(source, title, brand, float(price), currency)
+                for title, brand, price, currency in conn.execute(
+                    f"SELECT title, brand, min_price, currency FROM {target.products} "
+                    "WHERE available AND min_price IS NOT NULL ORDER BY min_price, title LIMIT 3"
+                ).fetchall()
+            ]
+    return Summary(sources=tuple(sources), cheapest=tuple(cheapest))
