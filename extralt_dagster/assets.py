@@ -287,13 +287,12 @@ class _RunStep:
         return self._finish(handler, final, how)
 
     def _follow(self) -> tuple[ExtraltRunHandler, str]:
-        tags = self._tags()
-        recorded = tags.get(run_id_tag(self.source.name))
+        recorded = self._recorded(run_id_tag(self.source.name))
         if recorded:
             followed = self._resume(recorded)
             if followed is not None:
                 return followed
-        sent_at = tags.get(create_sent_tag(self.source.name))
+        sent_at = self._recorded(create_sent_tag(self.source.name))
         if sent_at and not recorded:
             adopted = self.client.find_started_run(
                 self.params.robot_id,
@@ -438,9 +437,23 @@ class _RunStep:
 
     # --- tags -------------------------------------------------------------------------
 
-    def _tags(self) -> Mapping[str, str]:
-        run = self.context.instance.get_run_by_id(self.context.run.run_id)
-        return run.tags if run is not None else self.context.run.tags
+    def _recorded(self, key: str) -> str | None:
+        """A tag of this run, else of the nearest ancestor run (re-executions and retries).
+
+        The UI copies a parent's tags into a re-execution, but `dg.execute_job` does not, so the
+        parent chain is the reliable record of which Extralt run this materialization owns.
+        """
+        run_id: str | None = self.context.run.run_id
+        for _ in range(100):  # a re-execution chain is short; never loop forever
+            if run_id is None:
+                return None
+            run = self.context.instance.get_run_by_id(run_id)
+            if run is None:
+                return None
+            if key in run.tags:
+                return run.tags[key]
+            run_id = run.parent_run_id
+        return None
 
     def _add_tags(self, tags: Mapping[str, str]) -> None:
         self.context.instance.add_run_tags(self.context.run.run_id, dict(tags))

@@ -22,3 +22,8 @@ defs = dg.Definitions(
         "duckdb": DuckDBResource(database=os.environ["EXTRALT_DUCKDB_PATH"]),
     },
 )
+
+
+def extract_shoes_job():
+    """For `dg.reconstructable`: real re-execution needs a job a new process can rebuild."""
+    return defs.resolve_job_def("extract_shoes")

@@ -1,5 +1,6 @@
 """The `run` asset, through real Dagster materializations against the emulator over HTTP."""
 
+import importlib
 import threading
 
 import dagster as dg
@@ -90,41 +91,44 @@ def test_step_dying_mid_poll_resumes_the_same_run(emulator, instance, tmp_path):
     assert emulator.count_requests(*STOP) == 0
 
 
-def test_rerun_after_remote_stop_uses_restart(emulator, instance, tmp_path):
+def test_reexecution_after_remote_stop_uses_restart(emulator, instance, tmp_path, monkeypatch):
+    """A real "re-execute from failure" (dg.ReexecutionOptions), not a hand-made tag."""
+    monkeypatch.setenv("EXTRALT_API_KEY", emulator.api_key)
+    monkeypatch.setenv("EXTRALT_BASE_URL", emulator.url)
+    monkeypatch.setenv("EXTRALT_DUCKDB_PATH", str(tmp_path / "w.duckdb"))
+    from . import termination_defs
+
+    importlib.reload(termination_defs)  # its resources read the environment at import
+    job = dg.reconstructable(termination_defs.extract_shoes_job)
     emulator.set_faults(never_finish=True)
-    asset = run_only(budget=20)
 
     def stop_when_running():
-        run_id = wait_until(lambda: next(iter(emulator.runs), None), what="a run")
+        run_id = wait_until(lambda: next(iter(emulator.runs), None), timeout=60, what="a run")
         wait_until(lambda: emulator.run(run_id).status == "running", what="running")
         emulator.stop_run_externally(run_id)
 
     stopper = threading.Thread(target=stop_when_running)
     stopper.start()
-    first = dg.materialize(
-        [asset], instance=instance, resources=resources(emulator, tmp_path), raise_on_error=False
-    )
-    stopper.join()
-    assert not first.success
+    with dg.execute_job(job, instance=instance) as first:
+        stopper.join()
+        assert not first.success
     [stopped_id] = list(emulator.runs)
-    assert "stopped outside Dagster" in failure_messages(first)[0]
+    failure = [
+        e
+        for e in instance.all_logs(first.run_id)
+        if e.dagster_event and e.dagster_event.is_step_failure
+    ]
+    assert "stopped outside Dagster" in failure[0].dagster_event.step_failure_data.error.message
 
     emulator.clear_faults()
-    # What "re-execute from failure" does: a new run that carries the parent's tags.
-    parent_tags = instance.get_run_by_id(first.run_id).tags
-    second = dg.materialize(
-        [asset],
-        instance=instance,
-        resources=resources(emulator, tmp_path),
-        tags={run_id_tag("shoes"): parent_tags[run_id_tag("shoes")]},
-    )
-    assert second.success
+    options = dg.ReexecutionOptions.from_failure(first.run_id, instance)
+    with dg.execute_job(job, instance=instance, reexecution_options=options) as second:
+        assert second.success
     assert emulator.count_requests(*CREATE) == 1
     assert emulator.count_requests(*RESTART) == 1
-    md = materialization_metadata(second, run_asset_key("shoes"))
-    assert md["extralt/how"] == "restarted"
-    new_id = md["extralt/run_id"]
-    assert new_id != stopped_id and emulator.run(new_id).status == "completed"
+    [new_id] = [r for r in emulator.runs if r != stopped_id]
+    assert emulator.run(new_id).status == "completed"
+    assert emulator.run(new_id).restarted_from == stopped_id
     assert instance.get_run_by_id(second.run_id).tags[run_id_tag("shoes")] == new_id
 
 
