@@ -190,17 +190,19 @@ def test_a_scheduler_tick_launches_one_run_that_materializes(emulator, tmp_path)
         "EXTRALT_BASE_URL": emulator.url,
         "EXTRALT_DUCKDB_PATH": str(warehouse),
     }
-    with log.open("wb") as out:
-        daemon = subprocess.Popen(
-            [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-f", str(code)],
-            cwd=tmp_path,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: code server and run worker too
-        )
-    try:
-        with dg.DagsterInstance.from_config(str(home)) as instance:
+    # Create the instance's storage here first: two processes creating one sqlite store race.
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        instance.get_runs()
+        with log.open("wb") as out:
+            daemon = subprocess.Popen(
+                [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-f", str(code)],
+                cwd=tmp_path,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: code server and run worker too
+            )
+        try:
 
             def finished_run():
                 if daemon.poll() is not None:
@@ -216,8 +218,8 @@ def test_a_scheduler_tick_launches_one_run_that_materializes(emulator, tmp_path)
             assert run.tags["extralt/schedule"] == "extralt_shoes_schedule"
             assert run.tags["dagster/run_key"].startswith("shoes:")
             assert len(instance.get_runs()) == 1
-    finally:
-        _stop(daemon)
+        finally:
+            _stop(daemon)
     assert emulator.count_requests(*CREATE) == 1
     with duckdb.connect(str(warehouse), read_only=True) as con:
         [(rows,)] = con.execute("select count(*) from extralt.shoes_captures").fetchall()
