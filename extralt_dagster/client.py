@@ -50,6 +50,8 @@ RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 # A create that may have reached the server: retrying it blindly could start a second, paid run.
 AMBIGUOUS_CREATE_STATUSES = frozenset({500, 502, 504})
 CHUNK_SIZE = 1 << 20
+# An API answer (not an export) larger than this is refused: a run page is a few hundred KB.
+MAX_RESPONSE_BYTES = 64 << 20
 _SAFE_FILENAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 
 _T = TypeVar("_T")
@@ -161,6 +163,7 @@ class ExtraltClient:
         self.rate_limit_backoff_seconds = rate_limit_backoff_seconds
         self.retry_timeout_seconds = retry_timeout_seconds
         self.max_export_bytes = max_export_bytes
+        self.timeout = timeout
         self.dashboard_url_template = dashboard_url_template or (
             DEFAULT_DASHBOARD_URL
             if self.base_url == DEFAULT_BASE_URL
@@ -366,6 +369,8 @@ class ExtraltClient:
             cursor = page.get("nextCursor")
             if not cursor:
                 return
+            if not isinstance(cursor, str):
+                raise ExtraltAPIError(f"GET {path}: 'nextCursor' is not a string: {cursor!r:.80}")
             if cursor in seen:
                 raise ExtraltAPIError(f"GET {path}: the API repeated cursor {cursor!r}")
             seen.add(cursor)
@@ -381,9 +386,14 @@ class ExtraltClient:
     ) -> httpx.Response:
         if deadline is not None:
             kwargs.setdefault("timeout", deadline)
+        # httpx's read timeout is per read: a body that trickles a byte at a time never trips
+        # it. So one attempt, body included, gets the request timeout as a whole.
+        limit = self.timeout if deadline is None else min(deadline, self.timeout)
 
         def attempt() -> httpx.Response:
-            response = self._http.request(method, f"{API_PREFIX}{path}", **kwargs)
+            ends = time.monotonic() + limit
+            with self._http.stream(method, f"{API_PREFIX}{path}", **kwargs) as streamed:
+                response = _read_bounded(streamed, ends, f"{method} {path}", self.base_url)
             if response.status_code >= 400:
                 raise self._error_for(response)
             return response
@@ -525,6 +535,44 @@ _ERRORS: dict[int, tuple[type[ExtraltAPIError] | None, str]] = {
     422: (ExtraltValidationError, "Fix the value the server names; this is not retried."),
     429: (ExtraltRateLimitError, "Rate limited past every retry; lower concurrency or poll less."),
 }
+
+
+def _read_bounded(
+    response: httpx.Response, ends: float, where: str, base_url: str
+) -> httpx.Response:
+    """Read a streamed API answer whole, by `ends` (monotonic) and within MAX_RESPONSE_BYTES."""
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_bytes():
+        size += len(chunk)
+        if size > MAX_RESPONSE_BYTES:
+            raise ExtraltAPIError(
+                f"Extralt {where} answered with more than {MAX_RESPONSE_BYTES:,} bytes; "
+                "refusing to read further.",
+                status_code=response.status_code,
+            )
+        chunks.append(chunk)
+        if time.monotonic() > ends:
+            exc = ExtraltConnectionError(
+                f"Extralt {where}: no complete answer from {base_url} within the request "
+                f"timeout (the body was still arriving after {size:,} bytes). Check the network, "
+                "or raise request_timeout_seconds if the API is slow."
+            )
+            exc.cause_kind = "ReadTimeout"  # type: ignore[attr-defined]
+            raise exc
+    # Decoded already: drop the headers that describe the encoded body.
+    headers = [
+        (k, v)
+        for k, v in response.headers.multi_items()
+        if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+    ]
+    return httpx.Response(
+        response.status_code,
+        headers=headers,
+        content=b"".join(chunks),
+        request=response.request,
+        extensions=response.extensions,
+    )
 
 
 def _is_retryable(exc: Exception, idempotent: bool) -> bool:

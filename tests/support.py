@@ -60,8 +60,15 @@ def event_log_text(instance: dg.DagsterInstance) -> str:
     return "\n".join(chunks)
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    """Wait on a condition, never a fixed sleep; fails loudly after `timeout`."""
+def wait_until(
+    predicate: Callable[[], Any],
+    timeout: float = 30.0,
+    what: str = "condition",
+    interval: float = 0.02,
+) -> Any:
+    """Wait on a condition, never a fixed sleep; fails loudly after `timeout`.
+
+    `interval` spaces out the checks (raise it when each check is a request to a server)."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -69,4 +76,4 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = 
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
+        time.sleep(interval)

@@ -5,9 +5,6 @@ step process), and terminated the way the UI's Terminate button does it, through
 """
 
 import os
-import signal
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,15 +12,10 @@ import pytest
 from dagster import DagsterRunStatus
 from dagster_graphql import DagsterGraphQLClient
 
+from .processes import end_group, free_port, http_ok, start_group
 from .support import wait_until
 
 HERE = Path(__file__).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -44,7 +36,8 @@ def webserver(emulator, tmp_path):
         "EXTRALT_BASE_URL": emulator.url,
         "EXTRALT_DUCKDB_PATH": str(tmp_path / "w.duckdb"),
     }
-    proc = subprocess.Popen(
+    # Its own process group, so the teardown ends the webserver and everything it started.
+    proc = start_group(
         [
             str(Path(sys.executable).parent / "dagster-webserver"),
             "-f",
@@ -57,32 +50,18 @@ def webserver(emulator, tmp_path):
             str(port),
         ],
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # its own process group, so we can end all of it
     )
     try:
         client = DagsterGraphQLClient("127.0.0.1", port_number=port)
-        wait_until(lambda: _ready(port, proc), timeout=120, what="dagster-webserver")
+        wait_until(
+            lambda: http_ok(f"http://127.0.0.1:{port}/server_info", proc, "dagster-webserver"),
+            timeout=120,
+            what="dagster-webserver",
+            interval=0.2,
+        )
         yield client
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-def _ready(port: int, proc: subprocess.Popen) -> bool:
-    if proc.poll() is not None:
-        raise AssertionError(f"dagster-webserver exited with {proc.returncode}")
-    import httpx
-
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/server_info", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
+        end_group(proc)
 
 
 def test_terminating_the_dagster_run_stops_the_extralt_run(emulator, webserver):

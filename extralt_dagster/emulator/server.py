@@ -529,6 +529,12 @@ class _Gate:
         fault = emu._injector.for_request(method, path)
         if fault.latency:
             await emu._sleep(fault.latency)
+        if fault.endless:
+            await _send_endless(send_recorded, receive, emu)
+            return
+        if fault.wrong_body is not None:
+            await _send_raw(send_recorded, emu.faults.wrong_body_status, fault.wrong_body)
+            return
         if fault.status is not None:
             if fault.after_handling:
                 await self.app(scope, receive, _discard)
@@ -550,6 +556,47 @@ class _Gate:
 
 async def _discard(message: Message) -> None:
     """A send that drops the response, for faults that answer after doing the work."""
+
+
+async def _send_raw(send: Send, status: int, body: str) -> None:
+    data = body.encode()
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": data})
+
+
+async def _send_endless(send: Send, receive: Receive, emu: Emulator) -> None:
+    """A 200 whose body never ends (the `endless_body` fault): it trickles, or stalls, until the
+    client hangs up or the emulator stops."""
+    faults = emu.faults
+    interval, size = faults.endless_interval_seconds, faults.endless_chunk_bytes
+    gone = asyncio.Event()
+
+    async def watch() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        gone.set()
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": b'{"rows": [', "more_body": True})
+        while not gone.is_set() and not emu._stopping.is_set():
+            if interval is None:
+                await asyncio.sleep(0.05)
+                continue
+            await send({"type": "http.response.body", "body": b" " * size, "more_body": True})
+            await asyncio.sleep(interval)
+    except OSError:
+        pass  # the client hung up mid-send
+    finally:
+        watcher.cancel()
 
 
 def _retry_after(seconds: float | None) -> dict[str, str]:
@@ -641,13 +688,14 @@ def _build_app(emu: Emulator) -> Any:
         if auto_enrich is not None and not isinstance(auto_enrich, bool):
             raise _error(400, "auto_enrich must be a boolean.")
         faults = emu.faults
+        hit = faults.hits_runs_of(robot_id)
         run_id = state.create_run(
             robot_id,
             start_urls=start_urls,
             budget=budget,
             auto_enrich=bool(auto_enrich),
-            fail=faults.fail_message if faults.fail_runs else None,
-            stall=faults.never_finish,
+            fail=faults.fail_message if faults.fail_runs and hit else None,
+            stall=faults.never_finish and hit,
         )
         return JSONResponse({"id": run_id}, status_code=202)
 
@@ -672,11 +720,16 @@ def _build_app(emu: Emulator) -> Any:
         if body is not None and not isinstance(body, dict):
             raise _error(400, "The body must be a JSON object.")
         faults = emu.faults
+        run_id = request.path_params["run_id"]
+        try:
+            hit = faults.hits_runs_of(state.view(run_id).robot_id)
+        except KeyError:
+            hit = False  # restart answers 404
         new_id = state.restart(
-            request.path_params["run_id"],
+            run_id,
             budget=_opt_budget(body or {}),
-            fail=faults.fail_message if faults.fail_runs else None,
-            stall=faults.never_finish,
+            fail=faults.fail_message if faults.fail_runs and hit else None,
+            stall=faults.never_finish and hit,
         )
         return JSONResponse({"id": new_id}, status_code=202)
 
@@ -717,7 +770,7 @@ def _build_app(emu: Emulator) -> Any:
         if fmt not in MEDIA_TYPES:
             raise _error(400, f"format must be parquet or jsonl, got {fmt!r}.")
         spec = state.export_spec(run_id)
-        faults = Faults.from_dict(emu.faults.to_dict())  # one consistent view for this body
+        faults = emu._injector.for_export()  # one consistent view for this body
         handle = await run_in_threadpool(emu._export_file, spec, fmt, faults)
         size = os.fstat(handle.fileno()).st_size
         filename = faults.content_disposition_filename
