@@ -37,3 +37,37 @@ demo: install
 # The emulator plus `dagster dev` (UI on http://127.0.0.1:3000); Ctrl-C stops both.
 dev: install
 	$(BIN)/extralt-dagster dev
+
+# The browser suite (tests/e2e): the emulator, `dagster dev` (webserver + daemon) and headless
+# Chromium, expected at /usr/bin/chromium (`apt-get install chromium`; or set
+# EXTRALT_E2E_CHROMIUM). Screenshots and the `dagster dev` log land in e2e-artifacts/.
+E2E_STAMP := $(VENV)/.installed-e2e
+
+.PHONY: e2e
+
+$(E2E_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev,e2e]'
+	touch $(E2E_STAMP)
+
+e2e: $(E2E_STAMP)
+	$(BIN)/pytest tests/e2e
+
+# Benchmarks (BENCHMARKS.md): `.[dev,bench]` adds dlt, pandas and dagster-duckdb-pandas, the
+# alternatives the load path is compared with. `bench` is the full run (100k and 1M captures,
+# ~40 min; refreshes results.json and the table in BENCHMARKS.md); `bench-quick` is the load
+# path at 100k and polling, without the alternatives or Dagster's overhead (~2-3 min).
+BENCH_STAMP := $(VENV)/.installed-bench
+
+.PHONY: bench bench-quick
+
+$(BENCH_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m benchmarks --update-doc
+
+bench-quick: $(BENCH_STAMP)
+	$(BIN)/python -m benchmarks --quick

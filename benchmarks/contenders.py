@@ -7,7 +7,7 @@ in the time). Process start and imports are outside the number for every contend
 3 of the benchmark (``overhead``) measures them on purpose.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: Dagster resolves the asset's return annotation.
 
 import json
 import os
@@ -380,7 +380,11 @@ def overhead_inprocess(p: dict[str, Any]) -> dict[str, Any]:
             raise RuntimeError("the materialization failed")
         run_step = _step_seconds(instance, result.run_id, "run")
         captures_step = _step_seconds(instance, result.run_id, "captures")
-    return {"seconds": seconds, "run_step_seconds": run_step, "captures_step_seconds": captures_step}
+    return {
+        "seconds": seconds,
+        "run_step_seconds": run_step,
+        "captures_step_seconds": captures_step,
+    }
 
 
 KINDS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {

@@ -1,14 +1,20 @@
 """Run one measurement in a child process: wall time, peak RSS, a JSON result, bounded.
 
-Every contender runs in its own process so that its peak RSS is its own: ``os.wait4`` returns
-the rusage of that child alone (on Linux ``ru_maxrss`` covers the child and the descendants it
-waited for), unlike ``RUSAGE_CHILDREN``, which is the maximum over every child ever reaped.
-A watchdog kills the child's process group when it passes a memory cap or a time limit, so a
-runaway alternative cannot take the machine down; that is recorded as a failure, not a number.
+Every contender runs in its own process so that its peak RSS is its own. The peak comes from
+GNU ``/usr/bin/time -f %M``, which forks from a process of a few MB: ``os.wait4`` straight from
+this (large) process would not do, because Linux carries the parent's high-water RSS into a
+vforked child's ``ru_maxrss`` (every child would report at least the parent's size). Without
+``/usr/bin/time`` it falls back to ``wait4``, and says so. ``ru_maxrss`` covers the command and
+the descendants it waited for (the largest one), e.g. Dagster's step processes.
+
+A watchdog kills the child's process group when its total RSS passes a cap or it runs past a
+time limit, so a runaway alternative cannot take the machine down; that is recorded as a
+failure, not a number.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -21,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+GNU_TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
 
 
 @dataclass
@@ -52,6 +59,31 @@ def _rss_mb(pid: int) -> float:
     return 0.0
 
 
+def _group_rss_mb(pgid: int) -> float:
+    """Total RSS of the processes in process group ``pgid``."""
+    total = 0.0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and fields[2] == str(pgid):
+            total += _rss_mb(int(entry.name))
+    return total
+
+
+def _time_peak_mb(path: Path) -> float | None:
+    """The ``%M`` (KiB) GNU time wrote last in ``path``."""
+    try:
+        lines = path.read_text().strip().splitlines()
+        return int(lines[-1].split()[0]) / 1024
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def run_child(
     name: str,
     argv: list[str],
@@ -72,6 +104,10 @@ def run_child(
     )
     killed: list[str] = []
     done = threading.Event()
+    peak_file = log_path.parent / f".peak-{name}.txt"
+    peak_file.unlink(missing_ok=True)
+    if GNU_TIME:
+        argv = [GNU_TIME, "-f", "%M", "-o", str(peak_file), *argv]
     with open(log_path, "ab") as log:
         log.write(f"\n$ {' '.join(argv)}\n".encode())
         log.flush()
@@ -87,8 +123,8 @@ def run_child(
         )
 
         def watch() -> None:
-            while not done.wait(0.2):
-                rss = _rss_mb(proc.pid)
+            while not done.wait(0.25):
+                rss = _group_rss_mb(proc.pid)
                 reason = None
                 if rss > rss_cap_mb:
                     reason = f"killed: RSS {rss:,.0f} MB passed the {rss_cap_mb:,.0f} MB cap"
@@ -96,10 +132,8 @@ def run_child(
                     reason = f"killed: still running after {timeout_seconds:,.0f} s"
                 if reason:
                     killed.append(reason)
-                    try:
+                    with contextlib.suppress(ProcessLookupError):
                         os.killpg(proc.pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
                     return
 
         watcher = threading.Thread(target=watch, daemon=True)
@@ -109,7 +143,9 @@ def run_child(
         done.set()
         watcher.join()
         proc.returncode = os.waitstatus_to_exitcode(status)
-    peak_mb = usage.ru_maxrss / 1024  # KiB on Linux
+    peak_mb = _time_peak_mb(peak_file) if GNU_TIME else None
+    if peak_mb is None:
+        peak_mb = usage.ru_maxrss / 1024  # KiB on Linux
     if killed:
         return ChildResult(name, False, wall, peak_mb, error=killed[0])
     if proc.returncode != 0:

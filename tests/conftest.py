@@ -7,6 +7,10 @@ import pytest
 
 from extralt_dagster.emulator import Emulator
 
+# tests/e2e drives `dagster dev` and a browser: `make e2e` runs it (`pytest tests/e2e`).
+# `make test` and a bare `pytest` skip it; naming the folder on the command line still runs it.
+collect_ignore = ["e2e"]
+
 # --- The Extralt emulator -----------------------------------------------------------------
 
 #: Fast enough that a 20-capture run (2 s starting + 1 s extracting) takes 3 ms of real time.

@@ -5,12 +5,13 @@ processes. Started with `start_new_session=True` they all share the leader's pro
 `end_group` can end every one of them, pass or fail, and no test leaves a process behind.
 """
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -55,10 +56,8 @@ def group_alive(pgid: int) -> bool:
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def end_group(proc: subprocess.Popen, *, grace: float = 30.0) -> None:
@@ -70,10 +69,8 @@ def end_group(proc: subprocess.Popen, *, grace: float = 30.0) -> None:
     pgid = proc.pid  # a session leader's pgid is its pid
     _signal_group(pgid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        pass
     while _live_members(pgid) and time.monotonic() < deadline:
         time.sleep(0.1)
     if proc.poll() is None or _live_members(pgid):
@@ -104,24 +101,43 @@ def _live_members(pgid: int) -> list[int]:
     return members
 
 
-def processes_with_env(name: str, value: str) -> list[int]:
-    """Pids of live processes whose environment has `name=value` (Linux only; else [])."""
+def find_processes(*, env: str | None = None, arg: str | None = None) -> list[int]:
+    """Pids of live (non-zombie) processes whose environment has the entry `env` ("NAME=value")
+    or whose command line contains `arg`. Linux only (reads /proc); elsewhere [].
+
+    What escaped a process group (a daemonized grandchild, a browser helper) still carries its
+    parent's DAGSTER_HOME or profile folder: this finds it.
+    """
     proc_dir = Path("/proc")
     if not proc_dir.is_dir():
         return []
-    needle = f"{name}={value}".encode()
     found = []
     for entry in proc_dir.iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            environ = (entry / "environ").read_bytes().split(b"\0")
             state = (entry / "stat").read_text()
+            if state[state.rfind(")") + 2 :].split()[0] == "Z":
+                continue
+            hit = (
+                env is not None and env.encode() in (entry / "environ").read_bytes().split(b"\0")
+            ) or (arg is not None and arg.encode() in (entry / "cmdline").read_bytes())
         except OSError:
             continue
-        if needle in environ and state[state.rfind(")") + 2 :].split()[0] != "Z":
+        if hit:
             found.append(int(entry.name))
     return found
+
+
+def kill_leftovers(find: Callable[[], list[int]], what: str, grace: float = 10.0) -> None:
+    """Give stragglers `grace` s to exit, then SIGKILL each (by pid) and fail, naming them."""
+    deadline = time.monotonic() + grace
+    while (pids := find()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert not pids, f"{what} left processes behind: {pids}"
 
 
 def http_ok(url: str, proc: subprocess.Popen, what: str) -> bool:
