@@ -269,6 +269,12 @@ def _seconds(result: ChildResult) -> float:
     return float(value) if value is not None else result.wall_seconds
 
 
+def _cpu(result: ChildResult) -> float | None:
+    """CPU seconds over the same span as ``_seconds`` (the child's own, else its process)."""
+    value = result.data.get("cpu_seconds")
+    return float(value) if value is not None else result.cpu_seconds
+
+
 def summarize_load(
     n: int, size: int, samples: dict[str, list[ChildResult]], failed: dict[str, str]
 ) -> dict[str, Any]:
@@ -284,28 +290,47 @@ def summarize_load(
     reps = min(len(curl), len(variants[best]))
     limit = [curl[i].wall_seconds + _seconds(variants[best][i]) for i in range(reps)]
     limit_rss = [max(curl[i].peak_rss_mb, variants[best][i].peak_rss_mb) for i in range(reps)]
+    limit_cpu = [
+        (curl[i].cpu_seconds or 0.0) + (_cpu(variants[best][i]) or 0.0) for i in range(reps)
+    ]
     limit_median = statistics.median(limit)
+    limit_cpu_median = statistics.median(limit_cpu)
 
     rows: dict[str, Any] = {}
 
-    def row(name: str, values: list[float], rss: list[float], **extra: Any) -> None:
+    def row(
+        name: str,
+        values: list[float],
+        rss: list[float],
+        cpu: list[float | None] | None = None,
+        **extra: Any,
+    ) -> None:
         ratios = [v / limit[i] for i, v in enumerate(values) if i < len(limit)]
+        cpus = [c for c in cpu or [] if c is not None]
         rows[name] = {
             "seconds": stats(values),
             "ratio": statistics.median(values) / limit_median if values else None,
             "ratio_min": min(ratios) if ratios else None,
             "ratio_max": max(ratios) if ratios else None,
             "peak_rss_mb": stats(rss),
+            "cpu_seconds": stats(cpus),
+            "cpu_ratio": statistics.median(cpus) / limit_cpu_median if cpus else None,
             **extra,
         }
 
-    row("limit", limit, limit_rss, variant=best)
-    row("limit_curl", [r.wall_seconds for r in curl], [r.peak_rss_mb for r in curl])
+    row("limit", limit, limit_rss, limit_cpu, variant=best)
+    row(
+        "limit_curl",
+        [r.wall_seconds for r in curl],
+        [r.peak_rss_mb for r in curl],
+        [r.cpu_seconds for r in curl],
+    )
     for v, results in variants.items():
         row(
             f"limit_ctas_{v}",
             [_seconds(r) for r in results],
             [r.peak_rss_mb for r in results],
+            [_cpu(r) for r in results],
         )
     dag = ok("ours_dagster")
     rss = [r.peak_rss_mb for r in dag]
@@ -314,6 +339,7 @@ def summarize_load(
             "ours_step",
             [r.data["step_seconds"] for r in dag],
             rss,
+            [_cpu(r) for r in dag],
             materialize_seconds=stats([r.data["materialize_seconds"] for r in dag]),
             rows=dag[0].data["rows"],
             variants=dag[0].data["variants"],
@@ -332,6 +358,7 @@ def summarize_load(
                 name,
                 [_seconds(r) for r in results],
                 [r.peak_rss_mb for r in results],
+                [_cpu(r) for r in results],
                 download_seconds=stats([r.data["download_seconds"] for r in results]),
                 load_seconds=stats([r.data["load_seconds"] for r in results]),
                 phase_seconds={
@@ -354,6 +381,7 @@ def summarize_load(
                 peer,
                 [_seconds(r) for r in results],
                 [r.peak_rss_mb for r in results],
+                [_cpu(r) for r in results],
                 laps={
                     k: statistics.median(r.data["laps"][k] for r in results)
                     for k in results[0].data.get("laps", {})
@@ -497,6 +525,11 @@ def flatten(results: dict[str, Any]) -> dict[str, Any]:
         flat[f"load_ratio_full_{key}"] = ratio("ours_metadata")
         flat[f"step_ratio_full_{key}"] = ratio("ours_step")
         flat[f"bare_ratio_full_{key}"] = ratio("ours_bare")
+        for name in ("ours_history", "ours_bare", "ours_step"):
+            value = rows.get(name, {}).get("cpu_ratio")
+            flat[f"cpu_ratio_{name.removeprefix('ours_')}_{key}"] = (
+                None if value is None else round(value, 3)
+            )
         if "ours_step" in rows:
             flat[f"peak_rss_mb_{key}"] = round(rows["ours_step"]["peak_rss_mb"]["max"])
         if "ours_bare" in rows:

@@ -38,6 +38,8 @@ class ChildResult:
     peak_rss_mb: float
     data: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    #: User + system CPU of the whole process (and the descendants it waited for).
+    cpu_seconds: float | None = None
 
 
 def mem_available_mb() -> float:
@@ -75,13 +77,13 @@ def _group_rss_mb(pgid: int) -> float:
     return total
 
 
-def _time_peak_mb(path: Path) -> float | None:
-    """The ``%M`` (KiB) GNU time wrote last in ``path``."""
+def _time_usage(path: Path) -> tuple[float | None, float | None]:
+    """Peak RSS (MB) and CPU seconds from the ``%M %U %S`` line GNU time wrote last."""
     try:
-        lines = path.read_text().strip().splitlines()
-        return int(lines[-1].split()[0]) / 1024
+        peak, user, system = path.read_text().strip().splitlines()[-1].split()[:3]
+        return int(peak) / 1024, float(user) + float(system)
     except (OSError, IndexError, ValueError):
-        return None
+        return None, None
 
 
 def run_child(
@@ -107,7 +109,7 @@ def run_child(
     peak_file = log_path.parent / f".peak-{name}.txt"
     peak_file.unlink(missing_ok=True)
     if GNU_TIME:
-        argv = [GNU_TIME, "-f", "%M", "-o", str(peak_file), *argv]
+        argv = [GNU_TIME, "-f", "%M %U %S", "-o", str(peak_file), *argv]
     with open(log_path, "ab") as log:
         log.write(f"\n$ {' '.join(argv)}\n".encode())
         log.flush()
@@ -143,14 +145,21 @@ def run_child(
         done.set()
         watcher.join()
         proc.returncode = os.waitstatus_to_exitcode(status)
-    peak_mb = _time_peak_mb(peak_file) if GNU_TIME else None
+    peak_mb, cpu = _time_usage(peak_file) if GNU_TIME else (None, None)
     if peak_mb is None:
         peak_mb = usage.ru_maxrss / 1024  # KiB on Linux
+    if cpu is None:
+        cpu = usage.ru_utime + usage.ru_stime
     if killed:
-        return ChildResult(name, False, wall, peak_mb, error=killed[0])
+        return ChildResult(name, False, wall, peak_mb, error=killed[0], cpu_seconds=cpu)
     if proc.returncode != 0:
         return ChildResult(
-            name, False, wall, peak_mb, error=f"exit {proc.returncode}: {_tail(log_path)}"
+            name,
+            False,
+            wall,
+            peak_mb,
+            error=f"exit {proc.returncode}: {_tail(log_path)}",
+            cpu_seconds=cpu,
         )
     data: dict[str, Any] = {}
     if out_path is not None:
@@ -158,7 +167,7 @@ def run_child(
             data = json.loads(out_path.read_text())
         except (OSError, ValueError) as exc:
             return ChildResult(name, False, wall, peak_mb, error=f"no result: {exc}")
-    return ChildResult(name, True, wall, peak_mb, data=data)
+    return ChildResult(name, True, wall, peak_mb, data=data, cpu_seconds=cpu)
 
 
 def python_child(

@@ -77,10 +77,10 @@ def _failed(request: pytest.FixtureRequest) -> bool:
 
 @pytest.fixture(scope="session")
 def artifacts() -> Path:
-    """The artifacts folder, emptied once per session so it shows only this session's files."""
-    if ARTIFACTS.exists():
-        shutil.rmtree(ARTIFACTS)
-    ARTIFACTS.mkdir(parents=True)
+    """The artifacts folder; the previous session's screenshots and logs are removed first."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for stale in [*ARTIFACTS.glob("*.png"), *ARTIFACTS.glob("dagster-dev*.log")]:
+        stale.unlink()
     return ARTIFACTS
 
 

@@ -21,7 +21,7 @@ from extralt_dagster.schedules import SOURCE_TAG, job_name, schedule_name
 from extralt_dagster.sources import load_extralt_definitions
 
 from ..support import wait_until
-from .conftest import SCHEDULED_SOURCE, TERMINAL, DagsterDev
+from .conftest import IN_FLIGHT, SCHEDULED_SOURCE, TERMINAL, DagsterDev
 
 pytestmark = pytest.mark.filterwarnings(
     # dagster_graphql's client calls gql the deprecated way; not ours to fix.
@@ -169,8 +169,15 @@ def test_the_daemon_runs_a_schedule_from_the_sources_file(dagster_dev: DagsterDe
             first_finished_tick, timeout=240, what=f"a run of {name} to end", interval=1
         )
     finally:
-        # Stop it, so the next minutes don't launch runs into the other tests.
+        # Stop it, so the next minutes launch nothing into the other tests.
         assert dev.stop_schedule(name) == "STOPPED"
+    # And let a tick that was already launched finish: the next tests get a quiet instance.
+    wait_until(
+        lambda: not dev.runs(tags={SOURCE_TAG: source}, statuses=IN_FLIGHT),
+        timeout=180,
+        what=f"the runs {name} launched to end",
+        interval=1,
+    )
 
     assert run["status"] == "SUCCESS", run
     tags = run["tags"]
