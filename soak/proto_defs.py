@@ -13,3 +13,7 @@ defs = dg.Definitions(assets=assets, jobs=[dg.define_asset_job("soak", executor_
 
 def soak_job():
     return defs.resolve_job_def("soak")
+
+JOB = defs.resolve_job_def("soak")
+def soak_job():
+    return JOB
