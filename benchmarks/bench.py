@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import platform
@@ -115,7 +116,11 @@ def machine() -> dict[str, Any]:
         "cpu_model": cpu or platform.processor(),
         "kernel": platform.release(),
         "python": platform.python_version(),
-        "curl": run("curl", "--version").splitlines()[0] if shutil.which("curl") else None,
+        "curl": " ".join(run("curl", "--version").split()[:2]) if shutil.which("curl") else None,
+        "git_head": run("git", "-C", str(ROOT), "rev-parse", "--short", "HEAD") or None,
+        "warehouse_sha256": hashlib.sha256(
+            (ROOT / "extralt_dagster" / "warehouse.py").read_bytes()
+        ).hexdigest()[:12],
         "versions": versions,
         "loadavg_start": os.getloadavg(),
     }

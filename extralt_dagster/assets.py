@@ -12,6 +12,7 @@ import dagster as dg
 from pydantic import Field
 
 from .errors import (
+    ExtraltError,
     ExtraltNotFoundError,
     ExtraltTimeoutError,
     ExtraltValidationError,
@@ -299,6 +300,7 @@ class _RunStep:
                 self.params.budget,
                 self.params.start_urls,
                 since=float(sent_at),
+                exclude=self._known_runs(),
             )
             if adopted:
                 self.context.log.warning(
@@ -338,14 +340,32 @@ class _RunStep:
 
     def _create(self) -> ExtraltRunHandler:
         p = self.params
+        known = self._known_runs()
         self._add_tags({create_sent_tag(self.source.name): f"{time.time():.3f}"})
-        run_id = self.client.create_run(p.robot_id, p.start_urls, p.budget, p.auto_enrich)
+        try:
+            run_id = self.client.create_run(
+                p.robot_id, p.start_urls, p.budget, p.auto_enrich, exclude_run_ids=known
+            )
+        except ExtraltError as exc:
+            # No run id to name yet: name the robot, and say what the next attempt will do.
+            exc.add_note(
+                f"While starting an Extralt run of robot {p.robot_id} for source "
+                f"{self.source.name!r}: no run is recorded, so a retry looks for one this "
+                "request may have started before it creates another."
+            )
+            raise
         self._record(run_id)
         self.context.log.info(
             f"Started Extralt run {run_id} for robot {p.robot_id}: "
             f"{self.client.dashboard_url(run_id)}"
         )
         return self._handler(run_id)
+
+    def _known_runs(self) -> set[str]:
+        """Every Extralt run this source has recorded, in any Dagster run: never mistaken for a
+        run that an ambiguous create has just started."""
+        tags = self.context.instance.get_run_tags(tag_keys=[run_id_tag(self.source.name)])
+        return {run_id for _, values in tags for run_id in values}
 
     def _already_materialized(self, run_id: str) -> bool:
         event = self.context.instance.get_latest_materialization_event(

@@ -14,7 +14,7 @@ from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from . import warehouse
-from .errors import ExtraltExportError
+from .errors import ExtraltError, ExtraltExportError
 from .models import ExportFormat, ExtraltRun
 from .resource import ExtraltResource
 
@@ -126,6 +126,12 @@ def build_captures_asset(
                     "No table was changed.",
                     allow_retries=True,
                 ) from None
+            except ExtraltError as exc:
+                raise dg.Failure(
+                    description=f"Export of Extralt run {run.id} could not be downloaded: {exc} "
+                    "No table was changed.",
+                    allow_retries=True,
+                ) from None
             download_seconds = time.monotonic() - started
             size = path.stat().st_size
             context.log.info(
@@ -162,13 +168,15 @@ def _load(
             duckdb.database, config=config, lock_timeout_seconds=lock_timeout_seconds
         )
     except warehouse.WarehouseLockedError as exc:
-        raise dg.Failure(description=str(exc)) from None
+        raise dg.Failure(description=f"Extralt run {record.run_id} was not loaded: {exc}") from None
     try:
         return warehouse.load_export(
             conn, path, target=target, run=record, format=fmt, bytes_downloaded=size
         )
     except warehouse.WarehouseSchemaError as exc:
-        raise dg.Failure(description=str(exc), allow_retries=False) from None
+        raise dg.Failure(
+            description=f"Extralt run {record.run_id} was not loaded: {exc}", allow_retries=False
+        ) from None
     finally:
         conn.close()
 

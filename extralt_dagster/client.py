@@ -12,7 +12,7 @@ import re
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -212,8 +212,14 @@ class ExtraltClient:
         start_urls: list[str] | None = None,
         budget: int | None = None,
         auto_enrich: bool = False,
+        *,
+        exclude_run_ids: Collection[str] = (),
     ) -> str:
-        """Start a run and return its id. Costs credits, so it is never sent twice blindly."""
+        """Start a run and return its id. Costs credits, so it is never sent twice blindly.
+
+        `exclude_run_ids`: runs the caller already knows (earlier materializations of the same
+        robot and budget), which the look-up after an ambiguous failure must never adopt.
+        """
         body: dict[str, Any] = {"robot_id": validate_robot_id(robot_id)}
         urls = validate_start_urls(start_urls)
         if urls is not None:
@@ -232,7 +238,9 @@ class ExtraltClient:
             if not _maybe_reached_server(exc):
                 raise
             try:
-                adopted = self.find_started_run(robot_id, budget, urls, since=sent_at)
+                adopted = self.find_started_run(
+                    robot_id, budget, urls, since=sent_at, exclude=exclude_run_ids
+                )
             except ExtraltError as lookup_exc:
                 raise ExtraltAPIError(
                     f"Creating a run for robot {robot_id} failed ambiguously ({_describe(exc)}) and "
@@ -465,6 +473,8 @@ class ExtraltClient:
     def _error_for(self, response: httpx.Response) -> ExtraltAPIError:
         code = response.status_code
         error, server_message = _error_body(response)
+        # Both come from the server: a hostile or buggy one may echo the key back.
+        error = self._scrub(error) if error else error
         server_message = self._scrub(server_message) if server_message else server_message
         request = response.request
         where = f"{request.method} {request.url.path}"
@@ -496,10 +506,14 @@ class ExtraltClient:
         start_urls: list[str] | None,
         *,
         since: float,
+        exclude: Collection[str] = (),
     ) -> str | None:
         """Find the run an ambiguous create may have started (same robot, budget and URLs).
 
-        `since` is the epoch time the create was sent. Two or more matches raise rather than guess.
+        `since` is the epoch time the create was sent. Runs in `exclude` (ones the caller already
+        knows, e.g. an earlier materialization's) are never candidates: the clock-skew allowance
+        would otherwise take a run started a minute earlier for the new one. Two or more matches
+        raise rather than guess.
         """
         floor_ms = (since - 120) * 1000  # tolerate clock skew between us and the API
         matches = []
@@ -507,6 +521,8 @@ class ExtraltClient:
             doc = run.raw
             created = doc.get("createdAt")
             if run.robot_id != robot_id or not isinstance(created, int | float):
+                continue
+            if run.id in exclude:
                 continue
             if created < floor_ms or run.budget != budget:
                 continue
@@ -627,7 +643,7 @@ def _error_body(response: httpx.Response) -> tuple[str | None, str | None]:
     error = body.get("error")
     message = body.get("message")
     return (
-        str(error) if error is not None else response.reason_phrase or None,
+        str(error)[:200] if error is not None else response.reason_phrase or None,
         str(message)[:500] if message is not None else None,
     )
 

@@ -10,6 +10,7 @@ No `from __future__ import annotations` here: the component derives its schema f
 import difflib
 import os
 import re
+import reprlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -32,6 +33,10 @@ DUCKDB_PATH_ENV = "EXTRALT_DUCKDB_PATH"
 DEFAULT_DUCKDB_PATH = os.path.join("data", "extralt.duckdb")
 ALL_SOURCES_JOB = "extralt_job"
 _GROUP_RE = re.compile(r"^[A-Za-z0-9_]+$")
+#: Bounded reprs of bad values in messages: a value may be huge (or a YAML alias bomb).
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict = 3, 6, 6
+_SHORT.maxstring = _SHORT.maxother = 120
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
@@ -388,7 +393,7 @@ def _message(err: Mapping[str, Any], loc: tuple[Any, ...]) -> str:
     if kind == "too_short" and loc == ("sources",):
         return "the list is empty. Declare at least one source (name and robot_id)."
     got = err.get("input")
-    return f"{err['msg']}, got {got!r}."
+    return f"{err['msg']}, got {_SHORT.repr(got)}."
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
@@ -409,19 +414,27 @@ def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     return line
 
 
-def _duplicate_key(node: yaml.Node | None) -> tuple[int, str] | None:
+def _duplicate_key(
+    node: yaml.Node | None, visited: set[int] | None = None
+) -> tuple[int, str] | None:
+    # An alias is the same node object: visit each once, or nested aliases (a "billion
+    # laughs" file) make this walk exponential.
+    visited = set() if visited is None else visited
+    if node is None or id(node) in visited:
+        return None
+    visited.add(id(node))
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
         for key, value in node.value:
             if key.value in seen:
                 return key.start_mark.line + 1, key.value
             seen.add(key.value)
-            found = _duplicate_key(value)
+            found = _duplicate_key(value, visited)
             if found:
                 return found
     elif isinstance(node, yaml.SequenceNode):
         for item in node.value:
-            found = _duplicate_key(item)
+            found = _duplicate_key(item, visited)
             if found:
                 return found
     return None

@@ -18,16 +18,20 @@ Objects, per source (``Target``), in schema ``extralt`` unless overridden:
 ``<schema>.runs`` -- TABLE. Run log shared by all sources of the schema: one row per
     (source, run_id) loaded, replaced on reload.
 
-Why products is a view and variants a table (measured on 2 vCPUs, DuckDB 2.0.1, 1,000,000
-captures from ``emulator.datagen``, 148 MB zstd parquet, 3.75 M offers; bare ``CREATE TABLE AS
-SELECT * FROM read_parquet`` = 1.00): the history insert costs ~1.0; a products *table* means
-writing every winning capture a second time, nested columns and all, ~0.75 per load (an
-incremental update cannot avoid it: each new run of a robot makes nearly every product newer);
-the flat variants table costs ~0.6. Both tables would put a load at ~2.3x the bare copy, past
-the 1.6x budget; with products as a view a load stays within it. The view is cheap to query:
-it ranks the narrow key columns and semi-joins history on ``rowid`` (~0.7 s per million
-history rows), while a variants *view* would unnest all history on every query and filters do
-not push into it. See ``/tmp/wh_bench.py`` for the measurement (not part of the package).
+Why products is a view and variants a table. Measured with ``/tmp/wh_bench.py`` (not part of
+the package) on a shared 2-vCPU VM with DuckDB 2.0.1: 1,000,000 captures from
+``emulator.datagen`` (283 MB zstd parquet, 3.75 M offers); 1.00 is a bare ``CREATE TABLE AS
+SELECT * FROM read_parquet`` with ``preserve_insertion_order=false`` (~10.5 s; ~21 s with the
+default ``true``). The history insert costs ~1.0-1.1 (same bytes written); the flat variants
+table ~0.5 (one string-heavy row per offer, written once, derived from this run's history rows:
+the export is read once); a products *table* would cost another ~0.95 per load (copying 1 M
+history rows takes 20.6 CPU-s against 21 for the bare CTAS), because it means writing every
+winning capture a second time, nested columns and all, and an incremental update cannot avoid
+that (each new run of a robot makes nearly every product newer). Both tables would put a load
+at ~2.5x the bare copy; with products as a view a load measures
+~1.5-1.65x (1.35x at 100,000 captures). The view stays cheap to query: it ranks only the key
+and ordering columns and semi-joins history on ``rowid`` (~0.1 s per 100k, ~1 s per 2 M
+history rows), whereas a variants *view* would re-unnest all of history on every query.
 
 All changes of one load run in one transaction: a corrupt or truncated file, a schema
 conflict or any error leaves every object exactly as it was.
@@ -43,8 +47,9 @@ Schema evolution of the history table, reported in ``LoadResult``:
 
 JSON lines are read with the types DuckDB infers, except that strings stay VARCHAR (DuckDB
 would otherwise guess UUID, DATE or TIMESTAMP from their content) and values it cannot type
-(all NULL, empty lists) take the history table's type: a JSONL load gives the same table as a
-parquet load of the same captures.
+(all NULL, empty lists) take the history table's type: a JSONL load gives the same rows as a
+parquet load of the same captures (JSON integers are BIGINT, so INTEGER columns widen once).
+A struct field missing from an export reads as NULL and is not reported; a new one is added.
 """
 
 from __future__ import annotations

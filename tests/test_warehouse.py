@@ -652,6 +652,39 @@ def test_bad_arguments_fail_before_touching_the_database(conn, tmp_path):
     assert conn.execute("SELECT count(*) FROM duckdb_tables()").fetchone()[0] == 0
 
 
+def test_run_record_from_an_api_run_document(conn):
+    from extralt_dagster.models import ExtraltRun
+
+    run = ExtraltRun.from_api(
+        {
+            "_id": "run_9",
+            "status": "completed",
+            "extracted": 7,
+            "robotId": "rbt_1",
+            "robotName": "Shoes",
+            "budget": 10,
+            "createdAt": 1_767_225_600_000,
+            "startedAt": 1_767_225_601_000,
+            "duration": 2500,
+        }
+    )
+    rec = RunRecord.from_run(run, dagster_run_id="dg-1")
+    assert rec == RunRecord(
+        run_id="run_9",
+        robot_id="rbt_1",
+        robot_name="Shoes",
+        status="completed",
+        extracted=7,
+        budget=10,
+        created_at=datetime(2026, 1, 1, tzinfo=UTC),
+        started_at=datetime(2026, 1, 1, 0, 0, 1, tzinfo=UTC),
+        duration_seconds=2.5,
+        dagster_run_id="dg-1",
+    )
+    assert rec.credits == 14
+    assert warehouse.table_stats(conn, SHOES) == warehouse.WarehouseStats(0, 0, 0, 0, None)
+
+
 def test_connect_applies_settings(tmp_path):
     con = warehouse.connect(tmp_path / "a.duckdb", config={"memory_limit": "512MiB", "threads": 1})
     try:

@@ -528,6 +528,9 @@ class _Gate:
 
         fault = emu._injector.for_request(method, path)
         if fault.latency:
+            # A slow server has the request, body and all, before it is slow: a create that
+            # the client gives up on still starts its run.
+            receive = await _buffered(receive)
             await emu._sleep(fault.latency)
         if fault.endless:
             await _send_endless(send_recorded, receive, emu)
@@ -552,6 +555,21 @@ class _Gate:
                 )
                 return
         await self.app(scope, receive, send_recorded)
+
+
+async def _buffered(receive: Receive) -> Receive:
+    """Read the whole request body now; the app reads it later from the buffer."""
+    messages: list[Message] = []
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request" or not message.get("more_body"):
+            break
+
+    async def replay() -> Message:
+        return messages.pop(0) if messages else await receive()
+
+    return replay
 
 
 async def _discard(message: Message) -> None:

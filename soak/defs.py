@@ -1,0 +1,86 @@
+"""The soak's code location: six sources in one job, run by Dagster's multiprocess executor.
+
+Imported by the soak's worker, by the executor's forkserver and by every step process, so it
+reads everything from the environment (set by `soak.run_soak`):
+
+- `EXTRALT_BASE_URL`: the emulator; `EXTRALT_API_KEY` is read at run time through `dg.EnvVar`
+- `SOAK_DUCKDB_PATH`, `SOAK_EXPORT_DIR`: the warehouse file and the folder exports stream into
+
+The job is resolved at import, so the forkserver preloads it and a step process starts in about
+a second instead of rebuilding the definitions.
+"""
+
+import os
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from extralt_dagster import ExtraltResource, build_extralt_assets
+
+from .config import (
+    JOB_NAME,
+    LOCK_TIMEOUT_SECONDS,
+    REQUEST_TIMEOUT_SECONDS,
+    RETRY_DELAY_SECONDS,
+    RETRY_MAX,
+    SOURCES,
+)
+
+RETRY_POLICY = dg.RetryPolicy(max_retries=RETRY_MAX, delay=RETRY_DELAY_SECONDS)
+
+
+def _assets() -> list[dg.AssetsDefinition]:
+    export_dir = os.environ["SOAK_EXPORT_DIR"]
+    return [
+        asset
+        for s in SOURCES
+        for asset in build_extralt_assets(
+            s.name,
+            s.robot_id,
+            budget=s.budget,
+            retry_policy=RETRY_POLICY,
+            export_dir=export_dir,
+            lock_timeout_seconds=LOCK_TIMEOUT_SECONDS,
+            group_name="soak",
+        )
+    ]
+
+
+def _resources() -> dict:
+    return {
+        "extralt": ExtraltResource(
+            api_key=dg.EnvVar("EXTRALT_API_KEY"),
+            base_url=os.environ["EXTRALT_BASE_URL"],
+            request_timeout_seconds=REQUEST_TIMEOUT_SECONDS,
+            max_retries=3,
+            retry_backoff_seconds=0.05,
+            rate_limit_backoff_seconds=0.25,
+            retry_timeout_seconds=20.0,
+            poll_interval_seconds=0.25,
+            initial_poll_interval_seconds=0.05,
+            poll_timeout_seconds=120.0,  # a backstop: the stuck-run fault sets its own
+            heartbeat_seconds=5.0,
+            stop_timeout_seconds=5.0,
+        ),
+        "duckdb": DuckDBResource(database=os.environ["SOAK_DUCKDB_PATH"]),
+    }
+
+
+_executor = dg.multiprocess_executor.configured(
+    {
+        "max_concurrent": 4,  # the pools (extralt: 1, duckdb: 1) are what really limit it
+        "start_method": {"forkserver": {"preload_modules": [__name__]}},
+    }
+)
+
+defs = dg.Definitions(
+    assets=_assets(),
+    jobs=[dg.define_asset_job(JOB_NAME, executor_def=_executor)],
+    resources=_resources(),
+)
+JOB = defs.resolve_job_def(JOB_NAME)
+
+
+def soak_job() -> dg.JobDefinition:
+    """For `dg.reconstructable`: every process rebuilds the job from this module."""
+    return JOB

@@ -1,0 +1,532 @@
+"""Run the chaos soak: `python -m soak.run_soak [--size small|large] [--seed N]` (`make soak`).
+
+Three parties, as in production:
+
+- **Extralt** is the emulator, served from a thread of this process, with faults on demand.
+- **Dagster** is a worker subprocess (`soak.worker`) that executes each round as a real Dagster
+  run: `dg.execute_job` of a reconstructable job, the multiprocess executor (one process per
+  step), a persistent instance in a temporary DAGSTER_HOME holding the project's `dagster.yaml`
+  (pools `extralt` and `duckdb` limited to 1).
+- **The operator and the world** are this process: before each round it arms the round's faults
+  in the emulator; during it, a controller stops runs from outside, terminates the Dagster run,
+  kills a step process or holds the DuckDB file from another process; after a failed round it
+  re-executes from failure, as a person would, with the faults gone.
+
+Afterwards `soak.verify` checks the invariants and the report prints them as figures.
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import queue
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import dagster as dg
+
+from extralt_dagster.emulator import Emulator, RunView
+
+from .config import SOURCE_BY_NAME, SOURCES, run_op
+from .plan import EXPORT, Fault, Plan, Round, make_plan
+
+ROOT = Path(__file__).resolve().parent.parent
+#: Emulated seconds per real second: a 40-capture run (2 s starting, 2 s crawling) takes 0.2 s.
+EMULATOR_SPEED = 20.0
+#: Above the soak's own pace, so the only 429s are the injected ones (and rare bursts).
+EMULATOR_RATE_LIMIT = (600, 60)
+MAX_REEXECUTIONS = 3
+ATTEMPT_TIMEOUT_SECONDS = 300.0
+ACTION_TIMEOUT_SECONDS = 90.0
+DEFAULT_SEED = 20_261_129
+
+_T = TypeVar("_T")
+
+
+class SoakError(RuntimeError):
+    """The soak itself could not run (not a broken invariant: those are reported)."""
+
+
+@dataclass
+class Paths:
+    root: Path
+    home: Path
+    exports: Path
+    duckdb: Path
+    worker_log: Path
+
+    @classmethod
+    def under(cls, root: Path) -> "Paths":
+        return cls(
+            root=root,
+            home=root / "dagster_home",
+            exports=root / "exports",
+            duckdb=root / "warehouse.duckdb",
+            worker_log=root / "worker.log",
+        )
+
+
+@dataclass
+class Attempt:
+    """One Dagster run of a round: the first, or a re-execution from failure."""
+
+    number: int
+    run_id: str | None
+    status: str
+    success: bool
+    seconds: float
+    emulated_window: tuple[float, float]
+    error: str | None = None
+
+
+@dataclass
+class RoundResult:
+    round: Round
+    attempts: list[Attempt] = field(default_factory=list)
+    actions: list[str] = field(default_factory=list)  # what the controller did, in words
+    hits: dict[str, int] = field(default_factory=dict)  # fault kind -> times it landed
+    lock_window: tuple[float, float] | None = None  # epoch seconds the DuckDB file was held
+    controller_errors: list[str] = field(default_factory=list)
+
+    @property
+    def success(self) -> bool:
+        return bool(self.attempts) and self.attempts[-1].success
+
+    @property
+    def window(self) -> tuple[float, float]:
+        """Emulated time from the round's first attempt to its last."""
+        return self.attempts[0].emulated_window[0], self.attempts[-1].emulated_window[1]
+
+
+# --- The Dagster side -----------------------------------------------------------------------
+
+
+class Worker:
+    """The `soak.worker` subprocess: one JSON line per Dagster run in, one out."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self._log = log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "soak.worker"],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+            bufsize=1,
+        )
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, name="soak-worker-reader", daemon=True).start()
+        self._answer(120.0, "start")
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def _answer(self, timeout: float, what: str) -> dict[str, Any]:
+        try:
+            line = self._lines.get(timeout=timeout)
+        except queue.Empty:
+            raise SoakError(f"the soak worker did not {what} within {timeout:.0f}s") from None
+        if line is None:
+            raise SoakError(f"the soak worker exited ({self.proc.wait()}) during {what}")
+        return json.loads(line)
+
+    def execute(self, spec: dict[str, Any], timeout: float) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(spec) + "\n")
+        self.proc.stdin.flush()
+        return self._answer(timeout, "finish a run")
+
+    def close(self) -> None:
+        if self._log.closed:
+            return
+        with contextlib.suppress(OSError):
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
+
+
+# --- The operator and the world -------------------------------------------------------------
+
+_HOLDER = """
+import sys, time, duckdb
+path, hold = sys.argv[1], float(sys.argv[2])
+deadline = time.monotonic() + 60
+while True:
+    try:
+        con = duckdb.connect(path)
+        break
+    except duckdb.IOException:
+        if time.monotonic() > deadline:
+            raise
+        time.sleep(0.02)
+print("locked", time.time(), flush=True)
+time.sleep(hold)  # the fault itself: another process keeps the file for a few seconds
+con.close()
+print("released", time.time(), flush=True)
+"""
+
+
+class RoundController:
+    """Does, during one Dagster run, what the round's faults need from outside the emulator."""
+
+    def __init__(self, soak: "Soak", rnd: Round, tags: dict[str, str]) -> None:
+        self.soak = soak
+        self.round = rnd
+        self.tags = tags
+        self.emu = soak.emu
+        self.known = set(self.emu.runs)
+        self.exports_before = self.emu.count_requests("GET", EXPORT)
+        self.actions: list[str] = []
+        self.errors: list[str] = []
+        self.lock_window: tuple[float, float] | None = None
+        self._done = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._holder: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        actions: dict[str, Callable[[Fault], None]] = {
+            "external_stop": self._stop_from_outside,
+            "terminated_mid_poll": self._terminate_dagster_run,
+            "step_killed": self._kill_step,
+            "duckdb_lock": self._hold_duckdb_file,
+        }
+        for fault in self.round.faults:
+            action = actions.get(fault.kind)
+            if action is not None:
+                thread = threading.Thread(
+                    target=self._guarded, args=(action, fault), name=f"soak-{fault.kind}"
+                )
+                thread.start()
+                self._threads.append(thread)
+
+    def finish(self) -> None:
+        self._done.set()
+        for thread in self._threads:
+            thread.join(ACTION_TIMEOUT_SECONDS)
+        if self._holder is not None and self._holder.poll() is None:
+            self._holder.kill()
+            self._holder.wait()
+
+    def _guarded(self, action: Callable[[Fault], None], fault: Fault) -> None:
+        try:
+            action(fault)
+        except Exception as exc:  # reported, never swallowed
+            self.errors.append(f"{fault.kind}: {type(exc).__name__}: {exc}")
+
+    def _wait_for(self, predicate: Callable[[], _T | None], what: str) -> _T | None:
+        deadline = time.monotonic() + ACTION_TIMEOUT_SECONDS
+        while not self._done.is_set():
+            value = predicate()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                self.errors.append(f"gave up waiting for {what}")
+                return None
+            self._done.wait(0.02)
+        self.errors.append(f"the Dagster run ended before {what}")
+        return None
+
+    def _victim_polling(self, fault: Fault) -> RunView | None:
+        """The victim's new Extralt run, once it is running and the step has polled it twice."""
+        robot = fault.victim_robot
+
+        def ready() -> RunView | None:
+            for view in self.emu.runs.values():
+                if view.id in self.known or view.robot_id != robot or view.status != "running":
+                    continue
+                if self.emu.count_requests("GET", f"/v0/extract/runs/{view.id}") >= 2:
+                    return view
+            return None
+
+        return self._wait_for(ready, f"{fault.victim}'s Extralt run to be polled")
+
+    def _dagster_run(self) -> dg.DagsterRun | None:
+        runs = self.soak.instance.get_runs(filters=dg.RunsFilter(tags=self.tags), limit=1)
+        return runs[0] if runs else None
+
+    def _stop_from_outside(self, fault: Fault) -> None:
+        view = self._victim_polling(fault)
+        if view is not None:
+            self.emu.stop_run_externally(view.id)
+            self.actions.append(f"stopped {fault.victim}'s Extralt run {view.id} from outside")
+
+    def _terminate_dagster_run(self, fault: Fault) -> None:
+        view = self._victim_polling(fault)
+        run = self._dagster_run() if view is not None else None
+        if view is None or run is None:
+            return
+        # What the UI's Terminate does: mark the run CANCELING, then interrupt its process.
+        self.soak.instance.report_run_canceling(run)
+        os.kill(self.soak.worker.pid, signal.SIGINT)
+        self.actions.append(
+            f"terminated Dagster run {run.run_id[:8]} while {fault.victim}'s step polled "
+            f"Extralt run {view.id}"
+        )
+
+    def _kill_step(self, fault: Fault) -> None:
+        view = self._victim_polling(fault)
+        run = self._dagster_run() if view is not None else None
+        if view is None or run is None:
+            return
+        step = run_op(fault.victim or "")
+        starts = [
+            e
+            for e in self.soak.instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_START)
+            if e.step_key == step and e.dagster_event is not None and e.dagster_event.pid
+        ]
+        if not starts:
+            self.errors.append(f"no STEP_START with a pid for {step}")
+            return
+        pid = starts[-1].dagster_event.pid  # type: ignore[union-attr]
+        os.kill(pid, signal.SIGKILL)
+        self.actions.append(
+            f"killed step {step} (pid {pid}, SIGKILL) while it polled Extralt run {view.id}"
+        )
+
+    def _hold_duckdb_file(self, fault: Fault) -> None:
+        hold = fault.params["hold_seconds"]
+        started = self._wait_for(
+            lambda: self.emu.count_requests("GET", EXPORT) > self.exports_before,
+            "the round's first export",
+        )
+        if not started:
+            return
+        self._holder = subprocess.Popen(
+            [sys.executable, "-c", _HOLDER, str(self.soak.paths.duckdb), str(hold)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self._holder.stdout is not None
+        times = {}
+        for line in self._holder.stdout:
+            what, _, when = line.partition(" ")
+            times[what] = float(when)
+        self._holder.wait()
+        if "locked" in times and "released" in times:
+            self.lock_window = (times["locked"], times["released"])
+            self.actions.append(f"another process held the DuckDB file for {hold:.1f}s")
+        else:
+            self.errors.append(f"the DuckDB holder exited {self._holder.returncode}")
+
+
+# --- The soak -------------------------------------------------------------------------------
+
+
+@dataclass
+class SoakReport:
+    plan: Plan
+    results: list[RoundResult]
+    figures: dict[str, Any]
+    violations: list[str]
+    text: str
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+
+class Soak:
+    """One soak: the emulator, the worker, the instance, and the rounds of the plan."""
+
+    def __init__(self, plan: Plan, paths: Paths, log: Callable[[str], None] = print) -> None:
+        self.plan = plan
+        self.paths = paths
+        self.log = log
+        # A key only this soak uses, so a leak of it anywhere is unambiguous.
+        self.api_key = f"sk-soak-{plan.seed}-{secrets.token_hex(12)}"
+        self.emu = Emulator(
+            self.api_key,
+            speed=EMULATOR_SPEED,
+            seed=plan.seed,
+            rate_limit=EMULATOR_RATE_LIMIT,
+        )
+        for s in SOURCES:
+            if s.robot_id not in self.emu.robots:
+                self.emu.add_robot(s.robot_id, s.host, catalogue_size=400)
+        self.results: list[RoundResult] = []
+        self.worker: Worker
+        self.instance: dg.DagsterInstance
+
+    def run(self) -> SoakReport:
+        from .verify import verify
+
+        started = time.monotonic()
+        self.paths.home.mkdir(parents=True)
+        self.paths.exports.mkdir()
+        shutil.copy(ROOT / "dagster.yaml", self.paths.home / "dagster.yaml")
+        with self.emu, contextlib.ExitStack() as stack:
+            # Create the instance's storage here first, so two processes never race to.
+            self.instance = stack.enter_context(
+                dg.DagsterInstance.from_config(str(self.paths.home))
+            )
+            self.worker = Worker(self._worker_env(), self.paths.worker_log)
+            stack.callback(self.worker.close)
+            self.log(
+                f"Soak seed {self.plan.seed}, size {self.plan.size}: {len(self.plan.rounds)} "
+                f"rounds, {self.plan.materializations} source materializations, "
+                f"{len(SOURCES)} sources; emulator {self.emu.url}; work dir {self.paths.root}"
+            )
+            for rnd in self.plan.rounds:
+                self.results.append(self._run_round(rnd))
+            self.worker.close()
+            figures, violations, text = verify(self, seconds=time.monotonic() - started)
+        return SoakReport(
+            self.plan, self.results, figures, violations, text, time.monotonic() - started
+        )
+
+    def _worker_env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "DAGSTER_HOME": str(self.paths.home),
+            "EXTRALT_API_KEY": self.api_key,
+            "EXTRALT_BASE_URL": self.emu.url,
+            "SOAK_DUCKDB_PATH": str(self.paths.duckdb),
+            "SOAK_EXPORT_DIR": str(self.paths.exports),
+            "PYTHONPATH": os.pathsep.join(
+                p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
+            ),
+        }
+
+    def _run_round(self, rnd: Round) -> RoundResult:
+        result = RoundResult(rnd)
+        self.emu.set_faults(**rnd.emulator_faults())
+        armed = self.emu.faults.to_dict()
+        tags = {"soak/round": str(rnd.index), "soak/attempt": "0"}
+        controller = RoundController(self, rnd, tags)
+        controller.start()
+        try:
+            attempt = self._execute(
+                0,
+                {"tags": tags, "assets": rnd.asset_keys, "run_config": rnd.run_config()},
+            )
+        finally:
+            controller.finish()
+        result.attempts.append(attempt)
+        result.hits = _hits(rnd, armed, self.emu.faults.to_dict(), controller.actions)
+        self.emu.clear_faults()  # the incident is over; the operator re-executes
+        result.actions = controller.actions
+        result.lock_window = controller.lock_window
+        result.controller_errors = controller.errors
+        while not result.attempts[-1].success and len(result.attempts) <= MAX_REEXECUTIONS:
+            parent = result.attempts[-1].run_id
+            if parent is None:
+                break
+            number = len(result.attempts)
+            spec = {
+                "tags": {"soak/round": str(rnd.index), "soak/attempt": str(number)},
+                "parent_run_id": parent,
+                "run_config": rnd.run_config(),
+            }
+            result.attempts.append(self._execute(number, spec))
+        self.log(_round_line(result, len(self.plan.rounds)))
+        return result
+
+    def _execute(self, number: int, spec: dict[str, Any]) -> Attempt:
+        t0, e0 = time.monotonic(), self.emu.clock.now()
+        answer = self.worker.execute(spec, ATTEMPT_TIMEOUT_SECONDS)
+        window = (e0, self.emu.clock.now())
+        seconds = time.monotonic() - t0
+        if "error" in answer:
+            return Attempt(number, None, "ERROR", False, seconds, window, answer["error"])
+        return Attempt(
+            number, answer["run_id"], answer["status"], answer["success"], seconds, window
+        )
+
+
+def _hits(
+    rnd: Round, armed: dict[str, Any], left: dict[str, Any], actions: list[str]
+) -> dict[str, int]:
+    """How many times each of the round's faults landed."""
+    hits = {}
+    for fault in rnd.faults:
+        counter = {"error": "error_count", "latency": "latency_count", "export": "export_count"}
+        name = counter.get(fault.category)
+        if name is not None:
+            hits[fault.kind] = (armed[name] or 0) - (left[name] or 0)
+        elif fault.kind in ("remote_failure", "stuck_past_timeout"):
+            hits[fault.kind] = -1  # counted by verify, from the victim's Extralt run
+        else:
+            verb = {
+                "external_stop": "stopped",
+                "terminated_mid_poll": "terminated",
+                "step_killed": "killed",
+                "duckdb_lock": "held",
+            }[fault.kind]
+            hits[fault.kind] = sum(1 for a in actions if verb in a)
+    return hits
+
+
+def _round_line(result: RoundResult, total: int) -> str:
+    rnd = result.round
+    outcome = " -> ".join(f"{a.status}({a.seconds:.1f}s)" for a in result.attempts)
+    faults = ", ".join(f.kind + (f"[{f.victim}]" if f.victim else "") for f in rnd.faults)
+    return f"  round {rnd.index + 1}/{total} {','.join(rnd.sources)} | {faults or '-'} | {outcome}"
+
+
+@contextlib.contextmanager
+def _workdir(path: str | os.PathLike[str] | None) -> Iterator[Path]:
+    if path is not None:
+        root = Path(path)
+        root.mkdir(parents=True, exist_ok=False)
+        yield root
+        return
+    with tempfile.TemporaryDirectory(prefix="extralt-soak-") as tmp:
+        yield Path(tmp)
+
+
+def run_soak(
+    size: str = "small",
+    seed: int = DEFAULT_SEED,
+    *,
+    rounds: int | None = None,
+    workdir: str | os.PathLike[str] | None = None,
+    log: Callable[[str], None] = print,
+) -> SoakReport:
+    """Run a soak and return its report; `workdir` (new) keeps its files for a post-mortem."""
+    plan = make_plan(size, seed, rounds)
+    with _workdir(workdir) as root:
+        return Soak(plan, Paths.under(root), log).run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m soak.run_soak", description=__doc__)
+    parser.add_argument("--size", choices=["small", "large"], default="small")
+    parser.add_argument("--seed", type=int, default=int(os.environ.get("SOAK_SEED", DEFAULT_SEED)))
+    parser.add_argument("--rounds", type=int, default=None, help="override the size's rounds")
+    parser.add_argument("--workdir", default=None, help="keep the soak's files here (new dir)")
+    args = parser.parse_args(argv)
+    report = run_soak(args.size, args.seed, rounds=args.rounds, workdir=args.workdir)
+    print(report.text)
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__ = ["SOURCE_BY_NAME", "SoakReport", "run_soak"]

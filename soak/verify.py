@@ -1,0 +1,605 @@
+"""The soak's invariants, checked after its last round, and the figures that show them.
+
+1. Credits: Extralt runs created == materializations that needed one; no step retry and no
+   re-execution created a second run.
+2. Nothing left crawling: every Extralt run the soak caused is terminal at the end.
+3. Nothing lost: every completed Extralt run is loaded, and history holds exactly its captures,
+   once; products and variants agree with history.
+4. Nothing half-done: no export file left behind; the DuckDB file opens, checkpoints and scans.
+5. Every failure explained: each failed or retried step names the Extralt run (or the robot, when
+   no run exists yet) and the cause; the API key appears nowhere the soak left a trace.
+"""
+
+import contextlib
+import re
+import sqlite3
+import tempfile
+import zlib
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import dagster as dg
+import duckdb
+import pyarrow.parquet as pq
+
+from extralt_dagster import ExtraltClient
+
+from .config import SOURCES, captures_op, run_op
+from .plan import ALL_KINDS
+
+if TYPE_CHECKING:
+    from .run_soak import RoundResult, Soak
+
+RUN_ID = re.compile(r"run_[0-9a-f]{24}")
+TERMINAL = {"completed", "failed", "stopped"}
+ROBOT_SOURCE = {s.robot_id: s.name for s in SOURCES}
+STEP_SOURCE = {run_op(s.name): s.name for s in SOURCES} | {
+    captures_op(s.name): s.name for s in SOURCES
+}
+#: Errors Dagster itself raises in a step, which cannot know the Extralt run.
+DAGSTER_ERRORS = ("ChildProcessCrashException", "DagsterExecutionInterruptedError")
+#: How a failure message says what happened: cause -> fragments, any of which names it.
+CAUSES: dict[str, tuple[str, ...]] = {
+    "the run failed remotely": ("failed: ",),
+    "the run was stopped outside Dagster": ("stopped outside Dagster",),
+    "the run outlived its poll timeout": ("poll_timeout_seconds",),
+    "the Dagster run was terminated": ("DagsterExecutionInterruptedError", "terminated"),
+    "the step process was killed": ("ChildProcessCrashException",),
+    "the export was unusable": ("Export of Extralt run", "export"),
+    "the DuckDB file was locked": ("is locked by another process",),
+    "the API kept failing": ("returned 4", "returned 5", "no complete answer"),
+    "a create may have reached Extralt": ("may still start a run", "failed ambiguously"),
+}
+
+
+def verify(soak: "Soak", *, seconds: float) -> tuple[dict[str, Any], list[str], str]:
+    """Check every invariant; return (figures, violations, the report's text)."""
+    check = _Checker(soak)
+    check.credits()
+    check.terminal()
+    check.warehouse_whole()  # before any read-only connection: replays and checkpoints
+    check.nothing_lost()
+    check.failures_explained()
+    check.key_nowhere()
+    check.faults_landed()
+    check.figures["seconds"] = round(seconds, 1)
+    return check.figures, check.violations, check.report()
+
+
+class _Checker:
+    def __init__(self, soak: "Soak") -> None:
+        self.soak = soak
+        self.emu = soak.emu
+        self.instance = soak.instance
+        self.runs = self.emu.runs  # the Extralt runs, by id
+        self.figures: dict[str, Any] = {}
+        self.violations: list[str] = []
+        self.attempt_ids = [
+            a.run_id for r in soak.results for a in r.attempts if a.run_id is not None
+        ]
+        self.logs = {run_id: self.instance.all_logs(run_id) for run_id in self.attempt_ids}
+
+    def fail(self, message: str) -> None:
+        self.violations.append(message)
+
+    def _events(self, run_id: str, kind: dg.DagsterEventType) -> Iterable[dg.EventLogEntry]:
+        return (
+            e
+            for e in self.logs[run_id]
+            if e.dagster_event is not None and e.dagster_event.event_type == kind
+        )
+
+    def _origin(self, run_id: str) -> str:
+        while self.runs[run_id].restarted_from:
+            run_id = self.runs[run_id].restarted_from  # type: ignore[assignment]
+        return run_id
+
+    # --- 1. Credits -------------------------------------------------------------------------
+
+    def credits(self) -> None:
+        created = [v for v in self.runs.values() if v.restarted_from is None]
+        restarts = [v for v in self.runs.values() if v.restarted_from is not None]
+        per_pair: dict[tuple[int, str], list[str]] = defaultdict(list)
+        for view in created:
+            result = self._round_at(view.created_at)
+            source = ROBOT_SOURCE.get(view.robot_id)
+            if result is None or source is None:
+                self.fail(f"credits: Extralt run {view.id} was created outside every round")
+                continue
+            per_pair[(result.round.index, source)].append(view.id)
+            if source not in result.round.sources:
+                self.fail(
+                    f"credits: round {result.round.index} created Extralt run {view.id} for "
+                    f"{source}, which it does not materialize"
+                )
+        needed: set[tuple[int, str]] = set()
+        for result in self.soak.results:
+            for attempt in result.attempts:
+                if attempt.run_id is None:
+                    continue
+                for e in self._events(attempt.run_id, dg.DagsterEventType.STEP_START):
+                    if e.step_key in STEP_SOURCE and e.step_key.endswith("__run"):
+                        needed.add((result.round.index, STEP_SOURCE[e.step_key]))
+        for pair, ids in sorted(per_pair.items()):
+            if len(ids) > 1:
+                self.fail(
+                    f"credits: round {pair[0]} paid for {pair[1]} {len(ids)} times "
+                    f"({', '.join(ids)}): a retry or re-execution created a second run"
+                )
+        for pair in sorted(needed - set(per_pair)):
+            self.fail(f"credits: round {pair[0]} ran {pair[1]}'s run step but created no run")
+        # The Dagster side agrees: every run tag points into the run it created (or its restart).
+        for result in self.soak.results:
+            for attempt in result.attempts:
+                run = self.instance.get_run_by_id(attempt.run_id) if attempt.run_id else None
+                for source in result.round.sources if run else ():
+                    tagged = run.tags.get(f"extralt/{source}.run_id")  # type: ignore[union-attr]
+                    if tagged is None:
+                        continue
+                    expected = per_pair.get((result.round.index, source), [])
+                    if tagged not in self.runs or self._origin(tagged) not in expected:
+                        self.fail(
+                            f"credits: Dagster run {attempt.run_id} records {tagged} for "
+                            f"{source}, not the run its round created ({expected})"
+                        )
+        retries = sum(
+            1
+            for run_id in self.attempt_ids
+            for e in self._events(run_id, dg.DagsterEventType.STEP_UP_FOR_RETRY)
+            if (e.step_key or "").endswith("__run")
+        )
+        how = Counter(
+            str(e.asset_materialization.metadata["extralt/how"].value)
+            for run_id in self.attempt_ids
+            for e in self._events(run_id, dg.DagsterEventType.ASSET_MATERIALIZATION)
+            if e.asset_materialization is not None
+            and "extralt/how" in e.asset_materialization.metadata
+        )
+        spent = sum(v.credits_used for v in self.runs.values())
+        self.figures["credits"] = {
+            "runs_created": len(created),
+            "materializations_needing_a_run": len(needed),
+            "second_runs": sum(len(ids) - 1 for ids in per_pair.values() if len(ids) > 1),
+            "restarts": len(restarts),
+            "run_step_retries": retries,
+            "reexecutions": sum(len(r.attempts) - 1 for r in self.soak.results),
+            "materialized_how": dict(sorted(how.items())),
+            "credits_spent": spent,
+        }
+        if len(created) != len(needed):
+            self.fail(
+                f"credits: {len(created)} Extralt runs created for {len(needed)} "
+                "materializations that needed one"
+            )
+
+    def _round_at(self, emulated: float) -> "RoundResult | None":
+        for result in self.soak.results:
+            lo, hi = result.window
+            if lo <= emulated <= hi:
+                return result
+        return None
+
+    # --- 2. Nothing left crawling -----------------------------------------------------------
+
+    def terminal(self) -> None:
+        live = [v for v in self.runs.values() if v.true_status not in TERMINAL]
+        for view in live:
+            self.fail(f"crawling: Extralt run {view.id} is still {view.true_status}")
+        self.figures["terminal"] = {
+            "runs": len(self.runs),
+            "terminal": len(self.runs) - len(live),
+            "by_status": dict(sorted(Counter(v.true_status for v in self.runs.values()).items())),
+        }
+
+    # --- 4. Nothing half-done ---------------------------------------------------------------
+
+    def warehouse_whole(self) -> None:
+        leftovers = sorted(str(p) for p in self.soak.paths.exports.rglob("*"))
+        for path in leftovers:
+            self.fail(f"half-done: {path} was left in the export folder")
+        scanned: dict[str, int] = {}
+        try:
+            with duckdb.connect(str(self.soak.paths.duckdb)) as con:
+                con.execute("CHECKPOINT")
+                objects = con.execute(
+                    "SELECT schema_name, table_name FROM duckdb_tables() WHERE NOT internal "
+                    "UNION ALL SELECT schema_name, view_name FROM duckdb_views() WHERE NOT internal"
+                ).fetchall()
+                for schema, name in objects:
+                    table = con.sql(f'SELECT * FROM "{schema}"."{name}"').to_arrow_table()
+                    scanned[f"{schema}.{name}"] = table.num_rows
+            with duckdb.connect(str(self.soak.paths.duckdb), read_only=True) as con:
+                for obj, rows in scanned.items():
+                    schema, name = obj.split(".", 1)
+                    [(again,)] = con.execute(f'SELECT count(*) FROM "{schema}"."{name}"').fetchall()
+                    if again != rows:
+                        self.fail(f"half-done: {obj} had {rows} rows, then {again} read-only")
+        except duckdb.Error as exc:
+            self.fail(f"half-done: the DuckDB file does not open and scan: {exc}")
+        self.figures["half_done"] = {
+            "files_left_in_export_dir": len(leftovers),
+            "duckdb_objects_scanned": len(scanned),
+            "duckdb_rows_scanned": sum(scanned.values()),
+            "duckdb_bytes": self.soak.paths.duckdb.stat().st_size
+            if self.soak.paths.duckdb.exists()
+            else 0,
+        }
+
+    # --- 3. Nothing lost --------------------------------------------------------------------
+
+    def nothing_lost(self) -> None:
+        completed = {i: v for i, v in self.runs.items() if v.true_status == "completed"}
+        figures = {
+            "completed_runs": len(completed),
+            "loaded_runs": 0,
+            "captures_exported": 0,
+            "history_rows": 0,
+            "duplicate_rows": 0,
+            "missing_rows": 0,
+            "products": 0,
+            "variants": 0,
+            "variant_offers_exported": 0,
+        }
+        self.figures["lost"] = figures
+        if not self.soak.paths.duckdb.exists():
+            self.fail("lost: no DuckDB file was written")
+            return
+        newest: dict[str, dict[str, tuple[float, str, bool]]] = defaultdict(dict)
+        with (
+            duckdb.connect(str(self.soak.paths.duckdb), read_only=True) as con,
+            ExtraltClient(
+                self.soak.api_key, self.emu.url, rate_limit_per_minute=None, max_retries=8
+            ) as client,
+            tempfile.TemporaryDirectory(prefix="soak-verify-") as tmp,
+        ):
+            logged = Counter(
+                con.execute("SELECT source || '/' || run_id FROM extralt.runs").fetchall()
+            )
+            for (key,), n in logged.items():
+                if n > 1:
+                    self.fail(f"lost: the run log has {key} {n} times")
+            for source in {ROBOT_SOURCE[v.robot_id] for v in self.runs.values()}:
+                history = f"extralt.{source}_captures"
+                loaded = {
+                    r for (r,) in con.execute(f"SELECT DISTINCT run_id FROM {history}").fetchall()
+                }
+                for run_id in sorted(loaded - set(completed)):
+                    self.fail(f"lost: {history} holds rows of {run_id}, which is not completed")
+            for _, view in sorted(completed.items()):
+                source = ROBOT_SOURCE[view.robot_id]
+                self._check_run(con, client, Path(tmp), source, view, figures, newest)
+            for source, expected in newest.items():
+                self._check_products(con, source, expected, figures)
+            figures["variants"] = sum(
+                con.execute(f"SELECT count(*) FROM extralt.{s}_variants").fetchone()[0]  # type: ignore[index]
+                for s in newest
+            )
+
+    def _check_run(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        client: ExtraltClient,
+        tmp: Path,
+        source: str,
+        view: Any,
+        figures: dict[str, int],
+        newest: dict[str, dict[str, tuple[float, str, bool]]],
+    ) -> None:
+        run_id = view.id
+        path = client.download_export(run_id, tmp)
+        rows = pq.read_table(path, columns=["id", "product_id", "url", "extracted_at", "variants"])
+        path.unlink()
+        exported = rows.to_pylist()
+        ids = Counter(r["id"] for r in exported)
+        history = Counter(
+            i
+            for (i,) in con.execute(
+                f"SELECT id FROM extralt.{source}_captures WHERE run_id = ?", [run_id]
+            ).fetchall()
+        )
+        logged = con.execute(
+            "SELECT rows_loaded FROM extralt.runs WHERE source = ? AND run_id = ?",
+            [source, run_id],
+        ).fetchall()
+        figures["captures_exported"] += len(exported)
+        figures["history_rows"] += sum(history.values())
+        if not logged or (not history and exported):
+            self.fail(f"lost: completed Extralt run {run_id} ({source}) was never loaded")
+            figures["missing_rows"] += len(exported)
+            return
+        figures["loaded_runs"] += 1
+        duplicates = sum(n - 1 for n in history.values() if n > 1)
+        missing = sum((ids - history).values())
+        extra = sum((history - ids).values()) - duplicates
+        figures["duplicate_rows"] += duplicates
+        figures["missing_rows"] += missing
+        if duplicates or missing or extra or len(exported) != view.extracted:
+            self.fail(
+                f"lost: run {run_id} ({source}) exported {len(exported)} captures "
+                f"(extracted {view.extracted}); history has {sum(history.values())}: "
+                f"{missing} missing, {duplicates} duplicated, {extra} foreign"
+            )
+        if logged[0][0] != len(exported):
+            self.fail(f"lost: the run log says {logged[0][0]} rows for {run_id}, not {len(ids)}")
+        offers = sum(
+            len(v.get("offers") or []) for r in exported for v in (r["variants"] or []) if v
+        )
+        figures["variant_offers_exported"] += offers
+        [(flat,)] = con.execute(
+            f"SELECT count(*) FROM extralt.{source}_variants WHERE run_id = ?", [run_id]
+        ).fetchall()
+        if flat != offers:
+            self.fail(f"lost: {source}_variants has {flat} rows of {run_id}, the export {offers}")
+        for r in exported:
+            key = r["product_id"] or r["url"]
+            at = float(r["extracted_at"])
+            seen = newest[source].get(key)
+            if seen is None or at > seen[0]:
+                newest[source][key] = (at, r["id"], False)
+            elif at == seen[0]:
+                newest[source][key] = (at, seen[1], True)  # a tie: any of them may win
+
+    def _check_products(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        source: str,
+        expected: dict[str, tuple[float, str, bool]],
+        figures: dict[str, int],
+    ) -> None:
+        view = dict(
+            con.execute(f"SELECT product_key, id FROM extralt.{source}_products").fetchall()
+        )
+        figures["products"] += len(view)
+        if set(view) != set(expected):
+            self.fail(
+                f"lost: {source}_products has {len(view)} products, history "
+                f"{len(expected)} distinct product keys"
+            )
+        wrong = [k for k, (_, i, tie) in expected.items() if not tie and view.get(k) != i]
+        if wrong:
+            self.fail(f"lost: {source}_products shows a stale capture for {len(wrong)} products")
+
+    # --- 5. Every failure explained ---------------------------------------------------------
+
+    def failures_explained(self) -> None:
+        causes: Counter[str] = Counter()
+        failures = retries = 0
+        for run_id in self.attempt_ids:
+            for e in self.logs[run_id]:
+                event = e.dagster_event
+                if event is None:
+                    continue
+                if event.event_type == dg.DagsterEventType.STEP_FAILURE:
+                    error = event.step_failure_data.error
+                    failures += 1
+                elif event.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY:
+                    error = event.step_retry_data.error
+                    retries += 1
+                else:
+                    continue
+                text = _error_text(error)
+                cause = _cause(text)
+                source = STEP_SOURCE.get(e.step_key or "", "?")
+                names = self._names_run_or_robot(text, source, run_id, e.step_key or "")
+                if cause is None or not names:
+                    self.fail(
+                        f"unexplained: step {e.step_key} of Dagster run {run_id[:8]} failed "
+                        f"with {text[:300]!r}"
+                    )
+                causes[cause or "unexplained"] += 1
+        self.figures["explained"] = {
+            "step_failures": failures,
+            "step_retries": retries,
+            "by_cause": dict(causes.most_common()),
+        }
+
+    def _names_run_or_robot(self, text: str, source: str, dagster_run: str, step: str) -> bool:
+        """The message names one of the source's Extralt runs, or for a step that never had
+        one, the robot. A killed or interrupted step's own logs must name the run instead."""
+        robot = next((s.robot_id for s in SOURCES if s.name == source), None)
+
+        def names_run(words: str) -> bool:
+            return any(
+                m in self.runs and self.runs[m].robot_id == robot for m in RUN_ID.findall(words)
+            )
+
+        if names_run(text) or (robot is not None and robot in text):
+            return True
+        if not any(c in text for c in DAGSTER_ERRORS):
+            return False
+        # Dagster wrote this one (a killed process, an interrupt): the step's logs must say
+        # which Extralt run it was following, and what became of it.
+        return names_run(
+            " ".join(
+                e.user_message
+                for e in self.logs[dagster_run]
+                if e.step_key == step and not e.is_dagster_event
+            )
+        )
+
+    # --- 5b. The key stays secret -----------------------------------------------------------
+
+    def key_nowhere(self) -> None:
+        key = self.soak.api_key.encode()
+        scanned = found = 0
+        places: list[str] = []
+        chunks = [dg.serialize_value(r.tags).encode() for r in self.instance.get_runs()]
+        for run_id in self.attempt_ids:
+            chunks += [dg.serialize_value(e).encode() for e in self.logs[run_id]]
+        blob = b"\n".join(chunks)
+        scanned += len(blob)
+        if key in blob:
+            found += blob.count(key)
+            places.append("event log")
+        root = self.soak.paths.root
+        hits, files, read = secret_occurrences(root, self.soak.api_key)
+        scanned += read
+        found += sum(hits.values())
+        places += [str(Path(p).relative_to(root)) for p in hits]
+        if found:
+            self.fail(f"secret: the API key appears {found} times, in {', '.join(places)}")
+        self.figures["secret"] = {
+            "key_occurrences": found,
+            "bytes_scanned": scanned,
+            "files_scanned": files,
+        }
+
+    # --- The faults landed ------------------------------------------------------------------
+
+    def faults_landed(self) -> None:
+        landed: Counter[str] = Counter()
+        planned: Counter[str] = Counter()
+        for result in self.soak.results:
+            for fault in result.round.faults:
+                planned[fault.kind] += 1
+                hits = result.hits.get(fault.kind, 0)
+                if hits == -1:  # a run fault the emulator applied: did the victim's run get it?
+                    hits = self._victim_hit(result, fault)
+                landed[fault.kind] += hits
+            for error in result.controller_errors:
+                self.fail(f"soak: round {result.round.index}: {error}")
+        waited = 0
+        for result in self.soak.results:
+            if result.lock_window is not None:
+                waited += self._steps_overlapping(result, result.lock_window)
+        self.figures["faults"] = {
+            kind: {"rounds": planned[kind], "hits": landed[kind]}
+            for kind in ALL_KINDS
+            if planned[kind]
+        }
+        for kind, counts in self.figures["faults"].items():
+            if not counts["hits"]:
+                self.fail(f"soak: fault {kind} was planned but never landed")
+        self.figures["lock_waits"] = waited
+
+    def _victim_hit(self, result: "RoundResult", fault: Any) -> int:
+        lo, hi = result.attempts[0].emulated_window
+        want = "failed" if fault.kind == "remote_failure" else "stopped"
+        return sum(
+            1
+            for v in self.runs.values()
+            if v.robot_id == fault.victim_robot and lo <= v.created_at <= hi and v.status == want
+        )
+
+    def _steps_overlapping(self, result: "RoundResult", window: tuple[float, float]) -> int:
+        """Captures steps that ran while another process held the DuckDB file."""
+        count = 0
+        for attempt in result.attempts:
+            if attempt.run_id is None:
+                continue
+            spans: dict[str, list[float]] = defaultdict(list)
+            for e in self.logs[attempt.run_id]:
+                if e.step_key and e.step_key.endswith("__captures") and e.dagster_event:
+                    spans[e.step_key].append(e.timestamp)
+            count += sum(
+                1 for times in spans.values() if min(times) < window[1] and max(times) > window[0]
+            )
+        return count
+
+    # --- The report -------------------------------------------------------------------------
+
+    def report(self) -> str:
+        return format_report(self.soak, self.figures, self.violations)
+
+
+def secret_occurrences(root: Path, secret: str) -> tuple[dict[str, int], int, int]:
+    """Where `secret` occurs under `root`: {file: count}, files scanned, bytes scanned.
+
+    Raw bytes, and for SQLite files (Dagster's storage) every cell too, zlib-decompressed
+    where it is compressed: Dagster stores run snapshots compressed, where a raw scan is blind.
+    """
+    needle = secret.encode()
+    hits: dict[str, int] = {}
+    files = scanned = 0
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        files += 1
+        scanned += len(data)
+        count = data.count(needle)
+        if data.startswith(b"SQLite format 3\x00"):
+            count += _sqlite_occurrences(path, needle)
+        if count:
+            hits[str(path)] = count
+    return hits, files, scanned
+
+
+def _sqlite_occurrences(path: Path, needle: bytes) -> int:
+    count = 0
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as con:
+        tables = [t for (t,) in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        for table in tables:
+            for row in con.execute(f'SELECT * FROM "{table}"'):
+                for cell in row:
+                    if isinstance(cell, str):
+                        cell = cell.encode()
+                    if not isinstance(cell, bytes):
+                        continue
+                    with contextlib.suppress(zlib.error):
+                        cell = zlib.decompress(cell)
+                    count += cell.count(needle)
+    return count
+
+
+def _error_text(error: Any) -> str:
+    parts = []
+    while error is not None:
+        parts.append(f"{error.cls_name}: {error.message}")
+        error = error.cause or error.context
+    return " <- ".join(parts)
+
+
+def _cause(text: str) -> str | None:
+    return next((c for c, frags in CAUSES.items() if any(f in text for f in frags)), None)
+
+
+def format_report(soak: "Soak", figures: dict[str, Any], violations: list[str]) -> str:
+    plan = soak.plan
+    f = figures
+    c, t, lost, half, ex, sec = (
+        f["credits"],
+        f["terminal"],
+        f["lost"],
+        f["half_done"],
+        f["explained"],
+        f["secret"],
+    )
+    attempts = sum(len(r.attempts) for r in soak.results)
+    lines = [
+        f"Extralt soak, seed {plan.seed}, size {plan.size}: {len(plan.rounds)} rounds, "
+        f"{plan.materializations} source materializations of {len(SOURCES)} sources, "
+        f"{attempts} Dagster runs ({c['reexecutions']} re-executions from failure), "
+        f"{f['seconds']:.0f}s",
+        "Faults injected (kind: rounds/hits): "
+        + ", ".join(f"{k}: {v['rounds']}/{v['hits']}" for k, v in f["faults"].items())
+        + f"; captures steps that ran while the DuckDB file was held: {f['lock_waits']}",
+        f"(1) Credits: {c['runs_created']} Extralt runs created == {c['materializations_needing_a_run']}"
+        f" materializations that needed one; second runs: {c['second_runs']}; "
+        f"{c['run_step_retries']} run-step retries and {c['reexecutions']} re-executions "
+        f"resumed, restarted or adopted instead ({c['restarts']} restarts); materialized as "
+        + ", ".join(f"{k} {v}" for k, v in c["materialized_how"].items())
+        + f"; {c['credits_spent']:,} credits spent",
+        f"(2) Nothing crawling: {t['terminal']}/{t['runs']} Extralt runs terminal ("
+        + ", ".join(f"{k} {v}" for k, v in t["by_status"].items())
+        + ")",
+        f"(3) Nothing lost: {lost['loaded_runs']}/{lost['completed_runs']} completed runs loaded; "
+        f"history {lost['history_rows']:,} rows == {lost['captures_exported']:,} exported "
+        f"captures ({lost['missing_rows']} missing, {lost['duplicate_rows']} duplicated); "
+        f"products {lost['products']:,} == distinct product keys; variants "
+        f"{lost['variants']:,} == {lost['variant_offers_exported']:,} exported offers",
+        f"(4) Nothing half-done: {half['files_left_in_export_dir']} files left in the export "
+        f"folder; DuckDB file ({half['duckdb_bytes']:,} bytes) checkpointed and scanned: "
+        f"{half['duckdb_objects_scanned']} tables and views, {half['duckdb_rows_scanned']:,} rows",
+        f"(5) Failures explained: {ex['step_failures']} step failures and {ex['step_retries']} "
+        "step retries, each naming the Extralt run (or robot) and the cause ("
+        + ", ".join(f"{k}: {v}" for k, v in ex["by_cause"].items())
+        + f"); API key found {sec['key_occurrences']} times in {sec['bytes_scanned']:,} bytes "
+        f"({sec['files_scanned']} files plus the event log)",
+    ]
+    if violations:
+        lines.append(f"VIOLATIONS ({len(violations)}):")
+        lines += [f"  - {v}" for v in violations]
+    else:
+        lines.append("All invariants held.")
+    return "\n".join(lines)
