@@ -55,8 +55,8 @@ e2e: $(E2E_STAMP)
 
 # Benchmarks (BENCHMARKS.md): `.[dev,bench]` adds dlt, pandas and dagster-duckdb-pandas, the
 # alternatives the load path is compared with. `bench` is the full run (100k and 1M captures,
-# ~40 min; refreshes results.json and the table in BENCHMARKS.md); `bench-quick` is the load
-# path at 100k and polling, without the alternatives or Dagster's overhead (~2-3 min).
+# ~30 min; refreshes results.json and the table in BENCHMARKS.md); `bench-quick` is the load
+# path at 100k and polling, without the alternatives or Dagster's overhead (~2 min).
 BENCH_STAMP := $(VENV)/.installed-bench
 
 .PHONY: bench bench-quick

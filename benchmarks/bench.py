@@ -6,8 +6,8 @@ processes come and go, and a ratio survives that better than seconds). Contender
 within each repetition, each in its own process (own peak RSS), against the same export served
 by the local emulator.
 
-    python -m benchmarks              # full: 100k and 1M captures, 3 repetitions (~40 min)
-    python -m benchmarks --quick      # 100k only: load path and polling (~2-3 min)
+    python -m benchmarks              # full: 100k and 1M captures, 3 repetitions (~30 min)
+    python -m benchmarks --quick      # 100k only: load path and polling (~2 min)
 """
 
 from __future__ import annotations
@@ -87,7 +87,8 @@ class Log:
 def machine() -> dict[str, Any]:
     def run(*cmd: str) -> str:
         try:
-            return subprocess.run(cmd, capture_output=True, text=True, check=False).stdout.strip()
+            out = subprocess.run(cmd, capture_output=True, text=True, check=False).stdout
+            return out.rstrip()  # keep leading spaces: `free -h` aligns its header with them
         except OSError:
             return ""
 
@@ -117,7 +118,7 @@ def machine() -> dict[str, Any]:
         "kernel": platform.release(),
         "python": platform.python_version(),
         "curl": " ".join(run("curl", "--version").split()[:2]) if shutil.which("curl") else None,
-        "git_head": run("git", "-C", str(ROOT), "rev-parse", "--short", "HEAD") or None,
+        "git_head": run("git", "-C", str(ROOT), "rev-parse", "--short", "HEAD").strip() or None,
         "warehouse_sha256": hashlib.sha256(
             (ROOT / "extralt_dagster" / "warehouse.py").read_bytes()
         ).hexdigest()[:12],
