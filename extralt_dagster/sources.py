@@ -35,7 +35,7 @@ ALL_SOURCES_JOB = "extralt_job"
 _GROUP_RE = re.compile(r"^[A-Za-z0-9_]+$")
 #: Bounded reprs of bad values in messages: a value may be huge (or a YAML alias bomb).
 _SHORT = reprlib.Repr()
-_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict = 3, 6, 6
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict = 2, 5, 5
 _SHORT.maxstring = _SHORT.maxother = 120
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
