@@ -149,7 +149,9 @@ def test_price_check_warns_past_its_threshold(emulator, instance, tmp_path, expo
     assert price.metadata["null_min_price"].value > 0
 
 
-@pytest.mark.parametrize("emulator", [{"speed": 1}], indirect=True)  # stopped while starting
+@pytest.mark.parametrize(
+    "emulator", [{"speed": 1, "starting_seconds": 60}], indirect=True
+)  # stopped while starting, however slow the machine
 def test_an_empty_run_fails_the_blocking_check(emulator, instance, tmp_path, exports):
     assets = build_extralt_assets(
         "shoes", "rbt_shoes", budget=30, accept_stopped=True, export_dir=str(exports)

@@ -59,6 +59,7 @@ def wait_terminal(client, emulator, run_id):
 # --- runs ---------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("emulator", [{"speed": 1}], indirect=True)  # still live when read back
 def test_create_get_and_complete(client, emulator):
     run_id = client.create_run(
         "rbt_shoes", start_urls=["https://shoes.example/c/sale"], budget=15, auto_enrich=True
@@ -76,8 +77,10 @@ def test_create_get_and_complete(client, emulator):
 
 
 def test_stop_then_restart_follows_the_returned_id(client, emulator):
+    emulator.set_faults(never_finish=True)  # still live when the stop arrives, however slow
     run_id = client.create_run("rbt_shoes", budget=50)
     client.stop_run(run_id)
+    emulator.clear_faults()
     assert emulator.run(run_id).status == "stopped"
     with pytest.raises(ExtraltConflictError) as info:
         client.stop_run(run_id)  # already terminal

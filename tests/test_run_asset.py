@@ -75,7 +75,7 @@ def test_poll_timeout_stops_the_remote_run(emulator, instance, tmp_path):
     assert run_id in message and "stopped" in message and "poll_timeout_seconds" in message
 
 
-@pytest.mark.parametrize("emulator", [{"speed": 10}], indirect=True)  # the run outlives a retry
+@pytest.mark.parametrize("emulator", [{"speed": 1}], indirect=True)  # the run outlives a retry
 def test_step_dying_mid_poll_resumes_the_same_run(emulator, instance, tmp_path):
     # The first attempt's poll fails past the client's bound (max_retries=1 -> 2 tries).
     emulator.set_faults(error_status=503, error_count=2, match="GET /v0/extract/runs/*")
