@@ -71,3 +71,11 @@ bench: $(BENCH_STAMP)
 
 bench-quick: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks --quick
+
+# The chaos soak at full size (RELIABILITY.md): 30 rounds, 150 source materializations of six
+# sources under a seeded mix of faults, then its invariants printed as figures (~10 min).
+# `make test` runs the CI-sized one (40). SOAK_SEED=n replays another plan.
+.PHONY: soak
+
+soak: install
+	$(BIN)/pytest -m slow -s tests/test_soak.py

@@ -3,6 +3,10 @@
 from dataclasses import dataclass
 
 JOB_NAME = "soak"
+#: Emulated seconds per real second: a 40-capture run (2 s starting, 2 s crawling) takes 0.2 s.
+EMULATOR_SPEED = 20.0
+#: Above the soak's own pace, so the only 429s are the injected ones (and rare bursts).
+EMULATOR_RATE_LIMIT = (600, 60)
 #: Short enough that the read-timeout fault (a slower answer) trips it, long enough that a busy
 #: 2-core box answers every normal request in time.
 REQUEST_TIMEOUT_SECONDS = 2.0

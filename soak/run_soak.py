@@ -37,20 +37,22 @@ import dagster as dg
 
 from extralt_dagster.emulator import Emulator, RunView
 
-from .config import SOURCE_BY_NAME, SOURCES, run_op
+from .config import EMULATOR_RATE_LIMIT, EMULATOR_SPEED, SOURCES, run_op
 from .plan import EXPORT, Fault, Plan, Round, make_plan
 
 ROOT = Path(__file__).resolve().parent.parent
-#: Emulated seconds per real second: a 40-capture run (2 s starting, 2 s crawling) takes 0.2 s.
-EMULATOR_SPEED = 20.0
-#: Above the soak's own pace, so the only 429s are the injected ones (and rare bursts).
-EMULATOR_RATE_LIMIT = (600, 60)
 MAX_REEXECUTIONS = 3
 ATTEMPT_TIMEOUT_SECONDS = 300.0
 ACTION_TIMEOUT_SECONDS = 90.0
 DEFAULT_SEED = 20_261_129
+#: The emulator's run faults: dropped once the round's first Dagster run is over.
+RUN_FAULT_FIELDS = ("fail_runs", "fail_message", "never_finish", "run_fault_robots")
 
 _T = TypeVar("_T")
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)  # progress, line by line, even into a pipe
 
 
 class SoakError(RuntimeError):
@@ -203,7 +205,8 @@ class RoundController:
         self.actions: list[str] = []
         self.errors: list[str] = []
         self.lock_window: tuple[float, float] | None = None
-        self._done = threading.Event()
+        self._first_over = threading.Event()  # the round's first Dagster run has ended
+        self._done = threading.Event()  # the round has ended, re-executions included
         self._threads: list[threading.Thread] = []
         self._holder: subprocess.Popen[str] | None = None
 
@@ -223,7 +226,12 @@ class RoundController:
                 thread.start()
                 self._threads.append(thread)
 
+    def first_run_over(self) -> None:
+        """Run faults act on the first Dagster run only; the DuckDB holder may act later."""
+        self._first_over.set()
+
     def finish(self) -> None:
+        self._first_over.set()
         self._done.set()
         for thread in self._threads:
             thread.join(ACTION_TIMEOUT_SECONDS)
@@ -237,16 +245,19 @@ class RoundController:
         except Exception as exc:  # reported, never swallowed
             self.errors.append(f"{fault.kind}: {type(exc).__name__}: {exc}")
 
-    def _wait_for(self, predicate: Callable[[], _T | None], what: str) -> _T | None:
+    def _wait_for(
+        self, predicate: Callable[[], _T | None], what: str, *, whole_round: bool = False
+    ) -> _T | None:
+        over = self._done if whole_round else self._first_over
         deadline = time.monotonic() + ACTION_TIMEOUT_SECONDS
-        while not self._done.is_set():
+        while not over.is_set():
             value = predicate()
             if value:
                 return value
             if time.monotonic() > deadline:
                 self.errors.append(f"gave up waiting for {what}")
                 return None
-            self._done.wait(0.02)
+            over.wait(0.02)
         self.errors.append(f"the Dagster run ended before {what}")
         return None
 
@@ -293,25 +304,39 @@ class RoundController:
         if view is None or run is None:
             return
         step = run_op(fault.victim or "")
-        starts = [
-            e
-            for e in self.soak.instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_START)
-            if e.step_key == step and e.dagster_event is not None and e.dagster_event.pid
-        ]
-        if not starts:
-            self.errors.append(f"no STEP_START with a pid for {step}")
-            return
-        pid = starts[-1].dagster_event.pid  # type: ignore[union-attr]
-        os.kill(pid, signal.SIGKILL)
-        self.actions.append(
-            f"killed step {step} (pid {pid}, SIGKILL) while it polled Extralt run {view.id}"
-        )
+
+        def kill() -> int | None:
+            """SIGKILL the step's live process while the Extralt run is live; its pid."""
+            if self.emu.run(view.id).status in ("completed", "failed", "stopped"):
+                return None
+            starts = [
+                e
+                for e in self.soak.instance.all_logs(
+                    run.run_id, of_type=dg.DagsterEventType.STEP_START
+                )
+                if e.step_key == step and e.dagster_event is not None and e.dagster_event.pid
+            ]
+            if not starts:
+                return None
+            pid = starts[-1].dagster_event.pid  # type: ignore[union-attr]
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                return None  # that attempt just ended; its retry's STEP_START is on its way
+            return pid
+
+        pid = self._wait_for(kill, f"{step}'s step process, alive while its run is live")
+        if pid is not None:
+            self.actions.append(
+                f"killed step {step} (pid {pid}, SIGKILL) while it polled Extralt run {view.id}"
+            )
 
     def _hold_duckdb_file(self, fault: Fault) -> None:
         hold = fault.params["hold_seconds"]
         started = self._wait_for(
             lambda: self.emu.count_requests("GET", EXPORT) > self.exports_before,
             "the round's first export",
+            whole_round=True,
         )
         if not started:
             return
@@ -353,7 +378,7 @@ class SoakReport:
 class Soak:
     """One soak: the emulator, the worker, the instance, and the rounds of the plan."""
 
-    def __init__(self, plan: Plan, paths: Paths, log: Callable[[str], None] = print) -> None:
+    def __init__(self, plan: Plan, paths: Paths, log: Callable[[str], None] = _say) -> None:
         self.plan = plan
         self.paths = paths
         self.log = log
@@ -420,29 +445,34 @@ class Soak:
         controller = RoundController(self, rnd, tags)
         controller.start()
         try:
-            attempt = self._execute(
-                0,
-                {"tags": tags, "assets": rnd.asset_keys, "run_config": rnd.run_config()},
+            result.attempts.append(
+                self._execute(
+                    0, {"tags": tags, "assets": rnd.asset_keys, "run_config": rnd.run_config()}
+                )
             )
+            controller.first_run_over()
+            # The operator re-executes: the remote incident is over (no more failing or stalling
+            # runs), but what is left of the network's bad luck still lands on the re-execution.
+            left = self.emu.faults.to_dict()
+            self.emu.set_faults(**{k: v for k, v in left.items() if k not in RUN_FAULT_FIELDS})
+            while not result.attempts[-1].success and len(result.attempts) <= MAX_REEXECUTIONS:
+                parent = result.attempts[-1].run_id
+                if parent is None:
+                    break
+                number = len(result.attempts)
+                spec = {
+                    "tags": {"soak/round": str(rnd.index), "soak/attempt": str(number)},
+                    "parent_run_id": parent,
+                    "run_config": rnd.run_config(),
+                }
+                result.attempts.append(self._execute(number, spec))
         finally:
             controller.finish()
-        result.attempts.append(attempt)
-        result.hits = _hits(rnd, armed, self.emu.faults.to_dict(), controller.actions)
-        self.emu.clear_faults()  # the incident is over; the operator re-executes
         result.actions = controller.actions
         result.lock_window = controller.lock_window
         result.controller_errors = controller.errors
-        while not result.attempts[-1].success and len(result.attempts) <= MAX_REEXECUTIONS:
-            parent = result.attempts[-1].run_id
-            if parent is None:
-                break
-            number = len(result.attempts)
-            spec = {
-                "tags": {"soak/round": str(rnd.index), "soak/attempt": str(number)},
-                "parent_run_id": parent,
-                "run_config": rnd.run_config(),
-            }
-            result.attempts.append(self._execute(number, spec))
+        result.hits = _hits(rnd, armed, self.emu.faults.to_dict(), controller.actions)
+        self.emu.clear_faults()
         self.log(_round_line(result, len(self.plan.rounds)))
         return result
 
@@ -505,7 +535,7 @@ def run_soak(
     *,
     rounds: int | None = None,
     workdir: str | os.PathLike[str] | None = None,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = _say,
 ) -> SoakReport:
     """Run a soak and return its report; `workdir` (new) keeps its files for a post-mortem."""
     plan = make_plan(size, seed, rounds)
@@ -529,4 +559,4 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["SOURCE_BY_NAME", "SoakReport", "run_soak"]
+__all__ = ["SoakReport", "main", "run_soak"]

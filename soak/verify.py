@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from extralt_dagster import ExtraltClient
 
-from .config import SOURCES, captures_op, run_op
+from .config import EMULATOR_RATE_LIMIT, SOURCES, captures_op, run_op
 from .plan import ALL_KINDS
 
 if TYPE_CHECKING:
@@ -45,12 +45,13 @@ CAUSES: dict[str, tuple[str, ...]] = {
     "the run failed remotely": ("failed: ",),
     "the run was stopped outside Dagster": ("stopped outside Dagster",),
     "the run outlived its poll timeout": ("poll_timeout_seconds",),
-    "the Dagster run was terminated": ("DagsterExecutionInterruptedError", "terminated"),
+    "the Dagster run was terminated": ("DagsterExecutionInterruptedError",),
     "the step process was killed": ("ChildProcessCrashException",),
-    "the export was unusable": ("Export of Extralt run", "export"),
+    "the export was unusable": ("is unusable",),
+    "the export could not be downloaded": ("could not be downloaded",),
     "the DuckDB file was locked": ("is locked by another process",),
-    "the API kept failing": ("returned 4", "returned 5", "no complete answer"),
     "a create may have reached Extralt": ("may still start a run", "failed ambiguously"),
+    "the API kept failing": ("returned 4", "returned 5", "no complete answer"),
 }
 
 
@@ -158,6 +159,7 @@ class _Checker:
             and "extralt/how" in e.asset_materialization.metadata
         )
         spent = sum(v.credits_used for v in self.runs.values())
+        loaded = sum(v.credits_used for v in self.runs.values() if v.true_status == "completed")
         self.figures["credits"] = {
             "runs_created": len(created),
             "materializations_needing_a_run": len(needed),
@@ -167,6 +169,8 @@ class _Checker:
             "reexecutions": sum(len(r.attempts) - 1 for r in self.soak.results),
             "materialized_how": dict(sorted(how.items())),
             "credits_spent": spent,
+            "credits_on_completed_runs": loaded,
+            "credits_on_runs_cut_short": spent - loaded,  # by a fault, before a restart
         }
         if len(created) != len(needed):
             self.fail(
@@ -249,8 +253,12 @@ class _Checker:
         newest: dict[str, dict[str, tuple[float, str, bool]]] = defaultdict(dict)
         with (
             duckdb.connect(str(self.soak.paths.duckdb), read_only=True) as con,
-            ExtraltClient(
-                self.soak.api_key, self.emu.url, rate_limit_per_minute=None, max_retries=8
+            ExtraltClient(  # paced under the emulator's limit: no 429s to wait out
+                self.soak.api_key,
+                self.emu.url,
+                rate_limit_per_minute=EMULATOR_RATE_LIMIT[0] * 0.9,
+                rate_limit_burst=EMULATOR_RATE_LIMIT[1] // 2,
+                max_retries=8,
             ) as client,
             tempfile.TemporaryDirectory(prefix="soak-verify-") as tmp,
         ):
@@ -579,7 +587,8 @@ def format_report(soak: "Soak", figures: dict[str, Any], violations: list[str]) 
         f"{c['run_step_retries']} run-step retries and {c['reexecutions']} re-executions "
         f"resumed, restarted or adopted instead ({c['restarts']} restarts); materialized as "
         + ", ".join(f"{k} {v}" for k, v in c["materialized_how"].items())
-        + f"; {c['credits_spent']:,} credits spent",
+        + f"; {c['credits_spent']:,} credits spent: {c['credits_on_completed_runs']:,} on the "
+        f"completed runs, {c['credits_on_runs_cut_short']:,} on runs a fault cut short",
         f"(2) Nothing crawling: {t['terminal']}/{t['runs']} Extralt runs terminal ("
         + ", ".join(f"{k} {v}" for k, v in t["by_status"].items())
         + ")",

@@ -1,0 +1,117 @@
+"""The chaos soak (soak/, RELIABILITY.md): six sources materialized many times through Dagster's
+multiprocess executor, against the emulator, with a seeded mix of faults; then the invariants.
+
+`make test` runs the CI-sized soak (40 source materializations, a few minutes on 2 cores);
+`make soak` runs the large one (`-m slow`). `SOAK_SIZE=large` or `SOAK_SEED=n` change the
+CI-sized run; the seed replays a soak's plan.
+"""
+
+import contextlib
+import os
+
+import pytest
+
+from extralt_dagster import ExtraltClient, ExtraltConnectionError, ExtraltServerError
+from extralt_dagster.emulator.state import ApiError
+from soak.config import SOURCES
+from soak.plan import ALL_KINDS, make_plan
+from soak.run_soak import DEFAULT_SEED, SoakReport, run_soak
+
+from .support import wait_until
+
+SEED = int(os.environ.get("SOAK_SEED", DEFAULT_SEED))
+
+
+def check(report: SoakReport, capsys: pytest.CaptureFixture[str]) -> None:
+    with capsys.disabled():  # the figures belong in the test log, pass or fail
+        print("\n" + report.text)
+    f = report.figures
+    assert report.ok, "\n".join(report.violations)
+    credits = f["credits"]
+    assert credits["runs_created"] == credits["materializations_needing_a_run"]
+    assert credits["materializations_needing_a_run"] == report.plan.materializations
+    assert credits["second_runs"] == 0
+    assert f["terminal"]["terminal"] == f["terminal"]["runs"]
+    lost = f["lost"]
+    assert lost["loaded_runs"] == lost["completed_runs"] == report.plan.materializations
+    assert lost["history_rows"] == lost["captures_exported"] > 0
+    assert lost["missing_rows"] == lost["duplicate_rows"] == 0
+    assert lost["variants"] == lost["variant_offers_exported"]
+    assert f["half_done"]["files_left_in_export_dir"] == 0
+    assert f["secret"]["key_occurrences"] == 0 and f["secret"]["bytes_scanned"] > 0
+    assert "unexplained" not in f["explained"]["by_cause"]
+    assert all(v["hits"] > 0 for v in f["faults"].values())
+
+
+@pytest.mark.timeout(1200)
+def test_ci_soak_spends_each_credit_once_and_loses_no_row(tmp_path, capsys):
+    report = run_soak(os.environ.get("SOAK_SIZE", "small"), SEED, workdir=tmp_path / "soak")
+    check(report, capsys)
+    assert set(report.figures["faults"]) == set(ALL_KINDS)  # every kind landed, at least once
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_large_soak(tmp_path, capsys):
+    check(run_soak("large", SEED, workdir=tmp_path / "soak"), capsys)
+
+
+# --- The plan and the emulator faults the soak relies on ------------------------------------------
+
+
+def test_the_plan_is_replayable_and_covers_every_fault():
+    small = make_plan("small", 11)
+    again = make_plan("small", 11)
+    assert [r.describe() for r in small.rounds] == [r.describe() for r in again.rounds]
+    assert [r.describe() for r in make_plan("small", 12).rounds] != [
+        r.describe() for r in small.rounds
+    ]
+    assert small.materializations >= 40 and len(SOURCES) >= 5
+    assert all(n > 0 for n in small.fault_mix().values())
+    large = make_plan("large", 11)
+    assert large.materializations > small.materializations
+    assert sum(large.fault_mix().values()) > sum(small.fault_mix().values())
+    for rnd in small.rounds:
+        categories = [f.category for f in rnd.faults]
+        assert len(categories) == len(set(categories))  # one fault per category and round
+        victims = [f.victim for f in rnd.faults if f.victim]
+        assert all(v in rnd.sources for v in victims)
+
+
+def test_counted_and_targeted_faults(make_emulator, tmp_path):
+    """`latency_count`, `export_count` and `run_fault_robots`: the soak's faults hit only as
+    often, and only where, its plan says."""
+    emu = make_emulator(concurrency_limit=None)  # a stalled run must not queue the others
+    with ExtraltClient(emu.api_key, emu.url, timeout=0.3, max_retries=0) as c:
+        shoes = c.create_run("rbt_shoes", budget=5)
+        with contextlib.suppress(ApiError):
+            emu.finish_run(shoes)
+        emu.set_faults(latency_seconds=0.6, latency_count=1, match="GET /v0/extract/runs/*")
+        with pytest.raises(ExtraltConnectionError):
+            c.get_run(shoes)
+        assert c.get_run(shoes).status.value == "completed"  # the second one is on time
+        assert emu.faults.latency_count == 0
+    with ExtraltClient(emu.api_key, emu.url, timeout=10, max_retries=0) as c:
+        emu.set_faults(export_cut_after_bytes=100, export_count=1)
+        with pytest.raises(ExtraltConnectionError):
+            c.download_export(shoes, tmp_path)
+        assert c.download_export(shoes, tmp_path).exists()
+
+        emu.set_faults(never_finish=True, run_fault_robots=["rbt_books"])
+        books, outdoor = c.create_run("rbt_books", budget=40), c.create_run("rbt_outdoor")
+        emu.clock.advance(3600)
+        assert emu.run(books).status == "running" and emu.run(outdoor).status == "completed"
+
+
+def test_a_slow_create_still_starts_its_run_after_the_client_gives_up(make_emulator):
+    """The server has the request before it is slow: the look-up may miss the run, which is
+    why the asset's next attempt looks again before it creates."""
+    emu = make_emulator()
+    emu.set_faults(latency_seconds=0.5, latency_count=1, match="POST /v0/extract/runs")
+    with (
+        ExtraltClient(emu.api_key, emu.url, timeout=0.2, max_retries=0) as c,
+        pytest.raises((ExtraltConnectionError, ExtraltServerError), match="not re-sent"),
+    ):
+        c.create_run("rbt_shoes", budget=5)
+    wait_until(lambda: len(emu.runs) == 1, timeout=10, what="the slow create to land")
+    assert emu.count_requests("POST", "/v0/extract/runs") == 1
