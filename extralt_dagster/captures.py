@@ -3,6 +3,10 @@
 No `from __future__ import annotations` here: Dagster must resolve the `dg.Config` class.
 """
 
+import hashlib
+import os
+import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -23,6 +27,9 @@ CHECK_UNIQUE_IDS = "unique_capture_ids"
 CHECK_PRICES = "price_sanity"
 CHECK_DRIFT = "schema_drift"
 PREVIEW_COLUMNS = ("title", "brand", "min_price", "currency", "available")
+#: An export folder is named after its owner (this host, this pid), so a later step can tell
+#: the folder of a step that was killed (no `finally` ran) from one still in use.
+EXPORT_FOLDER_PREFIX = "extralt-export-"
 
 
 class ExtraltCapturesConfig(dg.Config):
@@ -114,9 +121,12 @@ def build_captures_asset(
         run = ExtraltRun.from_api(recorded["extralt/run_document"])
         fmt = ExportFormat(config.export_format or export_format).value
         client = extralt.get_client()
-        if export_dir:
-            Path(export_dir).mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix="extralt-export-", dir=export_dir) as tmp:
+        base = Path(export_dir or tempfile.gettempdir())
+        base.mkdir(parents=True, exist_ok=True)
+        for orphan in remove_orphaned_export_folders(base):
+            context.log.warning(f"Removed {orphan}, left behind by a killed step.")
+        with tempfile.TemporaryDirectory(prefix=_export_folder_prefix(), dir=base) as tmp:
+            context.log.info(f"Downloading the {fmt} export of Extralt run {run.id} into {tmp}")
             started = time.monotonic()
             try:
                 path = client.download_export(run.id, tmp, fmt)
@@ -150,6 +160,42 @@ def build_captures_asset(
         )
 
     return _captures
+
+
+def _host_tag() -> str:
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _export_folder_prefix() -> str:
+    return f"{EXPORT_FOLDER_PREFIX}{_host_tag()}-{os.getpid()}-"
+
+
+def remove_orphaned_export_folders(base: Path) -> list[Path]:
+    """Remove export folders whose step died without cleaning up (SIGKILL, OOM killer).
+
+    Only this host's folders are judged, and only those whose process is gone: a folder in use
+    by a live step, or by another machine sharing `export_dir`, is never touched.
+    """
+    prefix = f"{EXPORT_FOLDER_PREFIX}{_host_tag()}-"
+    removed = []
+    for folder in base.glob(f"{prefix}*"):
+        pid_text = folder.name.removeprefix(prefix).partition("-")[0]
+        if not folder.is_dir() or not pid_text.isdigit() or _alive(int(pid_text)):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        if not folder.exists():
+            removed.append(folder)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # somebody else's live process
+    return True
 
 
 def _load(

@@ -38,7 +38,9 @@ KINDS: dict[str, tuple[str, ...]] = {
         "terminated_mid_poll",
         "step_killed",
     ),
-    "lock": ("duckdb_lock",),
+    # `load_killed`: the DuckDB file is held from the round's start; the first captures step
+    # downloads its export, waits for the lock, and is SIGKILLed while it waits.
+    "lock": ("duckdb_lock", "load_killed"),
 }
 ALL_KINDS = tuple(k for kinds in KINDS.values() for k in kinds)
 #: Large soaks: the chance that a round gets a fault of each category.
@@ -106,7 +108,7 @@ class Fault:
             }
         if self.kind in ("external_stop", "stuck_past_timeout", "terminated_mid_poll"):
             return {"never_finish": True, "run_fault_robots": [self.victim_robot]}
-        return {}  # step_killed and duckdb_lock are done by the runner, not the emulator
+        return {}  # step_killed, duckdb_lock and load_killed are the runner's, not the emulator's
 
     @property
     def victim_robot(self) -> str:
@@ -240,4 +242,6 @@ def _fault(rng: random.Random, category: str, kind: str, sources: list[str]) -> 
                 ]
             )
         return Fault(kind, category, params, victim=victim)
+    if kind == "load_killed":
+        return Fault(kind, category)
     return Fault(kind, category, {"hold_seconds": round(rng.uniform(2.0, 5.0), 1)})

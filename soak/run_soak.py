@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 
 import dagster as dg
 
+from extralt_dagster.captures import EXPORT_FOLDER_PREFIX
 from extralt_dagster.emulator import Emulator, RunView
 
 from .config import EMULATOR_RATE_LIMIT, EMULATOR_SPEED, SOURCES, run_op
@@ -66,6 +67,7 @@ class Paths:
     exports: Path
     duckdb: Path
     worker_log: Path
+    daemon_log: Path
 
     @classmethod
     def under(cls, root: Path) -> "Paths":
@@ -75,6 +77,7 @@ class Paths:
             exports=root / "exports",
             duckdb=root / "warehouse.duckdb",
             worker_log=root / "worker.log",
+            daemon_log=root / "daemon.log",
         )
 
 
@@ -111,6 +114,36 @@ class RoundResult:
 
 
 # --- The Dagster side -----------------------------------------------------------------------
+
+
+class Daemon:
+    """`dagster-daemon run` on the soak's instance, as `dagster dev` runs it in production: its
+    run monitoring frees pool slots that terminated runs left claimed (dagster.yaml)."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self._log = log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [str(Path(sys.executable).with_name("dagster-daemon")), "run", "-m", "soak.defs"],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its code server is stopped with it
+        )
+
+    def close(self) -> None:
+        if self._log.closed:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self._log.close()
 
 
 class Worker:
@@ -174,7 +207,7 @@ class Worker:
 # --- The operator and the world -------------------------------------------------------------
 
 _HOLDER = """
-import sys, time, duckdb
+import select, sys, time, duckdb
 path, hold = sys.argv[1], float(sys.argv[2])
 deadline = time.monotonic() + 60
 while True:
@@ -186,10 +219,57 @@ while True:
             raise
         time.sleep(0.02)
 print("locked", time.time(), flush=True)
-time.sleep(hold)  # the fault itself: another process keeps the file for a few seconds
+select.select([sys.stdin], [], [], hold)  # the fault: hold the file `hold` s, or until released
 con.close()
 print("released", time.time(), flush=True)
 """
+
+
+class DuckDBHolder:
+    """Another process that opens the DuckDB file read-write, as a person's notebook would."""
+
+    def __init__(self, path: Path, hold_seconds: float) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _HOLDER, str(path), str(hold_seconds)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.times: dict[str, float] = {}
+
+    def wait_locked(self) -> bool:
+        return self._next_line() == "locked"
+
+    def release(self) -> tuple[float, float] | None:
+        """Let go now (or wait out the hold) and return the epoch window it held the file."""
+        with contextlib.suppress(OSError):
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+        while self._next_line() is not None:
+            pass
+        self.proc.wait()
+        if "locked" in self.times and "released" in self.times:
+            return self.times["locked"], self.times["released"]
+        return None
+
+    def wait_released(self) -> tuple[float, float] | None:
+        while self._next_line() is not None:
+            pass
+        return self.release()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def _next_line(self) -> str | None:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            return None
+        what, _, when = line.strip().partition(" ")
+        self.times[what] = float(when)
+        return what
 
 
 class RoundController:
@@ -208,7 +288,7 @@ class RoundController:
         self._first_over = threading.Event()  # the round's first Dagster run has ended
         self._done = threading.Event()  # the round has ended, re-executions included
         self._threads: list[threading.Thread] = []
-        self._holder: subprocess.Popen[str] | None = None
+        self._holder: DuckDBHolder | None = None
 
     def start(self) -> None:
         actions: dict[str, Callable[[Fault], None]] = {
@@ -216,6 +296,7 @@ class RoundController:
             "terminated_mid_poll": self._terminate_dagster_run,
             "step_killed": self._kill_step,
             "duckdb_lock": self._hold_duckdb_file,
+            "load_killed": self._kill_loading_step,
         }
         for fault in self.round.faults:
             action = actions.get(fault.kind)
@@ -235,9 +316,8 @@ class RoundController:
         self._done.set()
         for thread in self._threads:
             thread.join(ACTION_TIMEOUT_SECONDS)
-        if self._holder is not None and self._holder.poll() is None:
+        if self._holder is not None:
             self._holder.kill()
-            self._holder.wait()
 
     def _guarded(self, action: Callable[[Fault], None], fault: Fault) -> None:
         try:
@@ -340,22 +420,49 @@ class RoundController:
         )
         if not started:
             return
-        self._holder = subprocess.Popen(
-            [sys.executable, "-c", _HOLDER, str(self.soak.paths.duckdb), str(hold)],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self._holder.stdout is not None
-        times = {}
-        for line in self._holder.stdout:
-            what, _, when = line.partition(" ")
-            times[what] = float(when)
-        self._holder.wait()
-        if "locked" in times and "released" in times:
-            self.lock_window = (times["locked"], times["released"])
+        self._holder = DuckDBHolder(self.soak.paths.duckdb, hold)
+        self.lock_window = self._holder.wait_released()
+        if self.lock_window is not None:
             self.actions.append(f"another process held the DuckDB file for {hold:.1f}s")
         else:
-            self.errors.append(f"the DuckDB holder exited {self._holder.returncode}")
+            self.errors.append(f"the DuckDB holder exited {self._holder.proc.returncode}")
+
+    def _kill_loading_step(self, fault: Fault) -> None:
+        """Hold the DuckDB file from the round's start; the first captures step downloads its
+        export, then waits for the lock: kill it there, with its export on disk, and let go."""
+        self._holder = DuckDBHolder(self.soak.paths.duckdb, ACTION_TIMEOUT_SECONDS)
+        try:
+            if not self._holder.wait_locked():
+                self.errors.append(f"the DuckDB holder exited {self._holder.proc.wait()}")
+                return
+            found = self._wait_for(self._step_waiting_with_its_export, "a loading step")
+            if found is not None:
+                step, pid, folder = found
+                os.kill(pid, signal.SIGKILL)
+                self.actions.append(
+                    f"killed loading step {step} (pid {pid}, SIGKILL) while it waited for the "
+                    f"DuckDB file, its export downloaded into {folder.name}"
+                )
+        finally:
+            self.lock_window = self._holder.release()
+
+    def _step_waiting_with_its_export(self) -> tuple[str, int, Path] | None:
+        """A captures step of this round whose export folder holds a whole download."""
+        run = self._dagster_run()
+        if run is None:
+            return None
+        pids = {
+            e.dagster_event.pid: e.step_key
+            for e in self.soak.instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_START)
+            if e.dagster_event is not None and (e.step_key or "").endswith("__captures")
+        }
+        for folder in self.soak.paths.exports.glob(f"{EXPORT_FOLDER_PREFIX}*"):
+            if not any(f.is_file() and not f.name.startswith(".") for f in folder.iterdir()):
+                continue
+            pid = int(folder.name.removeprefix(EXPORT_FOLDER_PREFIX).split("-")[1])
+            if pid in pids:
+                return pids[pid] or "", pid, folder
+        return None
 
 
 # --- The soak -------------------------------------------------------------------------------
@@ -395,6 +502,7 @@ class Soak:
                 self.emu.add_robot(s.robot_id, s.host, catalogue_size=400)
         self.results: list[RoundResult] = []
         self.worker: Worker
+        self.daemon: Daemon
         self.instance: dg.DagsterInstance
 
     def run(self) -> SoakReport:
@@ -409,6 +517,8 @@ class Soak:
             self.instance = stack.enter_context(
                 dg.DagsterInstance.from_config(str(self.paths.home))
             )
+            self.daemon = Daemon(self._worker_env(), self.paths.daemon_log)
+            stack.callback(self.daemon.close)
             self.worker = Worker(self._worker_env(), self.paths.worker_log)
             stack.callback(self.worker.close)
             self.log(
@@ -419,6 +529,7 @@ class Soak:
             for rnd in self.plan.rounds:
                 self.results.append(self._run_round(rnd))
             self.worker.close()
+            self.daemon.close()
             figures, violations, text = verify(self, seconds=time.monotonic() - started)
         return SoakReport(
             self.plan, self.results, figures, violations, text, time.monotonic() - started
@@ -504,8 +615,9 @@ def _hits(
             verb = {
                 "external_stop": "stopped",
                 "terminated_mid_poll": "terminated",
-                "step_killed": "killed",
+                "step_killed": "killed step ",
                 "duckdb_lock": "held",
+                "load_killed": "killed loading step ",
             }[fault.kind]
             hits[fault.kind] = sum(1 for a in actions if verb in a)
     return hits

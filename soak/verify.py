@@ -481,6 +481,9 @@ class _Checker:
             if not counts["hits"]:
                 self.fail(f"soak: fault {kind} was planned but never landed")
         self.figures["lock_waits"] = waited
+        log = self.soak.paths.daemon_log
+        freed = re.findall(r"Freed (\d+) slots for run", log.read_text(errors="replace"))
+        self.figures["slots_freed_by_daemon"] = sum(int(n) for n in freed)
 
     def _victim_hit(self, result: "RoundResult", fault: Any) -> int:
         lo, hi = result.attempts[0].emulated_window
@@ -581,7 +584,9 @@ def format_report(soak: "Soak", figures: dict[str, Any], violations: list[str]) 
         f"{f['seconds']:.0f}s",
         "Faults injected (kind: rounds/hits): "
         + ", ".join(f"{k}: {v['rounds']}/{v['hits']}" for k, v in f["faults"].items())
-        + f"; captures steps that ran while the DuckDB file was held: {f['lock_waits']}",
+        + f"; captures steps that ran while the DuckDB file was held: {f['lock_waits']}; "
+        f"pool slots that ended runs still held, freed by the daemon: "
+        f"{f['slots_freed_by_daemon']}",
         f"(1) Credits: {c['runs_created']} Extralt runs created == {c['materializations_needing_a_run']}"
         f" materializations that needed one; second runs: {c['second_runs']}; "
         f"{c['run_step_retries']} run-step retries and {c['reexecutions']} re-executions "

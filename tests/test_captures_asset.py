@@ -1,5 +1,6 @@
 """The `captures` asset, through real materializations: emulator export -> DuckDB tables."""
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -10,9 +11,22 @@ import pytest
 
 from extralt_dagster import build_extralt_assets
 from extralt_dagster.assets import captures_asset_key
-from extralt_dagster.captures import CHECK_DRIFT, CHECK_HAS_CAPTURES, CHECK_PRICES, CHECK_UNIQUE_IDS
+from extralt_dagster.captures import (
+    CHECK_DRIFT,
+    CHECK_HAS_CAPTURES,
+    CHECK_PRICES,
+    CHECK_UNIQUE_IDS,
+    EXPORT_FOLDER_PREFIX,
+    _export_folder_prefix,
+)
 
-from .support import failure_messages, materialization_metadata, resources, wait_until
+from .support import (
+    event_log_text,
+    failure_messages,
+    materialization_metadata,
+    resources,
+    wait_until,
+)
 
 CREATE = ("POST", "/v0/extract/runs")
 EXPORT = ("GET", "/v0/extract/captures/export")
@@ -117,6 +131,29 @@ def test_broken_export_leaves_tables_and_disk_unchanged(
     assert table_snapshot(tmp_path) == before
     assert list(exports.iterdir()) == []  # no temporary export left behind
     assert emulator.count_requests(*CREATE) == 1
+
+
+def test_folders_of_killed_steps_are_removed_and_live_ones_kept(
+    emulator, instance, tmp_path, source, exports
+):
+    """A SIGKILLed step runs no `finally`: the next load removes its export folder, and only
+    folders whose process is gone, on this host."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    prefix = _export_folder_prefix().removesuffix(f"{os.getpid()}-")
+    orphan = exports / f"{prefix}{dead.pid}-abc"
+    live = exports / f"{prefix}{os.getpid()}-def"
+    other_host = exports / f"{EXPORT_FOLDER_PREFIX}0000beef-{dead.pid}-ghi"
+    for folder in (orphan, live, other_host):
+        folder.mkdir(parents=True)
+        (folder / ".run.parquet.part").write_bytes(b"PAR1 half an export")
+
+    result = materialize(source, emulator, instance, tmp_path)
+
+    assert result.success, failure_messages(result)
+    assert sorted(exports.iterdir()) == sorted([live, other_host])
+    assert f"Removed {orphan}, left behind by a killed step." in event_log_text(instance)
+    assert db_counts(tmp_path)["shoes_captures"] == 30
 
 
 def test_extra_and_missing_columns_evolve_the_schema(emulator, instance, tmp_path, source):
