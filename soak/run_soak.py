@@ -46,6 +46,8 @@ MAX_REEXECUTIONS = 3
 ATTEMPT_TIMEOUT_SECONDS = 300.0
 ACTION_TIMEOUT_SECONDS = 90.0
 DEFAULT_SEED = 20_261_129
+#: The events that carry a step process's pid: its first attempt, and each retry.
+STEP_PROCESS_STARTS = {dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_RESTARTED}
 #: The emulator's run faults: dropped once the round's first Dagster run is over.
 RUN_FAULT_FIELDS = ("fail_runs", "fail_message", "never_finish", "run_fault_robots")
 
@@ -391,9 +393,7 @@ class RoundController:
                 return None
             starts = [
                 e
-                for e in self.soak.instance.all_logs(
-                    run.run_id, of_type=dg.DagsterEventType.STEP_START
-                )
+                for e in self.soak.instance.all_logs(run.run_id, of_type=STEP_PROCESS_STARTS)
                 if e.step_key == step and e.dagster_event is not None and e.dagster_event.pid
             ]
             if not starts:
@@ -453,7 +453,7 @@ class RoundController:
             return None
         pids = {
             e.dagster_event.pid: e.step_key
-            for e in self.soak.instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_START)
+            for e in self.soak.instance.all_logs(run.run_id, of_type=STEP_PROCESS_STARTS)
             if e.dagster_event is not None and (e.step_key or "").endswith("__captures")
         }
         for folder in self.soak.paths.exports.glob(f"{EXPORT_FOLDER_PREFIX}*"):
