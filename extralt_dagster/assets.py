@@ -49,6 +49,12 @@ def run_id_tag(name: str) -> str:
     return f"extralt/{name}.run_id"
 
 
+def run_ids_tag(name: str) -> str:
+    """Run tag listing every Extralt run this Dagster run has followed for the source, comma
+    separated: a restart replaces `run_id_tag`, and the old run must stay known."""
+    return f"extralt/{name}.run_ids"
+
+
 def create_sent_tag(name: str) -> str:
     """Run tag set just before a create, so a retry can find a run whose create timed out."""
     return f"extralt/{name}.create_sent_at"
@@ -362,10 +368,17 @@ class _RunStep:
         return self._handler(run_id)
 
     def _known_runs(self) -> set[str]:
-        """Every Extralt run this source has recorded, in any Dagster run: never mistaken for a
-        run that an ambiguous create has just started."""
-        tags = self.context.instance.get_run_tags(tag_keys=[run_id_tag(self.source.name)])
-        return {run_id for _, values in tags for run_id in values}
+        """Every Extralt run this source has recorded, in any Dagster run, restarted ones too:
+        never mistaken for a run that an ambiguous create has just started."""
+        keys = [run_id_tag(self.source.name), run_ids_tag(self.source.name)]
+        tags = self.context.instance.get_run_tags(tag_keys=keys)
+        return {
+            run_id
+            for _, values in tags
+            for value in values
+            for run_id in value.split(",")
+            if run_id
+        }
 
     def _already_materialized(self, run_id: str) -> bool:
         event = self.context.instance.get_latest_materialization_event(
@@ -479,7 +492,14 @@ class _RunStep:
         self.context.instance.add_run_tags(self.context.run.run_id, dict(tags))
 
     def _record(self, run_id: str) -> None:
-        self._add_tags({run_id_tag(self.source.name): run_id})
+        current = self.context.instance.get_run_by_id(self.context.run.run_id)
+        followed = (current.tags if current else {}).get(run_ids_tag(self.source.name), "")
+        ids = [i for i in followed.split(",") if i]
+        if run_id not in ids:
+            ids.append(run_id)
+        self._add_tags(
+            {run_id_tag(self.source.name): run_id, run_ids_tag(self.source.name): ",".join(ids)}
+        )
 
     def _handler(self, run_id: str) -> ExtraltRunHandler:
         return ExtraltRunHandler(self.client, run_id, log=self.context.log)

@@ -380,8 +380,24 @@ class RoundController:
             f"Extralt run {view.id}"
         )
 
+    def _victim_live(self, fault: Fault) -> RunView | None:
+        """The victim's new Extralt run, as soon as it exists and is not over."""
+        robot = fault.victim_robot
+
+        def live() -> RunView | None:
+            for view in self.emu.runs.values():
+                if view.id in self.known or view.robot_id != robot:
+                    continue
+                if view.status not in ("completed", "failed", "stopped"):
+                    return view
+            return None
+
+        return self._wait_for(live, f"{fault.victim}'s Extralt run to start")
+
     def _kill_step(self, fault: Fault) -> None:
-        view = self._victim_polling(fault)
+        # Not "polled twice" as for the other run faults: a slow poll (read_timeout) can outlast
+        # the whole crawl, and the kill must land while the run is live.
+        view = self._victim_live(fault)
         run = self._dagster_run() if view is not None else None
         if view is None or run is None:
             return

@@ -7,7 +7,7 @@ import dagster as dg
 import pytest
 
 from extralt_dagster import ExtraltValidationError, build_extralt_assets
-from extralt_dagster.assets import run_asset_key, run_id_tag
+from extralt_dagster.assets import run_asset_key, run_id_tag, run_ids_tag
 
 from .support import (
     event_log_text,
@@ -247,3 +247,35 @@ def test_retry_after_an_ambiguous_create_adopts_the_run_instead_of_paying_twice(
     md = materialization_metadata(result, run_asset_key("shoes"))
     assert md["extralt/how"] == "adopted"
     assert md["extralt/run_id"] in emulator.runs
+
+
+def test_an_ambiguous_create_never_adopts_a_run_an_earlier_materialization_restarted_away(
+    emulator, instance, tmp_path
+):
+    """Found by the soak: a step retry that restarts a failed run replaces the run id tag, so
+    the failed run was forgotten, and a later ambiguous create adopted it as its own."""
+    asset = run_only(budget=2, retry_policy=dg.RetryPolicy(max_retries=1))
+    extralt = resources(emulator, tmp_path, max_retries=1)
+    # Run A fails remotely while the first attempt's polls fail; the retry restarts A as B.
+    emulator.set_faults(
+        fail_runs=True, error_status=503, error_count=2, match="GET /v0/extract/runs/*"
+    )
+    first = dg.materialize([asset], instance=instance, resources=extralt, raise_on_error=False)
+    assert not first.success
+    assert emulator.count_requests(*CREATE) == 1 and emulator.count_requests(*RESTART) == 1
+    run_a, run_b = list(emulator.runs)
+    assert emulator.run(run_b).restarted_from == run_a
+    tags = instance.get_run_by_id(first.run_id).tags
+    assert tags[run_id_tag("shoes")] == run_b
+    assert tags[run_ids_tag("shoes")] == f"{run_a},{run_b}"
+
+    # A new materialization: its create starts run C but answers 502, and so do the look-ups.
+    emulator.set_faults(
+        error_status=502, error_count=3, error_after_handling=True, match="* /v0/extract/runs"
+    )
+    second = dg.materialize([asset], instance=instance, resources=extralt)
+    assert second.success
+    [run_c] = [r for r in emulator.runs if r not in (run_a, run_b)]
+    md = materialization_metadata(second, run_asset_key("shoes"))
+    assert (md["extralt/how"], md["extralt/run_id"]) == ("adopted", run_c)
+    assert emulator.count_requests(*CREATE) == 2

@@ -22,9 +22,16 @@ from .support import wait_until
 SEED = int(os.environ.get("SOAK_SEED", DEFAULT_SEED))
 
 
-def check(report: SoakReport, capsys: pytest.CaptureFixture[str]) -> None:
-    with capsys.disabled():  # the figures belong in the test log, pass or fail
-        print("\n" + report.text)
+def soak(size: str, tmp_path, capsys: pytest.CaptureFixture[str]) -> SoakReport:
+    """Run a soak with its progress and figures in the test log, pass or fail."""
+    with capsys.disabled():
+        print()
+        report = run_soak(size, SEED, workdir=tmp_path / "soak")
+        print(report.text)
+    return report
+
+
+def check(report: SoakReport) -> None:
     f = report.figures
     assert report.ok, "\n".join(report.violations)
     credits = f["credits"]
@@ -45,15 +52,15 @@ def check(report: SoakReport, capsys: pytest.CaptureFixture[str]) -> None:
 
 @pytest.mark.timeout(1200)
 def test_ci_soak_spends_each_credit_once_and_loses_no_row(tmp_path, capsys):
-    report = run_soak(os.environ.get("SOAK_SIZE", "small"), SEED, workdir=tmp_path / "soak")
-    check(report, capsys)
+    report = soak(os.environ.get("SOAK_SIZE", "small"), tmp_path, capsys)
+    check(report)
     assert set(report.figures["faults"]) == set(ALL_KINDS)  # every kind landed, at least once
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
 def test_large_soak(tmp_path, capsys):
-    check(run_soak("large", SEED, workdir=tmp_path / "soak"), capsys)
+    check(soak("large", tmp_path, capsys))
 
 
 # --- The plan and the emulator faults the soak relies on ------------------------------------------
