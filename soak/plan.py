@@ -52,8 +52,6 @@ SIZES: dict[str, tuple[int, int]] = {
     "large": (30, 5),  # 150: `make soak`
 }
 STUCK_POLL_TIMEOUT_SECONDS = 1.5
-#: The killed step's run is given a bigger budget, so it is still crawling when the step dies.
-KILLED_RUN_BUDGET = 600
 
 
 @dataclass
@@ -106,9 +104,14 @@ class Fault:
                 "fail_message": p["message"],
                 "run_fault_robots": [self.victim_robot],
             }
-        if self.kind in ("external_stop", "stuck_past_timeout", "terminated_mid_poll"):
+        if self.kind in (
+            "external_stop",
+            "stuck_past_timeout",
+            "terminated_mid_poll",
+            "step_killed",
+        ):
             return {"never_finish": True, "run_fault_robots": [self.victim_robot]}
-        return {}  # step_killed, duckdb_lock and load_killed are the runner's, not the emulator's
+        return {}  # duckdb_lock and load_killed are the runner's, not the emulator's
 
     @property
     def victim_robot(self) -> str:
@@ -137,8 +140,6 @@ class Round:
             if fault.kind == "stuck_past_timeout":
                 config = {"poll_timeout_seconds": STUCK_POLL_TIMEOUT_SECONDS}
                 ops[run_op(fault.victim)] = {"config": config}
-            elif fault.kind == "step_killed":
-                ops[run_op(fault.victim)] = {"config": {"budget": KILLED_RUN_BUDGET}}
         return {"ops": ops} if ops else {}
 
     def fault(self, category: str) -> Fault | None:

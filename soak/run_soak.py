@@ -380,24 +380,10 @@ class RoundController:
             f"Extralt run {view.id}"
         )
 
-    def _victim_live(self, fault: Fault) -> RunView | None:
-        """The victim's new Extralt run, as soon as it exists and is not over."""
-        robot = fault.victim_robot
-
-        def live() -> RunView | None:
-            for view in self.emu.runs.values():
-                if view.id in self.known or view.robot_id != robot:
-                    continue
-                if view.status not in ("completed", "failed", "stopped"):
-                    return view
-            return None
-
-        return self._wait_for(live, f"{fault.victim}'s Extralt run to start")
-
     def _kill_step(self, fault: Fault) -> None:
-        # Not "polled twice" as for the other run faults: a slow poll (read_timeout) can outlast
-        # the whole crawl, and the kill must land while the run is live.
-        view = self._victim_live(fault)
+        """The victim's run never finishes until its step is killed; then it completes, as if
+        the crawl went on while no step watched, and the step's retry finds it."""
+        view = self._victim_polling(fault)
         run = self._dagster_run() if view is not None else None
         if view is None or run is None:
             return
@@ -422,6 +408,8 @@ class RoundController:
             return pid
 
         pid = self._wait_for(kill, f"{step}'s step process, alive while its run is live")
+        if self.emu.run(view.id).status not in ("completed", "failed", "stopped"):
+            self.emu.finish_run(view.id)
         if pid is not None:
             self.actions.append(
                 f"killed step {step} (pid {pid}, SIGKILL) while it polled Extralt run {view.id}"
