@@ -46,6 +46,9 @@ MAX_REEXECUTIONS = 3
 ATTEMPT_TIMEOUT_SECONDS = 300.0
 ACTION_TIMEOUT_SECONDS = 90.0
 DEFAULT_SEED = 20_261_129
+TERMINAL = ("completed", "failed", "stopped")
+#: How long step_killed's run may go unpolled before the runner lets it complete.
+UNWATCHED_SECONDS = 5.0  # above a slow poll (read_timeout: 3 s)
 #: The events that carry a step process's pid: its first attempt, and each retry.
 STEP_PROCESS_STARTS = {dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_RESTARTED}
 #: The emulator's run faults: dropped once the round's first Dagster run is over.
@@ -382,16 +385,38 @@ class RoundController:
 
     def _kill_step(self, fault: Fault) -> None:
         """The victim's run never finishes until its step is killed; then it completes, as if
-        the crawl went on while no step watched, and the step's retry finds it."""
-        view = self._victim_polling(fault)
-        run = self._dagster_run() if view is not None else None
-        if view is None or run is None:
-            return
-        step = run_op(fault.victim or "")
+        the crawl went on while no step watched, and the step's retry finds it.
 
-        def kill() -> int | None:
-            """SIGKILL the step's live process while the Extralt run is live; its pid."""
-            if self.emu.run(view.id).status in ("completed", "failed", "stopped"):
+        If no step watches the run (its create timed out and the retry waits for the pool),
+        the kill cannot land: the run is completed after UNWATCHED_SECONDS, as a real crawl
+        would end, so it does not hold the plan's one concurrent run for good.
+        """
+        robot = fault.victim_robot
+        step = run_op(fault.victim or "")
+        run = self._wait_for(self._dagster_run, "the round's Dagster run")
+        view = self._wait_for(
+            lambda: next(
+                (
+                    v
+                    for v in self.emu.runs.values()
+                    if v.id not in self.known and v.robot_id == robot
+                ),
+                None,
+            ),
+            f"{fault.victim}'s Extralt run to start",
+        )
+        if run is None or view is None:
+            return
+        polls, quiet_since = -1, time.monotonic()
+
+        def kill() -> int | str | None:
+            nonlocal polls, quiet_since
+            seen = self.emu.count_requests("GET", f"/v0/extract/runs/{view.id}")
+            if seen != polls:
+                polls, quiet_since = seen, time.monotonic()
+            elif time.monotonic() - quiet_since > UNWATCHED_SECONDS:
+                return "unwatched"
+            if seen < 2 or self.emu.run(view.id).status in TERMINAL:
                 return None
             starts = [
                 e
@@ -404,15 +429,20 @@ class RoundController:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
-                return None  # that attempt just ended; its retry's STEP_START is on its way
+                return None  # that attempt has ended; its retry is on its way
             return pid
 
-        pid = self._wait_for(kill, f"{step}'s step process, alive while its run is live")
-        if self.emu.run(view.id).status not in ("completed", "failed", "stopped"):
+        outcome = self._wait_for(kill, f"{step}'s step process, polling its live run")
+        if self.emu.run(view.id).status not in TERMINAL:
             self.emu.finish_run(view.id)
-        if pid is not None:
+        if isinstance(outcome, int):
             self.actions.append(
-                f"killed step {step} (pid {pid}, SIGKILL) while it polled Extralt run {view.id}"
+                f"killed step {step} (pid {outcome}, SIGKILL) while it polled Extralt run {view.id}"
+            )
+        elif outcome == "unwatched":
+            self.actions.append(
+                f"no step of {fault.victim} watched Extralt run {view.id} for "
+                f"{UNWATCHED_SECONDS:.0f}s (a retry waiting for the pool): completed it unkilled"
             )
 
     def _hold_duckdb_file(self, fault: Fault) -> None:
