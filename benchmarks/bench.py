@@ -429,33 +429,17 @@ def overhead(repeat: int, work: Path, log: Log, count: int = 100) -> dict[str, A
             "export_dir": str(work),
             "home": str(work / "dagster-home-inprocess"),
         }
+
+        def in_child(module: str, db: str) -> Callable[[], ChildResult]:
+            params = {**base, "db": str(work / db)}
+            return lambda: python_child(module, module, params, workdir=work, timeout_seconds=300)
+
+        runs: list[tuple[str, Callable[[], ChildResult]]] = [
+            ("bare_script", in_child("overhead_bare", "bare.duckdb")),
+            ("dg_materialize", in_child("overhead_inprocess", "inprocess.duckdb")),
+            ("dagster_cli", lambda: _cli(dagster, emu.url, cli_home, work, count)),
+        ]
         for rep in range(1, repeat + 1):
-            runs: list[tuple[str, Callable[[], ChildResult]]] = [
-                (
-                    "bare_script",
-                    lambda: python_child(
-                        "overhead_bare",
-                        "overhead_bare",
-                        {**base, "db": str(work / "bare.duckdb")},
-                        workdir=work,
-                        timeout_seconds=300,
-                    ),
-                ),
-                (
-                    "dg_materialize",
-                    lambda: python_child(
-                        "overhead_inprocess",
-                        "overhead_inprocess",
-                        {**base, "db": str(work / "inprocess.duckdb")},
-                        workdir=work,
-                        timeout_seconds=300,
-                    ),
-                ),
-                (
-                    "dagster_cli",
-                    lambda: _cli(dagster, emu.url, cli_home, work, count),
-                ),
-            ]
             for name, child in runs:
                 result = child()
                 samples.setdefault(name, []).append(result)

@@ -246,20 +246,27 @@ def _httpx_content(p: dict[str, Any]) -> bytes:
     return response.content
 
 
-def peer_pandas(p: dict[str, Any]) -> dict[str, Any]:
-    """httpx ``.content`` -> pyarrow -> pandas -> DuckDB ``CREATE TABLE AS SELECT * FROM df``."""
-    import duckdb
+def _arrow_from_http(p: dict[str, Any], laps: dict[str, float], t0: float) -> Any:
+    """The export as an Arrow table, held in memory; laps "download" and "pyarrow"."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    fresh_db(p["db"])
-    laps: dict[str, float] = {}
-    t0, c0 = time.perf_counter(), time.process_time()
     content = _httpx_content(p)
     laps["download"] = time.perf_counter() - t0
     table = pq.read_table(pa.BufferReader(content))
     del content
     laps["pyarrow"] = time.perf_counter() - t0 - sum(laps.values())
+    return table
+
+
+def peer_pandas(p: dict[str, Any]) -> dict[str, Any]:
+    """httpx ``.content`` -> pyarrow -> pandas -> DuckDB ``CREATE TABLE AS SELECT * FROM df``."""
+    import duckdb
+
+    fresh_db(p["db"])
+    laps: dict[str, float] = {}
+    t0, c0 = time.perf_counter(), time.process_time()
+    table = _arrow_from_http(p, laps, t0)
     df = table.to_pandas()
     del table
     laps["pandas"] = time.perf_counter() - t0 - sum(laps.values())
@@ -276,20 +283,14 @@ def peer_dlt(p: dict[str, Any]) -> dict[str, Any]:
     """dlt loading the export, read as an Arrow table, into DuckDB (dlt's defaults)."""
     os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
     import dlt
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
     fresh_db(p["db"])
     pipelines = Path(p["export_dir"]) / "dlt-pipelines"
     shutil.rmtree(pipelines, ignore_errors=True)
     laps: dict[str, float] = {}
     t0, c0 = time.perf_counter(), time.process_time()
-    content = _httpx_content(p)
-    laps["download"] = time.perf_counter() - t0
-    table = pq.read_table(pa.BufferReader(content))
-    del content
+    table = _arrow_from_http(p, laps, t0)
     rows = table.num_rows
-    laps["pyarrow"] = time.perf_counter() - t0 - sum(laps.values())
     pipeline = dlt.pipeline(
         pipeline_name="extralt_bench",
         destination=dlt.destinations.duckdb(p["db"]),

@@ -370,15 +370,8 @@ class _RunStep:
     def _known_runs(self) -> set[str]:
         """Every Extralt run this source has recorded, in any Dagster run, restarted ones too:
         never mistaken for a run that an ambiguous create has just started."""
-        keys = [run_id_tag(self.source.name), run_ids_tag(self.source.name)]
-        tags = self.context.instance.get_run_tags(tag_keys=keys)
-        return {
-            run_id
-            for _, values in tags
-            for value in values
-            for run_id in value.split(",")
-            if run_id
-        }
+        tags = self.context.instance.get_run_tags(tag_keys=[run_ids_tag(self.source.name)])
+        return {run_id for _, values in tags for value in values for run_id in value.split(",")}
 
     def _already_materialized(self, run_id: str) -> bool:
         event = self.context.instance.get_latest_materialization_event(

@@ -170,17 +170,26 @@ def _export_folder_prefix() -> str:
     return f"{EXPORT_FOLDER_PREFIX}{_host_tag()}-{os.getpid()}-"
 
 
+def export_folder_owner(folder: Path) -> tuple[str, int] | None:
+    """(host tag, pid) of the step that made an export folder, read from its name."""
+    if not folder.name.startswith(EXPORT_FOLDER_PREFIX):
+        return None
+    host, _, rest = folder.name.removeprefix(EXPORT_FOLDER_PREFIX).partition("-")
+    pid = rest.partition("-")[0]
+    return (host, int(pid)) if pid.isdigit() else None
+
+
 def remove_orphaned_export_folders(base: Path) -> list[Path]:
     """Remove export folders whose step died without cleaning up (SIGKILL, OOM killer).
 
     Only this host's folders are judged, and only those whose process is gone: a folder in use
     by a live step, or by another machine sharing `export_dir`, is never touched.
     """
-    prefix = f"{EXPORT_FOLDER_PREFIX}{_host_tag()}-"
+    host = _host_tag()
     removed = []
-    for folder in base.glob(f"{prefix}*"):
-        pid_text = folder.name.removeprefix(prefix).partition("-")[0]
-        if not folder.is_dir() or not pid_text.isdigit() or _alive(int(pid_text)):
+    for folder in base.glob(f"{EXPORT_FOLDER_PREFIX}*"):
+        owner = export_folder_owner(folder)
+        if owner is None or owner[0] != host or not folder.is_dir() or _alive(owner[1]):
             continue
         shutil.rmtree(folder, ignore_errors=True)
         if not folder.exists():

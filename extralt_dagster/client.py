@@ -452,12 +452,11 @@ class ExtraltClient:
         if not isinstance(exc, httpx.HTTPError):
             return exc
         kind = type(exc).__name__
-        translated = ExtraltConnectionError(
+        return ExtraltConnectionError(
             f"Extralt {method} {path}: no complete answer from {self.base_url} ({kind}). "
-            "Check the network, or raise request_timeout_seconds if the API is slow."
+            "Check the network, or raise request_timeout_seconds if the API is slow.",
+            cause_kind=kind,
         )
-        translated.cause_kind = kind  # type: ignore[attr-defined]
-        return translated
 
     def _delay_for(self, exc: Exception, tries: int) -> float:
         retry_after = getattr(exc, "retry_after", None)
@@ -569,13 +568,12 @@ def _read_bounded(
             )
         chunks.append(chunk)
         if time.monotonic() > ends:
-            exc = ExtraltConnectionError(
+            raise ExtraltConnectionError(
                 f"Extralt {where}: no complete answer from {base_url} within the request "
                 f"timeout (the body was still arriving after {size:,} bytes). Check the network, "
-                "or raise request_timeout_seconds if the API is slow."
+                "or raise request_timeout_seconds if the API is slow.",
+                cause_kind="ReadTimeout",
             )
-            exc.cause_kind = "ReadTimeout"  # type: ignore[attr-defined]
-            raise exc
     # Decoded already: drop the headers that describe the encoded body.
     headers = [
         (k, v)
@@ -602,7 +600,7 @@ def _is_retryable(exc: Exception, idempotent: bool) -> bool:
 def _maybe_reached_server(exc: Exception) -> bool:
     """True when a non-idempotent request may have been processed despite the error."""
     if isinstance(exc, ExtraltConnectionError):
-        return getattr(exc, "cause_kind", "") not in (
+        return exc.cause_kind not in (
             "ConnectError",
             "ConnectTimeout",
             "PoolTimeout",
@@ -613,7 +611,9 @@ def _maybe_reached_server(exc: Exception) -> bool:
 def _describe(exc: Exception) -> str:
     if isinstance(exc, ExtraltAPIError):
         return f"HTTP {exc.status_code}"
-    return getattr(exc, "cause_kind", type(exc).__name__)
+    if isinstance(exc, ExtraltConnectionError):
+        return exc.cause_kind
+    return type(exc).__name__
 
 
 def _parse_retry_after(value: str | None) -> float | None:

@@ -61,7 +61,16 @@ class ExtraltServerError(ExtraltAPIError):
 
 
 class ExtraltConnectionError(ExtraltError):
-    """The request never got an HTTP answer (connect error, read timeout, cut body)."""
+    """The request never got an HTTP answer (connect error, read timeout, cut body).
+
+    `cause_kind` names what went wrong (httpx's exception name, e.g. "ConnectError" or
+    "ReadTimeout"): a create that failed to connect was never processed, one that timed out
+    reading may have been.
+    """
+
+    def __init__(self, message: str, *, cause_kind: str | None = None) -> None:
+        super().__init__(message)
+        self.cause_kind = cause_kind or type(self).__name__
 
 
 class ExtraltUnknownStatusError(ExtraltError):

@@ -18,8 +18,8 @@ Objects, per source (``Target``), in schema ``extralt`` unless overridden:
 ``<schema>.runs`` -- TABLE. Run log shared by all sources of the schema: one row per
     (source, run_id) loaded, replaced on reload.
 
-Why products is a view and variants a table. Measured with ``/tmp/wh_bench.py`` (not part of
-the package) on a shared 2-vCPU VM with DuckDB 2.0.1: 1,000,000 captures from
+Why products is a view and variants a table. Measured once with a throwaway script (not kept;
+``make bench`` measures the load path as shipped) on a shared 2-vCPU VM with DuckDB 2.0.1: 1,000,000 captures from
 ``emulator.datagen`` (283 MB zstd parquet, 3.75 M offers); 1.00 is a bare ``CREATE TABLE AS
 SELECT * FROM read_parquet`` with ``preserve_insertion_order=false`` (~10.5 s; ~21 s with the
 default ``true``). The history insert costs ~1.0-1.1 (same bytes written); the flat variants

@@ -33,7 +33,6 @@ SOURCES = (
     Source("garden", "rbt_garden", "garden.example", 35),
     Source("kitchen", "rbt_kitchen", "kitchen.example", 20),
 )
-SOURCE_BY_NAME = {s.name: s for s in SOURCES}
 
 
 def run_op(name: str) -> str:

@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 
 import dagster as dg
 
-from extralt_dagster.captures import EXPORT_FOLDER_PREFIX
+from extralt_dagster.captures import EXPORT_FOLDER_PREFIX, export_folder_owner
 from extralt_dagster.emulator import Emulator, RunView
 
 from .config import EMULATOR_RATE_LIMIT, EMULATOR_SPEED, SOURCES, run_op
@@ -245,22 +245,18 @@ class DuckDBHolder:
     def wait_locked(self) -> bool:
         return self._next_line() == "locked"
 
-    def release(self) -> tuple[float, float] | None:
-        """Let go now (or wait out the hold) and return the epoch window it held the file."""
-        with contextlib.suppress(OSError):
-            assert self.proc.stdin is not None
-            self.proc.stdin.close()
+    def release(self, *, now: bool = True) -> tuple[float, float] | None:
+        """Let go `now`, or once the hold is over; the epoch window it held the file."""
+        if now:
+            with contextlib.suppress(OSError):
+                assert self.proc.stdin is not None
+                self.proc.stdin.close()
         while self._next_line() is not None:
             pass
         self.proc.wait()
         if "locked" in self.times and "released" in self.times:
             return self.times["locked"], self.times["released"]
         return None
-
-    def wait_released(self) -> tuple[float, float] | None:
-        while self._next_line() is not None:
-            pass
-        return self.release()
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -346,13 +342,17 @@ class RoundController:
         self.errors.append(f"the Dagster run ended before {what}")
         return None
 
+    def _victim_runs(self, fault: Fault) -> list[RunView]:
+        """The victim's Extralt runs that this round started, oldest first."""
+        robot = fault.victim_robot
+        return [v for v in self.emu.runs.values() if v.id not in self.known and v.robot_id == robot]
+
     def _victim_polling(self, fault: Fault) -> RunView | None:
         """The victim's new Extralt run, once it is running and the step has polled it twice."""
-        robot = fault.victim_robot
 
         def ready() -> RunView | None:
-            for view in self.emu.runs.values():
-                if view.id in self.known or view.robot_id != robot or view.status != "running":
+            for view in self._victim_runs(fault):
+                if view.status != "running":
                     continue
                 if self.emu.count_requests("GET", f"/v0/extract/runs/{view.id}") >= 2:
                     return view
@@ -391,18 +391,10 @@ class RoundController:
         the kill cannot land: the run is completed after UNWATCHED_SECONDS, as a real crawl
         would end, so it does not hold the plan's one concurrent run for good.
         """
-        robot = fault.victim_robot
         step = run_op(fault.victim or "")
         run = self._wait_for(self._dagster_run, "the round's Dagster run")
         view = self._wait_for(
-            lambda: next(
-                (
-                    v
-                    for v in self.emu.runs.values()
-                    if v.id not in self.known and v.robot_id == robot
-                ),
-                None,
-            ),
+            lambda: next(iter(self._victim_runs(fault)), None),
             f"{fault.victim}'s Extralt run to start",
         )
         if run is None or view is None:
@@ -455,7 +447,7 @@ class RoundController:
         if not started:
             return
         self._holder = DuckDBHolder(self.soak.paths.duckdb, hold)
-        self.lock_window = self._holder.wait_released()
+        self.lock_window = self._holder.release(now=False)
         if self.lock_window is not None:
             self.actions.append(f"another process held the DuckDB file for {hold:.1f}s")
         else:
@@ -493,7 +485,8 @@ class RoundController:
         for folder in self.soak.paths.exports.glob(f"{EXPORT_FOLDER_PREFIX}*"):
             if not any(f.is_file() and not f.name.startswith(".") for f in folder.iterdir()):
                 continue
-            pid = int(folder.name.removeprefix(EXPORT_FOLDER_PREFIX).split("-")[1])
+            owner = export_folder_owner(folder)
+            pid = owner[1] if owner else None
             if pid in pids:
                 return pids[pid] or "", pid, folder
         return None

@@ -31,9 +31,8 @@ class Faults:
     endless_body: bool = False
     endless_interval_seconds: float | None = 0.05
     endless_chunk_bytes: int = 1
-    wrong_body: str | None = (
-        None  # answer with this raw body (JSON of the wrong shape, or not JSON)
-    )
+    # Answer with this raw body (JSON of the wrong shape, or not JSON).
+    wrong_body: str | None = None
     wrong_body_status: int = 200
 
     export_cut_after_bytes: int | None = None  # send this many bytes, then drop the connection
@@ -71,9 +70,14 @@ class Faults:
                 f"wrong_body_status must be an HTTP status, got {self.wrong_body_status!r}"
             )
 
-    def hits_runs_of(self, robot_id: str | None) -> bool:
-        """Whether run faults apply to a run of `robot_id`."""
-        return not self.run_fault_robots or robot_id in self.run_fault_robots
+    def run_marks(self, robot_id: str | None) -> dict[str, Any]:
+        """What the run faults do to a run of `robot_id` created or restarted now: the
+        `fail` and `stall` arguments of the state machine."""
+        hit = not self.run_fault_robots or robot_id in self.run_fault_robots
+        return {
+            "fail": self.fail_message if self.fail_runs and hit else None,
+            "stall": self.never_finish and hit,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Faults":

@@ -705,15 +705,12 @@ def _build_app(emu: Emulator) -> Any:
         auto_enrich = body.get("auto_enrich")
         if auto_enrich is not None and not isinstance(auto_enrich, bool):
             raise _error(400, "auto_enrich must be a boolean.")
-        faults = emu.faults
-        hit = faults.hits_runs_of(robot_id)
         run_id = state.create_run(
             robot_id,
             start_urls=start_urls,
             budget=budget,
             auto_enrich=bool(auto_enrich),
-            fail=faults.fail_message if faults.fail_runs and hit else None,
-            stall=faults.never_finish and hit,
+            **emu.faults.run_marks(robot_id),
         )
         return JSONResponse({"id": run_id}, status_code=202)
 
@@ -737,18 +734,12 @@ def _build_app(emu: Emulator) -> Any:
         body = await _json_body(request, required=False)
         if body is not None and not isinstance(body, dict):
             raise _error(400, "The body must be a JSON object.")
-        faults = emu.faults
         run_id = request.path_params["run_id"]
         try:
-            hit = faults.hits_runs_of(state.view(run_id).robot_id)
+            marks = emu.faults.run_marks(state.view(run_id).robot_id)
         except KeyError:
-            hit = False  # restart answers 404
-        new_id = state.restart(
-            run_id,
-            budget=_opt_budget(body or {}),
-            fail=faults.fail_message if faults.fail_runs and hit else None,
-            stall=faults.never_finish and hit,
-        )
+            marks = {}  # restart answers 404
+        new_id = state.restart(run_id, budget=_opt_budget(body or {}), **marks)
         return JSONResponse({"id": new_id}, status_code=202)
 
     async def list_captures(request: Request) -> Response:
