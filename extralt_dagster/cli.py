@@ -27,6 +27,10 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--project", type=Path, default=Path.cwd(), help="project directory")
         p.add_argument("--speed", type=float, default=10.0, help="emulator clock speed")
     dev.add_argument("--port", type=int, default=8765, help="emulator port")
+    init = sub.add_parser(
+        "init", help="create DAGSTER_HOME with the dagster.yaml this integration relies on"
+    )
+    init.add_argument("home", nargs="?", help="the folder (default: $DAGSTER_HOME)")
     summary = sub.add_parser("summary", help="summarize an Extralt DuckDB warehouse")
     summary.add_argument("database", help="path of the DuckDB file")
     summary.add_argument("--schema", default="extralt")
@@ -40,6 +44,16 @@ def main(argv: list[str] | None = None) -> int:
         from .demo import run_dev
 
         return run_dev(args.project.resolve(), port=args.port, speed=args.speed)
+    if args.command == "init":
+        from .instance import InstanceHomeError, init_home
+
+        try:
+            home = init_home(args.home)
+        except InstanceHomeError as exc:
+            print(f"extralt-dagster init: {exc}", file=sys.stderr)
+            return 2
+        print(f"Dagster instance ready in {home} (dagster.yaml: pools and run monitoring).")
+        return 0
     if args.command == "summary":
         from .summary import print_summary
 
