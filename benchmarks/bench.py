@@ -42,6 +42,8 @@ DOC = ROOT / "BENCHMARKS.md"
 #: Fixed, so a run's export (and so the emulator's cached file) is the same from one benchmark
 #: to the next: a 1M-capture export is generated once (16-36 s), then read from the cache.
 START_TIME = 1_767_225_600.0
+#: Run ids are random unless the emulator is seeded; the cached export files are named by id.
+EMULATOR_SEED = 0
 ROBOT = "rbt_shoes"
 
 TARGETS = {
@@ -154,7 +156,11 @@ class LoadBench:
         out: dict[str, Any] = {}
         with (
             Emulator(
-                speed=0, rate_limit=None, cache_dir=self.emulator_cache, start_time=START_TIME
+                speed=0,
+                rate_limit=None,
+                cache_dir=self.emulator_cache,
+                start_time=START_TIME,
+                seed=EMULATOR_SEED,  # the same run ids every time, so the cached exports match
             ) as emu,
             ExtraltClient(emu.api_key, emu.url, rate_limit_per_minute=None) as client,
         ):

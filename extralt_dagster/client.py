@@ -9,6 +9,7 @@ import logging
 import os
 import random
 import re
+import socket
 import tempfile
 import threading
 import time
@@ -164,6 +165,7 @@ class ExtraltClient:
         self.retry_timeout_seconds = retry_timeout_seconds
         self.max_export_bytes = max_export_bytes
         self.timeout = timeout
+        self.connect_timeout = connect_timeout
         self.dashboard_url_template = dashboard_url_template or (
             DEFAULT_DASHBOARD_URL
             if self.base_url == DEFAULT_BASE_URL
@@ -264,7 +266,7 @@ class ExtraltClient:
                 adopted,
             )
             return adopted
-        return _id_from(response, "POST /runs")
+        return _id_from(response, f"POST {API_PREFIX}/runs")
 
     def get_run(self, run_id: str) -> ExtraltRun:
         response = self._request("GET", f"/runs/{_run_path(run_id)}")
@@ -281,7 +283,7 @@ class ExtraltClient:
         response = self._request(
             "POST", f"/runs/{_run_path(run_id)}/restart", json=body, idempotent=False
         )
-        return _id_from(response, f"POST /runs/{run_id}/restart")
+        return _id_from(response, f"POST {API_PREFIX}/runs/{run_id}/restart")
 
     def list_runs(self, *, limit: int | None = None, page_size: int = 100) -> list[ExtraltRun]:
         """Runs, newest first, following `nextCursor` until it is null or `limit` is reached."""
@@ -401,7 +403,9 @@ class ExtraltClient:
         def attempt() -> httpx.Response:
             ends = time.monotonic() + limit
             with self._http.stream(method, f"{API_PREFIX}{path}", **kwargs) as streamed:
-                response = _read_bounded(streamed, ends, f"{method} {path}", self.base_url)
+                response = _read_bounded(
+                    streamed, ends, f"{method} {API_PREFIX}{path}", self.base_url
+                )
             if response.status_code >= 400:
                 raise self._error_for(response)
             return response
@@ -437,8 +441,9 @@ class ExtraltClient:
                     raise exc from None
                 tries += 1
                 logger.warning(
-                    "Extralt %s %s failed (%s); retry %d/%d in %.2fs",
+                    "Extralt %s %s%s failed (%s); retry %d/%d in %.2fs",
                     method,
+                    API_PREFIX,
                     path,
                     _describe(exc),
                     tries,
@@ -452,10 +457,53 @@ class ExtraltClient:
         if not isinstance(exc, httpx.HTTPError):
             return exc
         kind = type(exc).__name__
+        what, advice = self._what_happened(exc)
         return ExtraltConnectionError(
-            f"Extralt {method} {path}: no complete answer from {self.base_url} ({kind}). "
-            "Check the network, or raise request_timeout_seconds if the API is slow.",
+            f"Extralt {method} {API_PREFIX}{path}: no complete answer from {self.base_url}: "
+            f"{what} ({kind}). {advice}",
             cause_kind=kind,
+        )
+
+    def _what_happened(self, exc: httpx.HTTPError) -> tuple[str, str]:
+        """What a transport error means, and what to do about it, in words."""
+        parts = urlsplit(self.base_url)
+        host = parts.hostname or self.base_url
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        check = "Check EXTRALT_BASE_URL (or the resource's base_url)"
+        causes = _causes(exc)
+        if any(isinstance(c, socket.gaierror) for c in causes):
+            return (
+                f"the host name {host!r} did not resolve (DNS)",
+                f"{check} for a typo, and this machine's DNS and network.",
+            )
+        if any(isinstance(c, ConnectionRefusedError) for c in causes):
+            start = (
+                "; for the local emulator, start it (`extralt-dagster emulator` or `make dev`)"
+                if is_loopback(host)
+                else ""
+            )
+            return (
+                f"{host}:{port} refused the connection (nothing is listening there)",
+                f"{check}: host and port{start}.",
+            )
+        if isinstance(exc, httpx.ConnectTimeout):
+            return (
+                f"no connection to {host}:{port} within {self.connect_timeout:g} s",
+                f"{check} and the network: a firewall or proxy may be dropping the connection.",
+            )
+        if isinstance(exc, httpx.TimeoutException):
+            return (
+                f"no answer within request_timeout_seconds ({self.timeout:g} s)",
+                "Check the network, or raise request_timeout_seconds if the API is slow.",
+            )
+        if isinstance(exc, httpx.ConnectError):
+            return (
+                f"could not connect ({self._scrub(str(exc))[:200]})",
+                f"{check} and the network.",
+            )
+        return (
+            "the connection was closed before a complete answer",
+            "Check the network; reads are retried, within max_retries.",
         )
 
     def _delay_for(self, exc: Exception, tries: int) -> float:
@@ -587,6 +635,16 @@ def _read_bounded(
         request=response.request,
         extensions=response.extensions,
     )
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """The exception and what it was raised from (httpx wraps httpcore, which wraps the OS)."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain and len(chain) < 10:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
 
 
 def _is_retryable(exc: Exception, idempotent: bool) -> bool:

@@ -266,7 +266,10 @@ def test_read_timeout_is_retried_for_reads(make_emulator, sleeps):
     emu.set_faults(latency_seconds=0.5, match="GET *", error_count=0)
     with (
         ExtraltClient(emu.api_key, emu.url, timeout=0.1, max_retries=1, sleep=sleeps.append) as c,
-        pytest.raises(ExtraltConnectionError, match="ReadTimeout"),
+        pytest.raises(
+            ExtraltConnectionError,
+            match=r"GET /v0/extract/runs/run_x: .*request_timeout_seconds \(0\.1 s\) \(ReadTimeout\)",
+        ),
     ):
         c.get_run("run_x")
     assert len(sleeps) == 1
@@ -300,6 +303,43 @@ def test_create_read_timeout_is_not_blindly_retried(make_emulator, sleeps):
         c.create_run("rbt_shoes", budget=5)
     assert emu.count_requests(*CREATE) == 1 and sleeps == []
     assert emu.count_requests("GET", "/v0/extract/runs") == 1  # it looked before giving up
+
+
+def test_a_closed_port_names_the_full_path_what_happened_and_what_to_do(
+    make_emulator, sleeps, caplog
+):
+    emu = make_emulator()
+    url = emu.url
+    emu.stop()  # its port on 127.0.0.1 is closed now
+    with ExtraltClient(emu.api_key, url, max_retries=2, sleep=sleeps.append) as c:
+        with pytest.raises(ExtraltConnectionError) as info:
+            c.create_run("rbt_shoes", budget=5)
+        message = str(info.value)
+        assert message.startswith(f"Extralt POST /v0/extract/runs: no complete answer from {url}")
+        assert f"{url.removeprefix('http://')} refused the connection" in message
+        assert "Check EXTRALT_BASE_URL" in message and "extralt-dagster emulator" in message
+        assert info.value.cause_kind == "ConnectError"
+        assert len(sleeps) == 2  # never reached the server: safe to retry, even a create
+        with pytest.raises(ExtraltConnectionError, match="GET /v0/extract/runs/run_x: "):
+            c.get_run("run_x")
+    assert "Extralt GET /v0/extract/runs/run_x failed (ConnectError); retry 1/2" in caplog.text
+    assert emu.requests == []
+
+
+def test_an_unresolvable_host_is_named_as_a_dns_failure(sleeps):
+    # .invalid never resolves (RFC 2606): only a DNS look-up leaves the machine.
+    with (
+        ExtraltClient(
+            "k-secret", "https://nonexistent.invalid", max_retries=1, sleep=sleeps.append
+        ) as c,
+        pytest.raises(ExtraltConnectionError) as info,
+    ):
+        c.get_run("run_x")
+    message = str(info.value)
+    assert message.startswith("Extralt GET /v0/extract/runs/run_x: ")
+    assert "the host name 'nonexistent.invalid' did not resolve (DNS)" in message
+    assert "Check EXTRALT_BASE_URL" in message and "emulator" not in message
+    assert "k-secret" not in message and len(sleeps) == 1
 
 
 def test_client_side_token_bucket_paces_a_burst(emulator, sleeps):

@@ -1,5 +1,6 @@
 """The Extralt emulator, over real HTTP: what every other test relies on it to do."""
 
+import contextlib
 import io
 import json
 import os
@@ -427,6 +428,27 @@ def test_same_seed_gives_the_same_run_ids_and_data(make_emulator):
     assert exports[0] == exports[1]
 
 
+def test_a_restarted_emulator_never_reuses_a_run_id(make_emulator):
+    """The same settings twice, on the same port, as `extralt-dagster emulator` restarted: a run
+    id of the second emulator is never one of the first (whose runs a warehouse may hold)."""
+    settings = {"start_time": 1_700_000_000.0, **FROZEN}
+    first = make_emulator(**settings)
+    port = first.port
+    with api(first) as c:
+        old = [create(c, budget=5) for _ in range(20)]
+        first.clock.advance(60)
+        old.append(c.post(f"{RUNS}/{old[0]}/restart").json()["id"])
+    first.stop()
+    second = make_emulator(port=port, **settings)
+    with api(second) as c:
+        new = [create(c, budget=5) for _ in range(20)]
+        second.clock.advance(60)
+        new.append(c.post(f"{RUNS}/{new[0]}/restart").json()["id"])
+    assert len(set(old)) == len(set(new)) == 21
+    assert set(old).isdisjoint(new)
+    assert first.seed is None and second.seed is None  # the defaults: no seed given
+
+
 # --- Rate limit ---------------------------------------------------------------------------
 
 
@@ -615,27 +637,141 @@ def test_fixture_takes_settings(emulator):
         error(c.post(RUNS, json={"robot_id": "rbt_books"}), 402)
 
 
+# --- Robots and run pages ----------------------------------------------------------------
+
+
+def test_robots_are_listed_and_added_over_http(frozen, client):
+    admin = httpx.Client(base_url=f"{frozen.url}/_emulator", headers=client.headers)
+    listed = admin.get("/robots")
+    assert listed.status_code == 200
+    robots = {r["id"]: r for r in listed.json()["robots"]}
+    assert set(robots) == {"rbt_shoes", "rbt_outdoor", "rbt_books"}
+    assert robots["rbt_books"]["host"] == "books.example"
+    assert robots["rbt_books"]["catalogue_size"] == 2500
+    assert httpx.get(f"{frozen.url}/_emulator/robots").status_code == 401  # admin: key needed
+
+    added = admin.post(
+        "/robots", json={"id": "rbt_tea", "host": "tea.example", "catalogue_size": 7}
+    )
+    assert added.status_code == 201
+    assert "rbt_tea" in {r["id"] for r in admin.get("/robots").json()["robots"]}
+    run_id = create(client, "rbt_tea")
+    frozen.clock.advance(60)
+    assert (doc(client, run_id)["status"], doc(client, run_id)["extracted"]) == ("completed", 7)
+    admin.close()
+
+
+def test_run_page_shows_the_run_to_a_browser_without_a_key(frozen, client):
+    from extralt_dagster import ExtraltClient
+
+    run_id = create(client, budget=30)
+    frozen.clock.advance(60)
+    link = ExtraltClient(frozen.api_key, frozen.url).dashboard_url(run_id)
+    assert link == f"{frozen.url}/runs/{run_id}"  # what the assets log and put in metadata
+    frozen.set_faults(error_status=500, error_count=5)  # the page takes no faults
+    page = httpx.get(link)  # no Authorization header, as from a browser
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    text = page.text
+    assert f"<title>Extralt run {run_id}: completed</title>" in text
+    assert "<th>Robot</th><td>rbt_shoes (Shoes Example (US), shoes.example)</td>" in text
+    assert "<th>Extracted</th><td>30 captures</td>" in text
+    assert "<th>Budget</th><td>30</td>" in text and "<th>Credits used</th><td>60</td>" in text
+    assert frozen.faults.error_count == 5  # none used up by the page...
+    error(client.get(f"{RUNS}/{run_id}"), 500)  # ...while the API takes them
+    assert "<th>Created</th><td>" in text and " UTC</td>" in text
+    assert 'http-equiv="refresh"' not in text  # a finished run needs no refresh
+    assert frozen.count_requests("GET", f"/runs/{run_id}") == 1
+
+    frozen.clear_faults()
+    live = create(client, budget=30)
+    assert "<th>Status</th><td>starting</td>" in httpx.get(f"{frozen.url}/runs/{live}").text
+    assert 'http-equiv="refresh"' in httpx.get(f"{frozen.url}/runs/{live}").text
+
+
+def test_run_page_escapes_and_names_an_unknown_run(frozen, client):
+    frozen.add_robot("rbt_x", "x.example", name="<script>alert(1)</script>", catalogue_size=3)
+    run_id = create(client, "rbt_x")
+    text = httpx.get(f"{frozen.url}/runs/{run_id}").text
+    assert "<script>" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+
+    missing = httpx.get(f"{frozen.url}/runs/run_<b>gone</b>")
+    assert missing.status_code == 404 and missing.headers["content-type"].startswith("text/html")
+    assert "<code>run_&lt;b&gt;gone&lt;/b&gt;</code>" in missing.text
+    assert "<b>gone" not in missing.text and "restarted" in missing.text
+
+
 # --- CLI ----------------------------------------------------------------------------------
 
 
-def test_cli_serves_until_sigint(tmp_path: Path):
+CLI = Path(sys.executable).with_name("extralt-dagster")
+DEMO_HEADERS = {"Authorization": "Bearer extralt-demo-key"}
+
+
+@contextlib.contextmanager
+def cli_emulator(*args: str) -> Iterator[tuple[str, list[str]]]:
+    """`extralt-dagster emulator ARGS` in its own process: its URL and banner; SIGINT at the end,
+    which must exit 0."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "extralt_dagster.emulator", "--port", "0", "--speed", "100"],
+        [str(CLI), "emulator", "--speed", "100", *args],
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
         assert proc.stdout is not None
-        first = proc.stdout.readline()
-        url = first.rsplit(" ", 1)[-1].strip()
-        assert url.startswith("http://127.0.0.1:"), first
-        r = httpx.get(
-            f"{url}/v0/extract/runs", headers={"Authorization": "Bearer extralt-demo-key"}
-        )
-        assert r.status_code == 200
+        banner = [proc.stdout.readline()]
+        while banner[-1] and not banner[-1].startswith("Press Ctrl-C"):
+            banner.append(proc.stdout.readline())
+        url = banner[0].rsplit(" ", 1)[-1].strip()
+        assert url.startswith("http://127.0.0.1:"), banner
+        yield url, banner
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=15) == 0
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_cli_serves_until_sigint():
+    with cli_emulator("--port", "0") as (url, banner):
+        r = httpx.get(f"{url}/v0/extract/runs", headers=DEMO_HEADERS)
+        assert r.status_code == 200
+        assert any("robots: rbt_books, rbt_outdoor, rbt_shoes" in line for line in banner)
+
+
+def test_cli_restarted_on_the_same_port_never_reuses_a_run_id():
+    """The defect as found: `extralt-dagster emulator` stopped and started again, same flags."""
+    seen: list[list[str]] = []
+    port = "0"
+    for _ in range(2):
+        with cli_emulator("--port", port) as (url, _banner):
+            port = url.rsplit(":", 1)[1]
+            body = {"robot_id": "rbt_shoes", "budget": 5}
+            ids = [
+                httpx.post(f"{url}/v0/extract/runs", json=body, headers=DEMO_HEADERS).json()["id"]
+                for _ in range(5)
+            ]
+            seen.append(ids)
+    assert len(set(seen[0])) == len(set(seen[1])) == 5
+    assert set(seen[0]).isdisjoint(seen[1])
+
+
+def test_cli_adds_robots_and_help_lists_them():
+    with cli_emulator("--port", "0", "--robot", "rbt_tea=tea.example:50") as (url, banner):
+        robots = httpx.get(f"{url}/_emulator/robots", headers=DEMO_HEADERS).json()["robots"]
+        tea = next(r for r in robots if r["id"] == "rbt_tea")
+        assert (tea["host"], tea["catalogue_size"]) == ("tea.example", 50)
+        assert {r["id"] for r in robots} == {"rbt_tea", "rbt_shoes", "rbt_outdoor", "rbt_books"}
+        assert any("rbt_tea" in line for line in banner)
+
+    helped = subprocess.run([str(CLI), "emulator", "--help"], capture_output=True, text=True)
+    assert helped.returncode == 0
+    for line in ("rbt_shoes", "shoes.example", "rbt_outdoor", "rbt_books", "--robot ID=HOST"):
+        assert line in helped.stdout
+    assert "GET /_emulator/robots" in helped.stdout and "add_robot" in helped.stdout
+
+    bad = subprocess.run(
+        [str(CLI), "emulator", "--robot", "rbt_tea"], capture_output=True, text=True, timeout=30
+    )
+    assert bad.returncode == 2
+    assert "--robot must be ID=HOST or ID=HOST:CATALOGUE_SIZE" in bad.stderr

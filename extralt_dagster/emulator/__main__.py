@@ -1,11 +1,43 @@
 """`python -m extralt_dagster.emulator` (and `extralt-dagster emulator`): serve in the foreground."""
 
 import argparse
+import re
 import signal
 import sys
 import threading
 
-from .server import DEMO_API_KEY, Emulator
+from .server import ADMIN_PREFIX, DEMO_API_KEY, Emulator
+from .state import DEMO_ROBOTS, Robot
+
+_ROBOT_SPEC = re.compile(r"^(?P<id>[^=\s/]+)=(?P<host>[A-Za-z0-9.-]+)(?::(?P<size>\d+))?$")
+
+
+def _robots_epilog() -> str:
+    lines = ["robots (pass one as robot_id):"]
+    lines += [
+        f"  {r.id:<14} {r.host:<18} {r.name}, {r.catalogue_size:,} products" for r in DEMO_ROBOTS
+    ]
+    lines += [
+        "",
+        "add a robot with --robot ID=HOST[:CATALOGUE_SIZE] (repeatable), e.g.",
+        "  --robot rbt_tea=tea.example:500",
+        f"or at run time: POST {ADMIN_PREFIX}/robots with {{'id': ..., 'host': ...}};",
+        f"GET {ADMIN_PREFIX}/robots lists them. In Python: Emulator().add_robot(id, host).",
+    ]
+    return "\n".join(lines)
+
+
+def parse_robot(spec: str) -> Robot:
+    """`ID=HOST[:CATALOGUE_SIZE]`, e.g. `rbt_tea=tea.example:500`."""
+    match = _ROBOT_SPEC.fullmatch(spec.strip())
+    if match is None or (match["size"] is not None and int(match["size"]) < 1):
+        raise argparse.ArgumentTypeError(
+            f"--robot must be ID=HOST or ID=HOST:CATALOGUE_SIZE (a positive count), "
+            f"such as rbt_tea=tea.example:500; got {spec!r}"
+        )
+    host = match["host"]
+    size = int(match["size"]) if match["size"] else 1000
+    return Robot(match["id"], host, f"{host} (US)", "US", "USD", size)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -13,7 +45,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 = any free)")
     parser.add_argument("--speed", type=float, default=1.0, help="emulated seconds per real second")
-    parser.add_argument("--seed", type=int, default=0, help="seed for run ids and captures")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="repeat run ids from one start to the next (for benchmarks and replays). Without "
+        "it, run ids are random: a restarted emulator never reuses an id",
+    )
     parser.add_argument("--api-key", default=DEMO_API_KEY, help=f"key to accept ({DEMO_API_KEY})")
     parser.add_argument(
         "--concurrency-limit",
@@ -29,11 +67,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-rate-limit", action="store_true", help="turn off the 120/min, burst 30 rate limit"
     )
+    parser.add_argument(
+        "--robot",
+        type=parse_robot,
+        action="append",
+        default=[],
+        metavar="ID=HOST[:SIZE]",
+        help="add a robot besides the demo ones (repeatable), e.g. rbt_tea=tea.example:500",
+    )
     return parser
 
 
 def build_emulator(args: argparse.Namespace) -> Emulator:
-    return Emulator(
+    emu = Emulator(
         args.api_key,
         host=args.host,
         port=args.port,
@@ -44,6 +90,9 @@ def build_emulator(args: argparse.Namespace) -> Emulator:
         capture_rate=args.capture_rate,
         rate_limit=None if args.no_rate_limit else (120, 30),
     )
+    for robot in args.robot:
+        emu.state.add_robot(robot)
+    return emu
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         argparse.ArgumentParser(
             prog="extralt-dagster emulator",
             description="Serve the local Extralt API emulator until Ctrl-C.",
+            epilog=_robots_epilog(),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
         )
     )
     args = parser.parse_args(argv)
@@ -69,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Extralt emulator listening on {emu.url}", flush=True)
         print(f"  EXTRALT_BASE_URL={emu.url}", flush=True)
         print(f"  EXTRALT_API_KEY={emu.api_key}", flush=True)
-        print(f"  robots: {', '.join(sorted(emu.robots))}", flush=True)
+        print(f"  robots: {', '.join(sorted(emu.robots))} (GET {ADMIN_PREFIX}/robots)", flush=True)
+        print(f"  run pages: {emu.url}/runs/<run id>", flush=True)
         print("Press Ctrl-C to stop.", flush=True)
         emu.serve_forever(stop)
     finally:

@@ -9,6 +9,7 @@ import contextlib
 import fnmatch
 import hashlib
 import hmac
+import html
 import json
 import logging
 import math
@@ -22,6 +23,7 @@ import uuid
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import parse_qsl, urlsplit
@@ -31,13 +33,14 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from .clock import EmulatorClock
-from .datagen import read_captures, write_captures
+from .datagen import ExportShape, read_captures, write_captures
 from .faults import FaultInjector, Faults
 from .state import (
+    LIVE,
     ApiError,
     EmulatorState,
     ExportSpec,
@@ -50,6 +53,7 @@ from .state import (
 DEMO_API_KEY = "extralt-demo-key"
 API_PREFIX = "/v0/extract"
 ADMIN_PREFIX = "/_emulator"
+RUN_PAGE_PREFIX = "/runs/"  # the dashboard links the client logs: `<base_url>/runs/<run id>`
 CHUNK_SIZE = 1 << 20
 MAX_RECORDED = 1_000_000  # requests kept in the log, so a long CLI session stays bounded
 MEDIA_TYPES = {"parquet": "application/vnd.apache.parquet", "jsonl": "application/x-ndjson"}
@@ -154,8 +158,8 @@ class _ExportCache:
         self._key_locks: dict[str, threading.Lock] = {}
         self._latest: dict[tuple[str, str, str], Path] = {}
 
-    def open(self, spec: ExportSpec, fmt: str, extra: bool, drop: tuple[str, ...]) -> BinaryIO:
-        variant = ("x" if extra else "") + ",".join(sorted(drop))
+    def open(self, spec: ExportSpec, fmt: str, shape: ExportShape) -> BinaryIO:
+        variant = shape.key()
         fields = [asdict(spec), fmt, variant, self.seed]
         key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
         path = self.dir / f"{spec.run_id}-{spec.count}-{key}.{fmt}"
@@ -172,12 +176,11 @@ class _ExportCache:
                         seed=self.seed,
                         host=spec.host,
                         format=fmt,
-                        extra_columns=extra,
-                        drop_columns=drop,
                         currency=spec.currency,
                         store=spec.store,
                         started_at=spec.started_at,
                         ended_at=spec.ended_at,
+                        **shape.write_options(spec.count),
                     )
                     os.replace(tmp, path)
                 finally:
@@ -206,7 +209,7 @@ class Emulator:
         host: str = "127.0.0.1",
         port: int = 0,
         speed: float = 1.0,
-        seed: int = 0,
+        seed: int | None = None,
         concurrency_limit: int | None = 1,
         credits: int = 10_000_000,
         rate_limit: tuple[float, int] | None = (120, 30),
@@ -222,7 +225,12 @@ class Emulator:
             raise ValueError("api_key must be a non-empty string")
         self.api_key = api_key
         self.host = host
+        # No seed: random run ids, unique per process (a restarted emulator must never hand out
+        # an id a warehouse already holds). A seed repeats ids, for benchmarks and replays.
+        # Captures, faults' error_rate and the export cache are seeded either way (0 by default):
+        # a run's data depends only on its id and this.
         self.seed = seed
+        self.data_seed = 0 if seed is None else seed
         self.clock = EmulatorClock(speed, start=start_time)
         self.state = EmulatorState(
             self.clock,
@@ -235,7 +243,7 @@ class Emulator:
             restart_keeps_id=restart_keeps_id,
             robots={r.id: r for r in robots} if robots else {},
         )
-        self._injector = FaultInjector(seed=seed)
+        self._injector = FaultInjector(seed=self.data_seed)
         self._limiter = _RateLimiter(*rate_limit) if rate_limit else None
         self._records: deque[_Record] = deque(maxlen=MAX_RECORDED)
         self._records_lock = threading.Lock()
@@ -258,7 +266,7 @@ class Emulator:
         if self._cache_dir is None:
             self._cache_dir = Path(tempfile.mkdtemp(prefix="extralt-emulator-"))
         self._cache_dir.mkdir(parents=True, exist_ok=True)
-        self._cache = _ExportCache(self._cache_dir, self.seed)
+        self._cache = _ExportCache(self._cache_dir, self.data_seed)
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -461,9 +469,7 @@ class Emulator:
 
     def _export_file(self, spec: ExportSpec, fmt: str, faults: Faults) -> BinaryIO:
         assert self._cache is not None
-        return self._cache.open(
-            spec, fmt, faults.export_extra_columns, tuple(faults.export_drop_columns)
-        )
+        return self._cache.open(spec, fmt, faults.export_shape())
 
     def _admin_state(self) -> dict[str, Any]:
         by_route = Counter(f"{r.method} {r.path}" for r in self.requests)
@@ -514,6 +520,11 @@ class _Gate:
                 rec.status = message["status"]
             await send(message)
 
+        if method in ("GET", "HEAD") and path.startswith(RUN_PAGE_PREFIX):
+            # A read-only page a person opens from a log link, in a browser that sends no key;
+            # it shows nothing the key protects, and takes no faults.
+            await self.app(scope, receive, send_recorded)
+            return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         if not emu._authorized(headers.get("authorization")):
             await _send_error(
@@ -761,7 +772,7 @@ def _build_app(emu: Emulator) -> Any:
             count=spec.count,
             start=offset,
             stop=stop,
-            seed=emu.seed,
+            seed=emu.data_seed,
             host=spec.host,
             currency=spec.currency,
             store=spec.store,
@@ -779,7 +790,8 @@ def _build_app(emu: Emulator) -> Any:
         if fmt not in MEDIA_TYPES:
             raise _error(400, f"format must be parquet or jsonl, got {fmt!r}.")
         spec = state.export_spec(run_id)
-        faults = emu._injector.for_export()  # one consistent view for this body
+        # One consistent view for this body; shape faults may target the run's robot.
+        faults = emu._injector.for_export(state.view(run_id).robot_id)
         handle = await run_in_threadpool(emu._export_file, spec, fmt, faults)
         size = os.fstat(handle.fileno()).st_size
         filename = faults.content_disposition_filename
@@ -827,6 +839,17 @@ def _build_app(emu: Emulator) -> Any:
         if "add" in body:
             emu.set_credits(emu.credits + body["add"])
         return JSONResponse({"credits": emu.credits})
+
+    async def admin_list_robots(request: Request) -> Response:
+        return JSONResponse({"robots": [asdict(r) for r in emu.robots.values()]})
+
+    async def run_page(request: Request) -> Response:
+        run_id = request.path_params["run_id"]
+        try:
+            doc = state.run_doc(run_id)
+        except ApiError:
+            return HTMLResponse(_unknown_run_html(run_id), status_code=404)
+        return HTMLResponse(_run_html(doc))
 
     async def admin_robots(request: Request) -> Response:
         body = await _json_body(request, required=True)
@@ -887,6 +910,8 @@ def _build_app(emu: Emulator) -> Any:
         Route(f"{a}/clock", admin_clock, methods=["POST"]),
         Route(f"{a}/credits", admin_credits, methods=["POST"]),
         Route(f"{a}/robots", admin_robots, methods=["POST"]),
+        Route(f"{a}/robots", admin_list_robots, methods=["GET"]),
+        Route(f"{RUN_PAGE_PREFIX}{{run_id:path}}", run_page, methods=["GET"]),
         Route(f"{a}/runs/{{run_id}}/{{action}}", admin_run_action, methods=["POST"]),
     ]
     app = Starlette(
@@ -894,6 +919,70 @@ def _build_app(emu: Emulator) -> Any:
         exception_handlers={ApiError: on_api_error, HTTPException: on_http_error},
     )
     return _Gate(app, emu)
+
+
+# --- The run page -------------------------------------------------------------------------
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">{refresh}<title>{title}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2rem;max-width:48rem}}
+th{{text-align:left;padding-right:1.5rem;color:#555;font-weight:normal}}td,th{{padding:.2rem 0}}
+</style></head><body>
+<h1>{title}</h1>
+{body}
+<p><small>The local Extralt emulator: a read-only view of its state, on its own clock
+(emulated UTC times).</small></p>
+</body></html>
+"""
+
+
+def _when(ms: Any) -> str:
+    if not isinstance(ms, int | float):
+        return "not yet"
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _run_html(doc: dict[str, Any]) -> str:
+    """A run document as a small HTML page; every value from the state is escaped."""
+    budget = doc.get("budget")
+    rows: list[tuple[str, Any]] = [
+        ("Run", doc["_id"]),
+        ("Status", doc["status"]),
+        ("Robot", f"{doc['robotId']} ({doc['robotName']}, {doc['host']})"),
+        ("Extracted", f"{doc['extracted']:,} captures"),
+        ("In queue", f"{doc['inQueue']:,} URLs"),
+        ("Budget", "none (the robot's whole catalogue)" if budget is None else f"{budget:,}"),
+        ("Credits used", f"{doc['creditsUsed']:,}"),
+        ("Created", _when(doc.get("createdAt"))),
+        ("Started", _when(doc.get("startedAt"))),
+        ("Finished", _when(doc.get("finishedAt"))),
+        ("Duration", f"{doc['duration'] / 1000:,.1f} s"),
+    ]
+    for label, key in (
+        ("Restarted from", "restartedFrom"),
+        ("Error", "errorMessage"),
+        ("Stop reason", "stopReason"),
+    ):
+        if doc.get(key):
+            rows.append((label, doc[key]))
+    table = "\n".join(
+        f"<tr><th>{html.escape(label)}</th><td>{html.escape(str(value))}</td></tr>"
+        for label, value in rows
+    )
+    live = doc["status"] in LIVE
+    return _PAGE.format(
+        title=html.escape(f"Extralt run {doc['_id']}: {doc['status']}"),
+        refresh='<meta http-equiv="refresh" content="5">' if live else "",
+        body=f"<table>\n{table}\n</table>",
+    )
+
+
+def _unknown_run_html(run_id: str) -> str:
+    body = (
+        f"<p>This emulator has no run <code>{html.escape(run_id)}</code>. Its runs live in memory "
+        "only: an emulator that was restarted has forgotten the runs of the one before.</p>"
+    )
+    return _PAGE.format(title="Extralt run not found", refresh="", body=body)
 
 
 def _stream_file(handle: BinaryIO, size: int, faults: Faults) -> Iterator[bytes]:

@@ -134,8 +134,11 @@ class ExportSpec:
 
 @dataclass
 class EmulatorState:
+    """`seed` None (the default): run ids are random, so no two emulator processes ever hand out
+    the same id. An int: ids repeat from one emulator to the next, for benchmarks and replays."""
+
     clock: EmulatorClock
-    seed: int = 0
+    seed: int | None = None
     concurrency_limit: int | None = 1
     credits: int = 10_000_000
     capture_rate: float = 20.0
@@ -154,7 +157,11 @@ class EmulatorState:
         self._runs: dict[str, _Run] = {}
         self._live: list[_Run] = []
         self._seq = 0
-        self._rng = random.Random(f"extralt-emulator:{self.seed}")
+        self._rng: random.Random = (
+            random.SystemRandom()
+            if self.seed is None
+            else random.Random(f"extralt-emulator:{self.seed}")
+        )
         self._t = self.clock.now()
         if not self.robots:
             self.robots = {r.id: r for r in DEMO_ROBOTS}
