@@ -274,7 +274,14 @@ class _RunStep:
     # --- choosing the run -------------------------------------------------------------
 
     def execute(self) -> dg.MaterializeResult:
-        handler, how = self._follow()
+        try:
+            handler, how = self._follow()
+        except Exception:
+            # E.g. the last attempt cannot even read the run an earlier attempt left running.
+            recorded = self._recorded(run_id_tag(self.source.name))
+            if recorded:
+                self._on_unexpected_failure(self._handler(recorded))
+            raise
         try:
             final = handler.wait(self.settings)
         except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt):

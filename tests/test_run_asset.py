@@ -64,7 +64,7 @@ def test_poll_timeout_stops_the_remote_run(emulator, instance, tmp_path):
         [asset],
         instance=instance,
         resources=resources(emulator, tmp_path),
-        run_config={"ops": {"extralt__shoes__run": {"config": {"poll_timeout_seconds": 0.5}}}},
+        run_config={"ops": {"extralt__shoes__run": {"config": {"poll_timeout_seconds": 0.05}}}},
         raise_on_error=False,
     )
     assert not result.success
@@ -75,20 +75,99 @@ def test_poll_timeout_stops_the_remote_run(emulator, instance, tmp_path):
     assert run_id in message and "stopped" in message and "poll_timeout_seconds" in message
 
 
-@pytest.mark.parametrize("emulator", [{"speed": 1}], indirect=True)  # the run outlives a retry
-def test_step_dying_mid_poll_resumes_the_same_run(emulator, instance, tmp_path):
+def test_with_stop_on_timeout_off_a_poll_timeout_leaves_the_run_alone(emulator, instance, tmp_path):
+    emulator.set_faults(never_finish=True)  # the outcome never depends on how long the wait was
+    result = dg.materialize(
+        [run_only(budget=20)],
+        instance=instance,
+        resources=resources(emulator, tmp_path, stop_on_timeout=False),
+        run_config={"ops": {"extralt__shoes__run": {"config": {"poll_timeout_seconds": 0.05}}}},
+        raise_on_error=False,
+    )
+    assert not result.success
+    [run_id] = list(emulator.runs)
+    assert emulator.count_requests(*STOP) == 0
+    assert emulator.run(run_id).status == "running"
+    [message] = failure_messages(result)
+    assert run_id in message and "it was NOT stopped" in message
+
+
+def finish_once_polled(emulator, polls):
+    """Complete the only run once it has been read `polls` times: the emulator's clock is
+    frozen, so until then it stays live whatever the steps do."""
+
+    def finish():
+        run_id = wait_until(lambda: next(iter(emulator.runs), None), what="a run")
+        wait_until(
+            lambda: emulator.count_requests("GET", f"/v0/extract/runs/{run_id}") >= polls,
+            what=f"{polls} reads of the run",
+        )
+        emulator.finish_run(run_id)
+
+    thread = threading.Thread(target=finish)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("emulator", [{"speed": 0}], indirect=True)
+def test_step_dying_mid_poll_with_a_retry_left_leaves_the_run_to_the_retry(
+    emulator, instance, tmp_path
+):
     # The first attempt's poll fails past the client's bound (max_retries=1 -> 2 tries).
     emulator.set_faults(error_status=503, error_count=2, match="GET /v0/extract/runs/*")
     asset = run_only(budget=100, retry_policy=dg.RetryPolicy(max_retries=2))
+    finisher = finish_once_polled(emulator, polls=4)  # 2 failed, the retry's resume, one poll
     result = dg.materialize(
         [asset], instance=instance, resources=resources(emulator, tmp_path, max_retries=1)
     )
+    finisher.join()
     assert result.success
     assert emulator.count_requests(*CREATE) == 1
     md = materialization_metadata(result, run_asset_key("shoes"))
     assert md["extralt/how"] == "resumed"
     assert emulator.run(md["extralt/run_id"]).status == "completed"
     assert emulator.count_requests(*STOP) == 0
+    assert emulator.count_requests(*RESTART) == 0
+    assert f"Leaving Extralt run {md['extralt/run_id']} running" in event_log_text(instance)
+
+
+@pytest.mark.parametrize("emulator", [{"speed": 0}], indirect=True)
+@pytest.mark.parametrize(
+    "retry_policy", [None, dg.RetryPolicy(max_retries=1)], ids=["no_retries", "retries_used_up"]
+)
+def test_the_last_failed_attempt_stops_its_run(emulator, instance, tmp_path, retry_policy):
+    """An unexpected failure (polls failing past the client's bound) with no retry left must
+    not leave a run crawling that no attempt will come back for."""
+    emulator.set_faults(error_status=503, error_count=10_000, match="GET /v0/extract/runs/*")
+    result = dg.materialize(
+        [run_only(budget=100, retry_policy=retry_policy)],
+        instance=instance,
+        resources=resources(emulator, tmp_path, max_retries=0),
+        raise_on_error=False,
+    )
+    assert not result.success
+    [run_id] = list(emulator.runs)
+    assert emulator.count_requests(*STOP) == 1
+    assert emulator.run(run_id).status == "stopped"
+    assert emulator.count_requests(*CREATE) == 1
+    text = event_log_text(instance)
+    assert f"Stopping Extralt run {run_id}: this step failed and no retry is left." in text
+    assert text.count(f"Leaving Extralt run {run_id} running") == (1 if retry_policy else 0)
+
+
+@pytest.mark.parametrize("emulator", [{"speed": 0}], indirect=True)
+def test_with_stop_on_termination_off_a_failed_step_leaves_its_run(emulator, instance, tmp_path):
+    emulator.set_faults(error_status=503, error_count=10_000, match="GET /v0/extract/runs/*")
+    result = dg.materialize(
+        [run_only(budget=100)],
+        instance=instance,
+        resources=resources(emulator, tmp_path, max_retries=0, stop_on_termination=False),
+        raise_on_error=False,
+    )
+    assert not result.success
+    [run_id] = list(emulator.runs)
+    assert emulator.count_requests(*STOP) == 0
+    assert emulator.run(run_id).status == "starting"  # frozen clock: still live
 
 
 def test_reexecution_after_remote_stop_uses_restart(emulator, instance, tmp_path, monkeypatch):
@@ -215,7 +294,10 @@ def test_api_key_reaches_no_event_log_entry(emulator, instance, tmp_path):
         )
     text = event_log_text(instance)
     assert emulator.api_key not in text
-    assert "extralt" in text  # the scan really read the logs
+    # The scan really read the failures: each run's id and the remote error are in it.
+    assert len(emulator.runs) == 2
+    for run_id in emulator.runs:
+        assert f"Extralt run {run_id} failed: {emulator.faults.fail_message}" in text
 
 
 def test_asset_declares_kinds_pool_and_description():

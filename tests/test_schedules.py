@@ -1,23 +1,27 @@
-"""`build_extralt_schedule`: tick evaluation, run config against the real job, and a real tick
-through `dagster-daemon` against the emulator."""
+"""`build_extralt_schedule`: its ticks, evaluated at chosen instants against a real instance, and
+the run config they carry run against the real job.
+
+Every tick is evaluated with `dg.build_schedule_context(scheduled_execution_time=...)`: the
+clock is the test's. The scheduler daemon itself, on a real minute boundary, is `make e2e`'s
+(`test_the_daemon_runs_a_schedule_from_the_sources_file`), which waits for it by nature.
+"""
 
 import os
-import signal
-import subprocess
 import sys
-import textwrap
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import dagster as dg
-import duckdb
 import pytest
+from dagster_graphql import DagsterGraphQLClient
 
 from extralt_dagster import ExtraltValidationError, build_extralt_assets
 from extralt_dagster.assets import captures_asset_key, run_asset_key
 from extralt_dagster.schedules import build_extralt_schedule
 
+from .processes import end_group, free_port, http_ok, start_group
 from .support import materialization_metadata, resources, wait_until
 
 CREATE = ("POST", "/v0/extract/runs")
@@ -90,20 +94,76 @@ def test_the_run_key_is_stable_for_a_tick_and_differs_across_ticks(shoes, instan
     assert later != first
 
 
-def test_a_tick_is_skipped_while_the_sources_previous_run_is_in_flight(
-    shoes, emulator, instance, tmp_path
-):
-    schedule = build_extralt_schedule(shoes, "0 3 * * *")
-    job = defs_for(shoes, schedule, emulator, tmp_path).resolve_job_def(schedule.job_name)
-    busy = instance.create_run_for_job(
-        job, status=dg.DagsterRunStatus.STARTED, tags={"extralt/source": "shoes"}
-    )
-    result = tick(schedule, instance)
-    assert not result.run_requests
-    assert busy.run_id in result.skip_message and "still started" in result.skip_message
+# QUEUED, the common case under `dagster dev`'s queued coordinator, needs a run that a real
+# coordinator queued: `test_a_run_queued_by_the_run_coordinator_blocks_the_sources_tick`.
+IN_FLIGHT = [
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
+FINISHED = [
+    dg.DagsterRunStatus.SUCCESS,
+    dg.DagsterRunStatus.FAILURE,
+    dg.DagsterRunStatus.CANCELED,
+]
 
-    instance.report_run_failed(busy)
-    assert len(tick(schedule, instance).run_requests) == 1
+
+def add_run(instance, job, status, tags=None):
+    """A run of the source's job in `status`, as the run storage records one."""
+    run = dg.DagsterRun(job_name=job.name, run_id=str(uuid.uuid4()), status=status, tags=tags or {})
+    return instance.add_run(run)
+
+
+@pytest.fixture
+def shoes_job(shoes, emulator, tmp_path):
+    schedule = build_extralt_schedule(shoes, "0 3 * * *")
+    return schedule, defs_for(shoes, schedule, emulator, tmp_path).resolve_job_def(
+        schedule.job_name
+    )
+
+
+@pytest.mark.parametrize("status", IN_FLIGHT, ids=lambda s: s.value)
+def test_a_tick_is_skipped_while_a_run_of_the_source_is_in_flight(shoes_job, instance, status):
+    schedule, job = shoes_job
+    busy = add_run(instance, job, status, {"extralt/source": "shoes"})
+    result = tick(schedule, instance)
+    assert result.run_requests == []
+    assert result.skip_message == (
+        f"Skipped the 2026-03-01T03:00:00+00:00 tick: Dagster run {busy.run_id} of Extralt "
+        f"source 'shoes' is still {status.value.lower()}; starting another would pay for a "
+        "second crawl."
+    )
+
+
+@pytest.mark.parametrize("status", FINISHED, ids=lambda s: s.value)
+def test_a_finished_run_of_the_source_does_not_block_a_tick(shoes_job, instance, status):
+    schedule, job = shoes_job
+    add_run(instance, job, status, {"extralt/source": "shoes"})
+    [request] = tick(schedule, instance).run_requests
+    assert request.run_key == "shoes:2026-03-01T03:00:00+00:00"
+
+
+def test_another_sources_in_flight_run_does_not_block_a_tick(shoes_job, instance):
+    schedule, job = shoes_job
+    for status in IN_FLIGHT:
+        add_run(instance, job, status, {"extralt/source": "boots"})
+    add_run(instance, job, dg.DagsterRunStatus.STARTED)  # no source tag at all
+    [request] = tick(schedule, instance).run_requests
+    assert request.tags["extralt/source"] == "shoes"
+
+
+def test_the_run_a_tick_requests_blocks_the_next_tick_until_it_ends(shoes_job, instance):
+    """The tags the request carries are the ones the in-flight filter looks for."""
+    schedule, job = shoes_job
+    [request] = tick(schedule, instance).run_requests
+    launched = add_run(instance, job, dg.DagsterRunStatus.STARTING, request.tags)
+    later = TICK + timedelta(days=1)
+    skipped = tick(schedule, instance, later)
+    assert skipped.run_requests == [] and launched.run_id in skipped.skip_message
+    instance.report_run_failed(launched)
+    [next_request] = tick(schedule, instance, later).run_requests
+    assert next_request.run_key == "shoes:2026-03-02T03:00:00+00:00"
 
 
 @pytest.mark.parametrize(
@@ -134,105 +194,71 @@ def test_only_the_run_asset_is_not_a_source(shoes):
         build_extralt_schedule(shoes[:1], "0 3 * * *")
 
 
-# --- A real tick through the scheduler daemon -------------------------------------------------
+# --- A run really queued by Dagster's QueuedRunCoordinator --------------------------------------
 
-DAEMON_DEFS = textwrap.dedent(
-    """
-    import os
+QUEUED_DEFS = """
+import dagster as dg
+from dagster_duckdb import DuckDBResource
 
-    import dagster as dg
-    from dagster_duckdb import DuckDBResource
+from extralt_dagster import ExtraltResource, build_extralt_assets
+from extralt_dagster.schedules import build_extralt_job
 
-    from extralt_dagster import ExtraltResource, build_extralt_assets
-    from extralt_dagster.schedules import build_extralt_schedule
-
-    assets = build_extralt_assets("shoes", "rbt_shoes", budget=20)
-    defs = dg.Definitions(
-        assets=assets,
-        schedules=[
-            build_extralt_schedule(
-                assets, "* * * * *", default_status=dg.DefaultScheduleStatus.RUNNING
-            )
-        ],
-        resources={
-            "extralt": ExtraltResource(
-                api_key=dg.EnvVar("EXTRALT_API_KEY"),
-                base_url=os.environ["EXTRALT_BASE_URL"],
-                poll_interval_seconds=0.2,
-                initial_poll_interval_seconds=0.05,
-            ),
-            "duckdb": DuckDBResource(database=os.environ["EXTRALT_DUCKDB_PATH"]),
-        },
-        executor=dg.in_process_executor,
-    )
-    """
+defs = dg.Definitions(
+    assets=build_extralt_assets("shoes", "rbt_shoes", budget=20),
+    jobs=[build_extralt_job("shoes")],
+    resources={
+        "extralt": ExtraltResource(api_key="unused", base_url="http://127.0.0.1:9"),
+        "duckdb": DuckDBResource(database="unused.duckdb"),
+    },
 )
+"""
 
 
-def test_a_scheduler_tick_launches_one_run_that_materializes(emulator, tmp_path):
-    """Waits for the next minute boundary: about 30 s on average, 75 s at worst."""
+def test_a_run_queued_by_the_run_coordinator_blocks_the_sources_tick(emulator, tmp_path):
+    """`dagster dev` queues runs: a webserver with the QueuedRunCoordinator and no daemon
+    queues the source's job for good, and a tick evaluated on that instance is skipped."""
     home = tmp_path / "dagster_home"
     home.mkdir()
-    # No run queue daemon needed: the scheduler launches the run directly.
     (home / "dagster.yaml").write_text(
         "telemetry:\n  enabled: false\n"
         "run_coordinator:\n  module: dagster.core.run_coordinator\n"
-        "  class: DefaultRunCoordinator\n"
+        "  class: QueuedRunCoordinator\n"
     )
-    code = tmp_path / "scheduled_defs.py"
-    code.write_text(DAEMON_DEFS)
-    warehouse = tmp_path / "w.duckdb"
-    log = tmp_path / "daemon.log"
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(home),
-        "EXTRALT_API_KEY": emulator.api_key,
-        "EXTRALT_BASE_URL": emulator.url,
-        "EXTRALT_DUCKDB_PATH": str(warehouse),
-    }
-    # Create the instance's storage here first: two processes creating one sqlite store race.
-    with dg.DagsterInstance.from_config(str(home)) as instance:
-        instance.get_runs()
-        with log.open("wb") as out:
-            daemon = subprocess.Popen(
-                [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-f", str(code)],
-                cwd=tmp_path,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: code server and run worker too
+    code = tmp_path / "queued_defs.py"
+    code.write_text(QUEUED_DEFS)
+    port = free_port()
+    webserver = start_group(
+        [
+            str(Path(sys.executable).parent / "dagster-webserver"),
+            *("-f", str(code), "-h", "127.0.0.1", "-p", str(port)),
+        ],
+        env={**os.environ, "DAGSTER_HOME": str(home)},
+        cwd=tmp_path,
+    )
+    try:
+        wait_until(
+            lambda: http_ok(f"http://127.0.0.1:{port}/server_info", webserver, "webserver"),
+            timeout=120,
+            what="dagster-webserver",
+            interval=0.2,
+        )
+        graphql = DagsterGraphQLClient("127.0.0.1", port_number=port)
+        queued = graphql.submit_job_execution("extralt_shoes_job")  # the job's own tags only
+        assert graphql.get_run_status(queued) == dg.DagsterRunStatus.QUEUED
+        schedule = build_extralt_schedule("shoes", "0 3 * * *")
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            skipped = tick(schedule, instance)
+            assert skipped.run_requests == []
+            assert f"Dagster run {queued} of Extralt source 'shoes' is still queued" in (
+                skipped.skip_message
             )
-        try:
-
-            def finished_run():
-                if daemon.poll() is not None:
-                    raise AssertionError(f"dagster-daemon exited:\n{log.read_text()[-3000:]}")
-                runs = instance.get_runs(
-                    filters=dg.RunsFilter(tags={"dagster/schedule_name": "extralt_shoes_schedule"})
-                )
-                return next((r for r in runs if r.is_finished), None)
-
-            run = wait_until(finished_run, timeout=120, what="a scheduled run to finish")
-            assert run.status == dg.DagsterRunStatus.SUCCESS, log.read_text()[-3000:]
-            assert run.tags["extralt/source"] == "shoes"
-            assert run.tags["extralt/schedule"] == "extralt_shoes_schedule"
-            assert run.tags["dagster/run_key"].startswith("shoes:")
-            assert len(instance.get_runs()) == 1
-        finally:
-            _stop(daemon)
-    assert emulator.count_requests(*CREATE) == 1
-    with duckdb.connect(str(warehouse), read_only=True) as con:
-        [(rows,)] = con.execute("select count(*) from extralt.shoes_captures").fetchall()
-    assert rows == 20
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+            assert tick(build_extralt_schedule("boots", "0 3 * * *"), instance).run_requests
+            graphql.terminate_run(queued)
+            wait_until(
+                lambda: graphql.get_run_status(queued) == dg.DagsterRunStatus.CANCELED,
+                what="the queued run to be canceled",
+            )
+            assert len(tick(schedule, instance).run_requests) == 1
+    finally:
+        end_group(webserver)
+    assert emulator.count_requests() == 0  # nothing ran: no credit was spent

@@ -302,21 +302,64 @@ def test_a_broken_file_changes_nothing(conn, tmp_path, damage):
     assert load(conn, first, "run_1").rows == 300
 
 
-def test_an_error_after_the_history_insert_rolls_back_everything(conn, tmp_path, monkeypatch):
-    load(conn, export(tmp_path, "run_1", 200), "run_1")
+class InterruptingConnection:
+    """A real DuckDB connection that raises `error` from Python just before the `at`-th
+    statement of the load transaction: what an interrupt, a terminated step or a bug does
+    between two statements. DuckDB itself never failed, so only the loader's ROLLBACK (not a
+    COMMIT, which DuckDB would honour) can undo the statements already run."""
+
+    def __init__(self, conn, at: int, error: BaseException) -> None:
+        self._conn, self._at, self._error = conn, at, error
+        self._in_transaction = False
+        self.statements = 0
+
+    def _before(self, sql: str) -> None:
+        verb = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else ""
+        if verb == "BEGIN":
+            self._in_transaction = True
+        elif verb in ("COMMIT", "ROLLBACK"):
+            self._in_transaction = False
+        elif self._in_transaction:
+            self.statements += 1
+            if self.statements == self._at:
+                raise self._error
+
+    def execute(self, sql, *args, **kwargs):
+        self._before(sql)
+        return self._conn.execute(sql, *args, **kwargs)
+
+    def sql(self, sql, *args, **kwargs):
+        self._before(sql)
+        return self._conn.sql(sql, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._conn, name)
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt(), RuntimeError("a bug")], ids=type)
+def test_an_error_from_python_between_any_two_statements_rolls_back_everything(
+    conn, tmp_path, error
+):
+    """A reload of run_1 that adds columns and replaces rows, interrupted before each of its
+    statements in turn: every table, the view and the schema stay exactly as they were."""
+    load(conn, export(tmp_path, "run_1", 20), "run_1")
+    load(conn, export(tmp_path, "run_2", 15, day=1), "run_2")
     before = snapshot(conn)
-    newer = export(tmp_path, "run_2", 250, day=1, extra_columns=True)
-
-    def broken_view(target, cols):
-        return "CREATE OR REPLACE VIEW no_such_schema.v AS SELECT 1"
-
-    monkeypatch.setattr(warehouse, "_products_view_sql", broken_view)
-    with pytest.raises(WarehouseError, match="nothing was changed"):
-        load(conn, newer, "run_2")
-
-    assert snapshot(conn) == before  # incl. the ADD COLUMNs of rating and review_count
-    monkeypatch.undo()
-    assert load(conn, newer, "run_2").columns_added == ("rating", "review_count")
+    reload = export(tmp_path, "run_1", 25, day=2, extra_columns=True)
+    interrupted = 0
+    while True:
+        proxy = InterruptingConnection(conn, interrupted + 1, error)
+        try:
+            result = load(proxy, reload, "run_1")
+        except type(error) as raised:
+            assert raised is error  # propagated as it was, not wrapped
+            assert snapshot(conn) == before, f"interrupted before statement {interrupted + 1}"
+            interrupted += 1
+            continue
+        break  # the interrupt point was past the last statement: the load went through
+    assert interrupted == proxy.statements >= 10  # every statement of the load was a point
+    assert result.columns_added == ("rating", "review_count")
+    assert count(conn, SHOES.captures, "run_id = 'run_1'") == 25
 
 
 # --- Schema evolution -------------------------------------------------------------------------
