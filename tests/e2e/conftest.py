@@ -277,8 +277,6 @@ def dagster_dev(
     log = artifacts / "dagster-dev.log"
     dagster = Path(sys.executable).with_name("dagster")
     cmd = [str(dagster), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)]
-    with log.open("ab") as out:
-        proc = start_group(cmd, env=env, cwd=PROJECT, output=out)
     dev = DagsterDev(
         url=f"http://127.0.0.1:{port}",
         port=port,
@@ -288,33 +286,49 @@ def dagster_dev(
         emulator=e2e_emulator,
         log=log,
     )
+    with serving_dagster(cmd, env=env, cwd=PROJECT, log=log, url=dev.url, home=home):
+        yield dev
+
+
+@contextlib.contextmanager
+def serving_dagster(
+    cmd: list[str], *, env: dict[str, str], cwd: Path, log: Path, url: str, home: Path
+) -> Iterator[Any]:
+    """Run `cmd` (a `dagster dev`) in its own process group until its code location loads.
+
+    At exit the whole group is ended, and nothing that carries `home` as DAGSTER_HOME may be
+    left running.
+    """
+    with log.open("ab") as out:
+        proc = start_group(cmd, env=env, cwd=cwd, output=out)
     try:
         wait_until(
-            lambda: _location_loaded(dev, proc),
+            lambda: location_loaded(url, proc, log),
             timeout=180,
-            what=f"dagster dev to load the {LOCATION!r} location (log: {log})",
+            what=f"{cmd[0]} to load its code location (log: {log})",
             interval=0.5,
         )
-        yield dev
+        yield proc
     finally:
         end_group(proc)
-        kill_leftovers(lambda: find_processes(env=f"DAGSTER_HOME={home}"), "dagster dev")
+        kill_leftovers(lambda: find_processes(env=f"DAGSTER_HOME={home}"), " ".join(cmd[:2]))
 
 
-def _location_loaded(dev: DagsterDev, proc: Any) -> bool:
+def location_loaded(url: str, proc: Any, log: Path) -> bool:
+    """True once the webserver at `url` serves a loaded code location; raises on a load error."""
     if proc.poll() is not None:
-        raise AssertionError(f"dagster dev exited with {proc.returncode}; see {dev.log}")
+        raise AssertionError(f"{proc.args} exited with {proc.returncode}; see {log}")
     try:
-        data = dev.graphql(WORKSPACE_QUERY)["workspaceOrError"]
-    except (httpx.HTTPError, ValueError):
+        response = httpx.post(f"{url}/graphql", json={"query": WORKSPACE_QUERY}, timeout=10)
+        data = response.json()["data"]["workspaceOrError"]
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
         return False  # not serving yet
     for entry in data.get("locationEntries", []):
-        if entry["name"] != LOCATION or entry["loadStatus"] != "LOADED":
-            continue
         loaded = entry["locationOrLoadError"] or {}
         if loaded.get("__typename") == "PythonError":
-            raise AssertionError(f"the {LOCATION!r} location failed to load: {loaded['message']}")
-        return loaded.get("__typename") == "RepositoryLocation"
+            raise AssertionError(f"location {entry['name']!r} failed to load: {loaded['message']}")
+        if entry["loadStatus"] == "LOADED" and loaded.get("__typename") == "RepositoryLocation":
+            return True
     return False
 
 

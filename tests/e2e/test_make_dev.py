@@ -25,9 +25,8 @@ from playwright.sync_api import Page, expect
 
 import extralt_dagster
 
-from ..processes import end_group, find_processes, http_ok, kill_leftovers, start_group
 from ..support import wait_until
-from .conftest import PROJECT, TERMINAL, WORKSPACE_QUERY
+from .conftest import PROJECT, TERMINAL, serving_dagster
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:Using variable_values and operation_name:DeprecationWarning"
@@ -111,43 +110,11 @@ def make_dev(tmp_path_factory: pytest.TempPathFactory, artifacts: Path) -> Itera
     env["DAGSTER_DISABLE_TELEMETRY"] = "yes"
     log = artifacts / "make-dev.log"
     extralt_dagster_bin = Path(sys.executable).with_name("extralt-dagster")
-    with log.open("wb") as out:
-        proc = start_group([str(extralt_dagster_bin), "dev"], env=env, cwd=project, output=out)
     home = (project / ".dagster_home").resolve()
     dev = MakeDev(project=project, home=home, log=log)
-    try:
-        wait_until(
-            lambda: http_ok(f"{EMULATOR}/_emulator/state", proc, "make dev"),
-            timeout=60,
-            what=f"the emulator of make dev (log: {log})",
-            interval=0.2,
-        )
-        wait_until(
-            lambda: _location_loaded(dev, proc),
-            timeout=180,
-            what=f"make dev's dagster dev to load its location (log: {log})",
-            interval=0.5,
-        )
+    cmd = [str(extralt_dagster_bin), "dev"]
+    with serving_dagster(cmd, env=env, cwd=project, log=log, url=UI, home=home):
         yield dev
-    finally:
-        end_group(proc)
-        kill_leftovers(lambda: find_processes(env=f"DAGSTER_HOME={home}"), "make dev")
-
-
-def _location_loaded(dev: MakeDev, proc: subprocess.Popen) -> bool:
-    if proc.poll() is not None:
-        raise AssertionError(f"make dev exited with {proc.returncode}; see {dev.log}")
-    try:
-        data = dev.graphql(WORKSPACE_QUERY)["workspaceOrError"]
-    except (httpx.HTTPError, ValueError):
-        return False
-    for entry in data.get("locationEntries", []):
-        loaded = entry["locationOrLoadError"] or {}
-        if loaded.get("__typename") == "PythonError":
-            raise AssertionError(f"location {entry['name']!r} failed: {loaded['message']}")
-        if entry["loadStatus"] == "LOADED" and loaded.get("__typename") == "RepositoryLocation":
-            return True
-    return False
 
 
 def test_materialize_all_on_make_devs_defaults(make_dev: MakeDev, page: Page, artifacts: Path):

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
-import httpx
 import pytest
 import yaml
 from dagster_graphql import DagsterGraphQLClient
@@ -21,9 +20,8 @@ from dagster_graphql import DagsterGraphQLClient
 from extralt_dagster.emulator import Emulator
 from extralt_dagster.schedules import job_name
 
-from ..processes import end_group, find_processes, kill_leftovers, start_group
 from ..support import wait_until
-from .conftest import PROJECT, TERMINAL, WORKSPACE_QUERY
+from .conftest import PROJECT, TERMINAL, serving_dagster
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:Using variable_values and operation_name:DeprecationWarning"
@@ -68,39 +66,12 @@ def account_folder(tmp_path_factory: pytest.TempPathFactory, artifacts: Path) ->
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         env["DAGSTER_DISABLE_TELEMETRY"] = "yes"
         log = artifacts / "readme-account.log"
-        with log.open("wb") as out:
-            proc = start_group(["bash", "-c", script], env=env, cwd=folder, output=out)
-        try:
-            wait_until(
-                lambda: _loaded(proc, log),
-                timeout=180,
-                what=f"the README's dagster dev to load (log: {log})",
-                interval=0.5,
-            )
+        home = folder / ".dagster_home"
+        url = f"http://127.0.0.1:{UI_PORT}"
+        with serving_dagster(
+            ["bash", "-c", script], env=env, cwd=folder, log=log, url=url, home=home
+        ):
             yield folder, emulator, sources
-        finally:
-            end_group(proc)
-            home = folder / ".dagster_home"
-            kill_leftovers(lambda: find_processes(env=f"DAGSTER_HOME={home}"), "dagster dev")
-
-
-def _loaded(proc, log: Path) -> bool:
-    if proc.poll() is not None:
-        raise AssertionError(f"the README's commands exited with {proc.returncode}; see {log}")
-    try:
-        response = httpx.post(
-            f"http://127.0.0.1:{UI_PORT}/graphql", json={"query": WORKSPACE_QUERY}, timeout=5
-        )
-        entries = response.json()["data"]["workspaceOrError"]["locationEntries"]
-    except (httpx.HTTPError, ValueError, KeyError, TypeError):
-        return False
-    for entry in entries:
-        loaded = entry["locationOrLoadError"] or {}
-        if loaded.get("__typename") == "PythonError":
-            raise AssertionError(f"the location failed to load: {loaded['message']}")
-        if loaded.get("__typename") == "RepositoryLocation":
-            return True
-    return False
 
 
 def test_the_real_account_steps_load_a_source(account_folder):
