@@ -34,7 +34,10 @@ emulator: install
 demo: install
 	$(BIN)/extralt-dagster demo
 
-# The emulator plus `dagster dev` (UI on http://127.0.0.1:3000); Ctrl-C stops both.
+# The emulator plus `dagster dev` (UI on http://127.0.0.1:3000); Ctrl-C stops both. The instance
+# is .dagster_home (or your DAGSTER_HOME); it prints the lines that point a second shell's
+# `dagster` commands at the same instance, so the UI shows their runs.
+dev: export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 dev: install
 	$(BIN)/extralt-dagster dev
 

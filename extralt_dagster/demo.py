@@ -3,40 +3,65 @@
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TextIO
 
 from .emulator import DEMO_API_KEY, Emulator
+from .instance import INSTANCE_YAML
 
 DEMO_SPEED = 10.0  # a 300-capture demo run takes ~2 s instead of ~17 s
+TERMINAL = {"completed", "failed", "stopped"}
+DEMO_COMMAND = ("asset", "materialize", "-m", "extralt_dagster.definitions", "--select", "*")
+
+# Dagster's console log line: `<time> - dagster - <LEVEL> - <job> - <run id> - <pid> - <step>
+# - <EVENT_TYPE> - <message>`; only the events the demo reports on are matched.
+_EVENT = re.compile(
+    r" - dagster - \w+ - \S+ - [0-9a-f-]{36} - \d+ - (?P<step>\S+) - "
+    r"(?P<event>ASSET_MATERIALIZATION|STEP_FAILURE) - (?P<message>.*)$"
+)
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def _dagster_home(project: Path) -> Path:
-    """`.dagster_home` under the project, with the project's dagster.yaml in it."""
-    home = Path(os.environ.get("DAGSTER_HOME") or project / ".dagster_home").resolve()
+    """`$DAGSTER_HOME`, else `.dagster_home` under the project: one instance for the UI and for
+    the CLI. The project's own `.dagster_home` always gets the project's dagster.yaml (else the
+    packaged one); any other home gets it only if it has none, so a user's settings stay."""
+    own = (project / ".dagster_home").resolve()
+    home = Path(os.environ.get("DAGSTER_HOME") or own).resolve()
     home.mkdir(parents=True, exist_ok=True)
     shipped = project / "dagster.yaml"
-    if shipped.exists():
+    if not shipped.exists():
+        shipped = INSTANCE_YAML
+    if home == own or not (home / "dagster.yaml").exists():
         shutil.copyfile(shipped, home / "dagster.yaml")
     return home
 
 
 def _env(emulator: Emulator, project: Path, duckdb_path: Path) -> dict[str, str]:
     env = dict(os.environ)
-    env.update(
-        DAGSTER_HOME=str(_dagster_home(project)),
-        # The demo key and the emulator's URL, whatever the shell has: a real key never goes
-        # to the emulator, and the demo never reaches the real API.
-        EXTRALT_API_KEY=DEMO_API_KEY,
-        EXTRALT_BASE_URL=emulator.url,
-        EXTRALT_DUCKDB_PATH=str(duckdb_path),
-    )
+    env.update(_shared_env(emulator, project, duckdb_path))
     env.setdefault("DAGSTER_DISABLE_TELEMETRY", "yes")
     return env
+
+
+def _shared_env(emulator: Emulator, project: Path, duckdb_path: Path) -> dict[str, str]:
+    """What a second shell needs to reach the same instance, emulator and warehouse."""
+    return {
+        "DAGSTER_HOME": str(_dagster_home(project)),
+        # The demo key and the emulator's URL, whatever the shell has: a real key never goes
+        # to the emulator, and the demo never reaches the real API.
+        "EXTRALT_API_KEY": DEMO_API_KEY,
+        "EXTRALT_BASE_URL": emulator.url,
+        "EXTRALT_DUCKDB_PATH": str(duckdb_path),
+    }
 
 
 def _bin(name: str) -> str:
@@ -44,30 +69,68 @@ def _bin(name: str) -> str:
     return str(candidate) if candidate.exists() else name
 
 
+def _shown(path: Path) -> str:
+    """A path as short as it can be and still work from the current directory."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _asset_key(message: str) -> str:
+    """`Materialized value extralt books run.` -> `extralt/books/run`."""
+    value = message.removeprefix("Materialized value ").rstrip(".")
+    return "/".join(value.split())
+
+
+def report_progress(lines: Iterable[str], log: TextIO, out: TextIO, started: float) -> None:
+    """Copy Dagster's output to `log`; print one line per materialized asset or failed step."""
+    for raw in lines:
+        log.write(raw)
+        match = _EVENT.search(_ANSI.sub("", raw.rstrip("\n")))
+        if match is None:
+            continue
+        elapsed = f"{time.monotonic() - started:5.0f}s"
+        if match["event"] == "ASSET_MATERIALIZATION":
+            print(f"  {elapsed}  materialized {_asset_key(match['message'])}", file=out, flush=True)
+        else:
+            print(f"  {elapsed}  FAILED {match['step']}: {match['message']}", file=out, flush=True)
+
+
 def run_demo(project: Path, *, port: int = 0, speed: float = DEMO_SPEED) -> int:
     duckdb_path = (project / "data" / "demo.duckdb").resolve()
     duckdb_path.parent.mkdir(parents=True, exist_ok=True)
+    log_path = duckdb_path.with_name("demo.log")
     with Emulator(port=port, speed=speed) as emulator:
         print(f"Extralt emulator on {emulator.url} (demo key, clock x{speed:g})", flush=True)
         env = _env(emulator, project, duckdb_path)
+        print("$ " + shlex.join(["dagster", *DEMO_COMMAND]), flush=True)
+        print(f"  (Dagster's full log: {_shown(log_path)})", flush=True)
         started = time.monotonic()
-        cmd = [
-            _bin("dagster"),
-            "asset",
-            "materialize",
-            "-m",
-            "extralt_dagster.definitions",
-            "--select",
-            "*",
-        ]
-        print("$ " + " ".join(cmd[1:]), flush=True)
-        code = subprocess.call(cmd, env=env, cwd=project)
+        with log_path.open("w", encoding="utf-8", buffering=1) as log:
+            proc = subprocess.Popen(
+                [_bin("dagster"), *DEMO_COMMAND],
+                env=env,
+                cwd=project,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                bufsize=1,
+            )
+            assert proc.stdout is not None
+            with proc.stdout:
+                report_progress(proc.stdout, log, sys.stdout, started)
+            code = proc.wait()
         seconds = time.monotonic() - started
         creates = emulator.count_requests("POST", "/v0/extract/runs")
         stops = emulator.count_requests("POST", "/v0/extract/runs/*/stop")
         live = [r.id for r in emulator.runs.values() if r.status not in TERMINAL]
     if code != 0:
-        print(f"\nDemo FAILED: dagster asset materialize exited with {code}.", file=sys.stderr)
+        print(
+            f"\nDemo FAILED: dagster asset materialize exited with {code}. "
+            f"The whole log, tracebacks included: {_shown(log_path)}",
+            file=sys.stderr,
+        )
         return code
     print(
         f"\nMaterialized every demo source in {seconds:.0f}s: {creates} Extralt runs created, "
@@ -75,19 +138,39 @@ def run_demo(project: Path, *, port: int = 0, speed: float = DEMO_SPEED) -> int:
     )
     from .summary import print_summary
 
-    return print_summary(duckdb_path) or (1 if live else 0)
+    shown = _shown(duckdb_path)
+    status = print_summary(shown) or (1 if live else 0)
+    print(f"\nPrint this summary again: extralt-dagster summary {shlex.quote(shown)}")
+    return status
 
 
-TERMINAL = {"completed", "failed", "stopped"}
+def second_shell_lines(
+    emulator: Emulator, project: Path, duckdb_path: Path, *, select: str = "extralt/shoes/run*"
+) -> list[str]:
+    """What `make dev` prints for a CLI run that the UI shows: same instance, same emulator."""
+    exports = " ".join(
+        f"{k}={shlex.quote(v)}" for k, v in _shared_env(emulator, project, duckdb_path).items()
+    )
+    command = shlex.join(["dagster", *DEMO_COMMAND[:-1], select])
+    return [
+        "For the command line, in a second shell (same Dagster instance, emulator and warehouse,"
+        " so the UI shows its runs):",
+        f"  export {exports}",
+        f"  {command}",
+    ]
 
 
 def run_dev(project: Path, *, port: int = 8765, speed: float = DEMO_SPEED) -> int:
     """Emulator in this process, `dagster dev` in its own process group; both end together."""
-    duckdb_path = (project / "data" / "extralt.duckdb").resolve()
+    duckdb_path = (project / "data" / "warehouse.duckdb").resolve()
     duckdb_path.parent.mkdir(parents=True, exist_ok=True)
     with Emulator(port=port, speed=speed) as emulator:
         print(f"Extralt emulator on {emulator.url} (demo key, clock x{speed:g})", flush=True)
         env = _env(emulator, project, duckdb_path)
+        print(f"Dagster instance: {env['DAGSTER_HOME']}", flush=True)
+        for line in second_shell_lines(emulator, project, duckdb_path):
+            print(line, flush=True)
+        print("", flush=True)
         proc = subprocess.Popen(
             [_bin("dagster"), "dev", "-w", "workspace.yaml"],
             env=env,

@@ -1,18 +1,24 @@
 """The shipped demo: its sources file, the default code location's environment rules, `make demo`."""
 
+import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 import pytest
 
 from extralt_dagster import ExtraltAuthError, load_extralt_definitions
 from extralt_dagster.definitions import DEMO_SOURCES, EMULATOR_URL, resolve_connection
+from extralt_dagster.demo import _env, second_shell_lines
 from extralt_dagster.emulator import DEMO_API_KEY
 
 PROJECT = Path(__file__).resolve().parents[1]
+CLI = Path(sys.executable).with_name("extralt-dagster")
+SOURCES = ("books", "outdoor", "shoes")
 
 
 def test_shipped_demo_sources_load_and_materialize(emulator, instance, tmp_path):
@@ -51,22 +57,92 @@ def test_a_remote_url_without_a_key_is_an_error_naming_the_variable():
     assert resolve_connection({"EXTRALT_BASE_URL": "http://127.0.0.1:9999"}).emulated
 
 
-def test_make_demo_runs_the_pipeline_and_prints_rows(tmp_path):
+def test_make_demo_prints_progress_and_the_summary_and_logs_the_rest(tmp_path):
     """`extralt-dagster demo`, as `make demo` runs it, in a scratch project folder."""
     shutil.copyfile(PROJECT / "dagster.yaml", tmp_path / "dagster.yaml")
-    cli = Path(sys.executable).with_name("extralt-dagster")
-    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("EXTRALT_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EXTRALT_")}
     env.pop("DAGSTER_HOME", None)
     proc = subprocess.run(
-        [str(cli), "demo", "--project", str(tmp_path), "--speed", "50"],
+        [str(CLI), "demo", "--speed", "50"],
         capture_output=True,
         text=True,
         timeout=240,
         env=env,
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
+    lines = out.splitlines()
+    assert "$ dagster asset materialize -m extralt_dagster.definitions --select '*'" in lines
+    assert "  (Dagster's full log: data/demo.log)" in lines
+    materialized = sorted(line.split()[-1] for line in lines if " materialized " in line)
+    assert materialized == [f"extralt/{s}/{k}" for s in SOURCES for k in ("captures", "run")]
     assert "3 Extralt runs created, 0 stopped, 0 left running" in out
-    assert "shoes" in out and "300" in out and "Cheapest in-stock products" in out
+    # The summary's row per source: runs, captures, products, variants, credits (2 a capture).
+    rows = {line.split()[0]: line.split()[1:] for line in lines if re.match(r"[a-z]+ +\d", line)}
+    for source, captures in (("shoes", "300"), ("outdoor", "200"), ("books", "150")):
+        runs, loaded, products, _variants, credits = rows[source]
+        assert (runs, loaded, products) == ("1", captures, captures), rows[source]
+        assert credits == f"{2 * int(captures):,}"
+    assert "Cheapest in-stock products (from extralt.<source>_products):" in lines
+    # Dagster's own chatter went to the log, not to the terminal.
+    for noise in ("DEBUG", "Warning", "STEP_START", "ASSET_MATERIALIZATION"):
+        assert noise not in out and noise not in proc.stderr, noise
+    assert len(lines) < 40, out
+    log = (tmp_path / "data" / "demo.log").read_text(encoding="utf-8")
+    assert log.count(" - ASSET_MATERIALIZATION - ") == 6 and " - DEBUG - " in log
+    assert "SupersessionWarning" in log and "RUN_SUCCESS" in log
     assert (tmp_path / "data" / "demo.duckdb").exists()
     assert (tmp_path / ".dagster_home" / "dagster.yaml").exists()
+
+    # It ends with the command that prints the summary again; that command does.
+    assert lines[-1] == "Print this summary again: extralt-dagster summary data/demo.duckdb"
+    again = subprocess.run(
+        [str(CLI), *lines[-1].split(": ", 1)[1].split()[1:]],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert again.returncode == 0, again.stderr
+    summary = out[out.index("\nDuckDB warehouse: ") : out.index("\nPrint this summary again")]
+    assert again.stdout.rstrip("\n") == summary.rstrip("\n")
+
+
+def test_make_devs_second_shell_lines_reach_the_uis_instance(emulator, tmp_path, monkeypatch):
+    """What `make dev` prints for a second shell, run in bash: the CLI run lands in the instance
+    `dagster dev` was given (the one the UI shows), against the same emulator and warehouse."""
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    shutil.copyfile(PROJECT / "dagster.yaml", tmp_path / "dagster.yaml")
+    database = (tmp_path / "data" / "warehouse.duckdb").resolve()
+    printed = second_shell_lines(emulator, tmp_path, database, select="extralt/books/run*")
+    assert printed[1].startswith("  export DAGSTER_HOME=")
+    assert printed[2] == (
+        "  dagster asset materialize -m extralt_dagster.definitions --select 'extralt/books/run*'"
+    )
+    given_to_dagster_dev = _env(emulator, tmp_path, database)
+    home = Path(given_to_dagster_dev["DAGSTER_HOME"])
+    assert home == (tmp_path / ".dagster_home").resolve()
+
+    shell = {k: v for k, v in os.environ.items() if not k.startswith(("EXTRALT_", "DAGSTER_"))}
+    shell["EXTRALT_API_KEY"] = "a-real-key-in-the-users-shell"  # overridden by the export
+    shell["PATH"] = f"{CLI.parent}{os.pathsep}{shell.get('PATH', '')}"
+    done = subprocess.run(
+        ["bash", "-c", "\n".join(line.strip() for line in printed[1:])],
+        cwd=tmp_path,
+        env=shell,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "Using temporary directory" not in done.stderr
+    assert emulator.count_requests("POST", "/v0/extract/runs") == 1
+    monkeypatch.setenv("DAGSTER_HOME", str(home))  # as the UI's `dagster dev` has it
+    with dg.DagsterInstance.get() as instance:
+        records = instance.get_run_records()
+        assert len(records) == 1 and records[0].dagster_run.status == dg.DagsterRunStatus.SUCCESS
+        key = dg.AssetKey(["extralt", "books", "captures"])
+        assert instance.get_latest_materialization_event(key) is not None
+    with duckdb.connect(str(database), read_only=True) as con:
+        assert con.execute("select count(*) from extralt.books_captures").fetchone() == (150,)
