@@ -10,15 +10,24 @@ import socket
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
+from duckdb import Error as DuckDBError
 from pydantic import Field
 
 from . import warehouse
-from .errors import ExtraltError, ExtraltExportError
+from .errors import (
+    ExtraltAPIError,
+    ExtraltConnectionError,
+    ExtraltError,
+    ExtraltExportError,
+    ExtraltRateLimitError,
+    ExtraltServerError,
+)
 from .models import ExportFormat, ExtraltRun
 from .resource import ExtraltResource
 
@@ -26,17 +35,28 @@ CHECK_HAS_CAPTURES = "has_captures"
 CHECK_UNIQUE_IDS = "unique_capture_ids"
 CHECK_PRICES = "price_sanity"
 CHECK_DRIFT = "schema_drift"
+CHECK_RUN_COUNT = "matches_run_count"
 PREVIEW_COLUMNS = ("title", "brand", "min_price", "currency", "available")
 #: An export folder is named after its owner (this host, this pid), so a later step can tell
 #: the folder of a step that was killed (no `finally` ran) from one still in use.
 EXPORT_FOLDER_PREFIX = "extralt-export-"
 
 
+class ExportFormatChoice(Enum):
+    """`export_format` in run config: the lower-case names users write, and the upper-case
+    ones (the enum's names) that earlier versions accepted."""
+
+    parquet = "parquet"
+    jsonl = "jsonl"
+    PARQUET = "PARQUET"
+    JSONL = "JSONL"
+
+
 class ExtraltCapturesConfig(dg.Config):
-    export_format: ExportFormat | None = Field(
+    export_format: ExportFormatChoice | None = Field(
         default=None,
         description="Export to load: parquet (the source's default) or jsonl where Parquet "
-        "export is unavailable.",
+        "export is unavailable. Upper case (PARQUET, JSONL) works too.",
     )
 
 
@@ -79,7 +99,15 @@ def build_captures_asset(
             "min_price > max_price.",
         ),
         dg.AssetCheckSpec(
-            CHECK_DRIFT, asset=key, description="The export's columns match the previous load's."
+            CHECK_DRIFT,
+            asset=key,
+            description="The export's columns and nested fields match the previous load's.",
+        ),
+        dg.AssetCheckSpec(
+            CHECK_RUN_COUNT,
+            asset=key,
+            description="The export holds every capture the Extralt run says it extracted "
+            "(distinct capture ids against the run's `extracted`).",
         ),
     ]
     settings: dict[str, Any] = {"preserve_insertion_order": preserve_insertion_order}
@@ -113,13 +141,15 @@ def build_captures_asset(
         if recorded is None or "extralt/run_id" not in recorded:
             raise dg.Failure(
                 description=(
-                    f"No Extralt run has been materialized for source {name!r} yet. Materialize "
-                    f"{run_key.to_user_string()} first; no table was changed."
+                    f"No Extralt run has been materialized for source {name!r} yet in this "
+                    f"Dagster instance. Materialize {run_key.to_user_string()} first; no table "
+                    f"was changed. {_other_instance_hint()}"
                 ),
                 allow_retries=False,
             )
         run = ExtraltRun.from_api(recorded["extralt/run_document"])
-        fmt = ExportFormat(config.export_format or export_format).value
+        chosen = config.export_format.value.lower() if config.export_format else export_format
+        fmt = ExportFormat(chosen).value
         client = extralt.get_client()
         base = Path(export_dir or tempfile.gettempdir())
         base.mkdir(parents=True, exist_ok=True)
@@ -131,16 +161,22 @@ def build_captures_asset(
             try:
                 path = client.download_export(run.id, tmp, fmt)
             except ExtraltExportError as exc:
+                # The body arrived whole by HTTP's framing (a cut one is a connection error),
+                # so the server sent these very bytes: a step retry would download them again.
                 raise dg.Failure(
                     description=f"Export of Extralt run {run.id} is unusable: {exc} "
-                    "No table was changed.",
-                    allow_retries=True,
+                    "No table was changed. Downloading it again in this run would get the same "
+                    "file, so the step is not retried; materialize the captures asset alone "
+                    "later to download it afresh (no credits).",
+                    allow_retries=False,
                 ) from None
             except ExtraltError as exc:
+                retry = _download_may_heal(exc)
                 raise dg.Failure(
                     description=f"Export of Extralt run {run.id} could not be downloaded: {exc} "
-                    "No table was changed.",
-                    allow_retries=True,
+                    "No table was changed."
+                    + ("" if retry else " This fails the same way on every attempt."),
+                    allow_retries=retry,
                 ) from None
             download_seconds = time.monotonic() - started
             size = path.stat().st_size
@@ -154,12 +190,41 @@ def build_captures_asset(
             f"Loaded {result.rows:,} captures of run {run.id} into {tables['captures']} "
             f"in {result.load_seconds:.1f}s"
         )
+        if result.catalog is not None and result.catalog.lower() == schema.lower():
+            context.log.warning(
+                f"DuckDB names the catalog of {duckdb.database!r} after the file: "
+                f"{result.catalog!r}, the same name as the schema. Loads work, but readers "
+                f"must write {result.catalog}.{tables['captures']}: a plain "
+                f"{tables['captures']} is ambiguous to DuckDB. Rename the file (the default "
+                "is data/warehouse.duckdb) or choose another schema."
+            )
         return dg.MaterializeResult(
             metadata=_metadata(duckdb.database, target, result, size, download_seconds),
             check_results=_check_results(result, null_price_warn_ratio),
         )
 
     return _captures
+
+
+def _other_instance_hint() -> str:
+    """Why a run that was materialized may be unknown here: another Dagster instance."""
+    home = os.environ.get("DAGSTER_HOME")
+    if not home:
+        return (
+            "If you did materialize it, the likely cause is a different Dagster instance: "
+            "DAGSTER_HOME is not set here, so this command runs in a temporary instance that "
+            "knows no earlier run and is removed when it ends (the UI never shows it). Export "
+            "the DAGSTER_HOME that `make dev` and the UI use, e.g. `export "
+            'DAGSTER_HOME=$PWD/.dagster_home`, in every shell (README, "With a real Extralt '
+            'account"), then materialize again.'
+        )
+    return (
+        "If you did materialize it, the likely cause is a different Dagster instance: this one "
+        f"is DAGSTER_HOME={home}, and a command run without DAGSTER_HOME, or with another one, "
+        "records its runs elsewhere (a shell without it uses a temporary instance). Export the "
+        'same DAGSTER_HOME in every shell and for the UI (README, "With a real Extralt '
+        'account").'
+    )
 
 
 def _host_tag() -> str:
@@ -223,7 +288,17 @@ def _load(
             duckdb.database, config=config, lock_timeout_seconds=lock_timeout_seconds
         )
     except warehouse.WarehouseLockedError as exc:
-        raise dg.Failure(description=f"Extralt run {record.run_id} was not loaded: {exc}") from None
+        # Transient: the holder may be gone by the next attempt of the RetryPolicy.
+        raise dg.Failure(
+            description=f"Extralt run {record.run_id} was not loaded: {exc}", allow_retries=True
+        ) from None
+    except DuckDBError as exc:  # DuckDB cannot open the file: not a DuckDB file, permissions
+        raise dg.Failure(
+            description=f"Extralt run {record.run_id} was not loaded: DuckDB cannot open "
+            f"{duckdb.database!r} for writing, and would fail the same way on a retry. No table "
+            f"was changed. DuckDB said: {exc}",
+            allow_retries=False,
+        ) from None
     try:
         return warehouse.load_export(
             conn, path, target=target, run=record, format=fmt, bytes_downloaded=size
@@ -232,8 +307,33 @@ def _load(
         raise dg.Failure(
             description=f"Extralt run {record.run_id} was not loaded: {exc}", allow_retries=False
         ) from None
+    except warehouse.WarehouseExportError as exc:
+        # The same bytes fail the same way: a step retry would only repeat the download. The
+        # next materialization downloads the export afresh.
+        raise dg.Failure(
+            description=f"Extralt run {record.run_id} was not loaded: {exc}",
+            metadata={"extralt/export_damage": exc.location or "unknown"},
+            allow_retries=False,
+        ) from None
+    except warehouse.WarehouseError as exc:
+        # Binder and catalog errors (an object of ours replaced by hand), bad arguments: the
+        # same on every attempt. I/O errors and transaction conflicts may heal.
+        raise dg.Failure(
+            description=f"Extralt run {record.run_id} was not loaded: {exc}",
+            allow_retries=exc.retryable,
+        ) from None
     finally:
         conn.close()
+
+
+def _download_may_heal(exc: ExtraltError) -> bool:
+    """Whether downloading again may succeed: a dropped connection, a 429 or a 5xx past the
+    client's own retries may heal; a 4xx (bad key, unknown run, no access) never does."""
+    if isinstance(exc, ExtraltRateLimitError | ExtraltServerError | ExtraltConnectionError):
+        return True
+    if isinstance(exc, ExtraltAPIError):
+        return exc.status_code is None or exc.status_code >= 500
+    return True
 
 
 def _metadata(
@@ -261,11 +361,24 @@ def _metadata(
         "extralt/load_seconds": round(result.load_seconds, 3),
         "extralt/columns_added": ", ".join(result.columns_added) or "none",
         "extralt/columns_missing": ", ".join(result.columns_missing) or "none",
+        "extralt/columns_widened": _widened_text(result),
+        "extralt/extracted": _count_or_unknown(result.extracted),
+        "extralt/missing_captures": _count_or_unknown(result.missing_captures),
         "extralt/tables": dg.MetadataValue.md(
             "\n".join(f"- {kind}: `{t}`" for kind, t in target.table_names.items())
         ),
         "extralt/preview": dg.MetadataValue.md(_preview_markdown(result.preview)),
     }
+
+
+def _widened_text(result: "warehouse.LoadResult") -> str:
+    return ", ".join(f"{p} ({old} -> {new})" for p, old, new in result.columns_widened) or "none"
+
+
+def _count_or_unknown(value: int | None) -> int | str:
+    """Metadata values have one type per key: a count, or "unknown" for a run document
+    without `extracted`."""
+    return "unknown" if value is None else value
 
 
 def _preview_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -318,6 +431,48 @@ def _check_results(
             metadata={
                 "columns_added": ", ".join(result.columns_added) or "none",
                 "columns_missing": ", ".join(result.columns_missing) or "none",
+                "columns_widened": _widened_text(result),
             },
         ),
+        _run_count_check(result),
     ]
+
+
+def _run_count_check(result: "warehouse.LoadResult") -> dg.AssetCheckResult:
+    """ERROR, not blocking: the captures that arrived are real and stay loaded, and products
+    keep each missing product's previous capture; but rows are missing, which a reload (the
+    captures asset alone, no credits) may recover if the API served the export short."""
+    missing = result.missing_captures
+    exported = result.distinct_captures
+    if missing is None:
+        description = (
+            f"The run document of Extralt run {result.run_id} gives no `extracted` count: "
+            f"{exported} captures loaded, with nothing to reconcile them against."
+        )
+    elif missing:
+        description = (
+            f"The export of Extralt run {result.run_id} holds {exported} distinct captures, "
+            f"but the run extracted {result.extracted}: {missing} are missing. The rows that "
+            "arrived are loaded. Materialize the captures asset alone to download the export "
+            "again (no credits); if it stays short, the export is incomplete at Extralt."
+        )
+    elif result.extracted is not None and exported > result.extracted:
+        description = (
+            f"The export of Extralt run {result.run_id} holds {exported} distinct captures, "
+            f"{exported - result.extracted} more than the {result.extracted} the run reports."
+        )
+    else:
+        description = None
+    return dg.AssetCheckResult(
+        check_name=CHECK_RUN_COUNT,
+        passed=not missing,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=description,
+        metadata={
+            "extracted": _count_or_unknown(result.extracted),
+            "rows_in_export": result.rows,
+            "distinct_captures": exported,
+            "missing": _count_or_unknown(missing),
+            "run_id": result.run_id,
+        },
+    )

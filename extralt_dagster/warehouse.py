@@ -1,7 +1,9 @@
 """Load Extralt exports into DuckDB. Every DuckDB SQL statement of the project lives here.
 
 Plain ``duckdb`` and the standard library: no Dagster, no pandas, no row-by-row Python. The
-export file is read by DuckDB itself (``read_parquet``, or ``read_json`` for JSON lines).
+export file is read by DuckDB itself (``read_parquet``, or ``read_json`` for JSON lines);
+pyarrow only reads a Parquet footer DuckDB refuses (a file with no columns: a run with no
+captures) and finds the damaged row group of a file DuckDB cannot decode.
 
 Objects, per source (``Target``), in schema ``extralt`` unless overridden:
 
@@ -49,7 +51,9 @@ JSON lines are read with the types DuckDB infers, except that strings stay VARCH
 would otherwise guess UUID, DATE or TIMESTAMP from their content) and values it cannot type
 (all NULL, empty lists) take the history table's type: a JSONL load gives the same rows as a
 parquet load of the same captures (JSON integers are BIGINT, so INTEGER columns widen once).
-A struct field missing from an export reads as NULL and is not reported; a new one is added.
+A struct field missing from an export reads as NULL; a new one is added. Both are reported by
+path (``variants[].offers[].warranty``) in ``columns_missing`` and ``columns_added``, and a
+widened nested field in ``columns_widened``.
 """
 
 from __future__ import annotations
@@ -73,11 +77,14 @@ __all__ = [
     "DEFAULT_SCHEMA",
     "DEFAULT_SETTINGS",
     "META_COLUMNS",
+    "OLDEST_READER",
+    "STORAGE_COMPATIBILITY_VERSION",
     "VARIANT_COLUMNS",
     "LoadResult",
     "RunRecord",
     "Target",
     "WarehouseError",
+    "WarehouseExportError",
     "WarehouseLockedError",
     "WarehouseSchemaError",
     "WarehouseStats",
@@ -95,6 +102,18 @@ DEFAULT_SETTINGS: Mapping[str, Any] = {
     "preserve_insertion_order": False,
     "memory_limit": "1250MB",
 }
+#: The storage format a new warehouse file is created in (DuckDB's
+#: ``storage_compatibility_version``): ``v1.2.0`` files are readable by DuckDB 1.2 and every
+#: later release, where DuckDB 2.0's own default (storage version 69) is unreadable before 2.0,
+#: and BI tools and notebooks often bundle a 1.x. Why not older: DuckDB 1.0 and 1.1 bind a
+#: view's table names in the reader's search path, not the view's schema, so they could read
+#: the tables but not the products view. DuckDB fixes a file's format when it creates it and
+#: keeps it on every later write, so this matters only for a file ``connect`` creates; a file
+#: another tool created keeps that tool's format. Load time and size: README, "Which DuckDB
+#: reads the warehouse". Opt out with ``config={"storage_compatibility_version": "latest"}``.
+STORAGE_COMPATIBILITY_VERSION = "v1.2.0"
+#: The oldest DuckDB release that reads a warehouse file created with the default settings.
+OLDEST_READER = "1.2.0"
 #: Columns the loader adds to every history row; an export column of the same name is ignored.
 META_COLUMNS: tuple[str, ...] = ("run_id", "robot_id", "loaded_at")
 _RESERVED = frozenset((*META_COLUMNS, "product_key"))
@@ -152,7 +171,16 @@ _RUNS_COLUMNS: tuple[tuple[str, str], ...] = (
 
 
 class WarehouseError(ExtraltError):
-    """A load or a connection failed; the warehouse is as it was before the call."""
+    """A load or a connection failed; the warehouse is as it was before the call.
+
+    ``retryable`` says whether the same call may succeed later: True for a held lock, an I/O
+    error (disk full) or a transaction conflict; False for what fails the same way every time
+    (a binder or catalog error, a schema conflict, a corrupt export, a bad argument).
+    """
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 class WarehouseSchemaError(WarehouseError):
@@ -165,12 +193,24 @@ class WarehouseSchemaError(WarehouseError):
         self.new_type = new_type
 
 
+class WarehouseExportError(WarehouseError):
+    """The export file is corrupt or not an export: loading it again cannot help."""
+
+    def __init__(self, message: str, *, path: str, location: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        #: Where the damage is, when it can be told ("row group 2 of 10, counting from 0; ...").
+        self.location = location
+
+
 class WarehouseLockedError(WarehouseError):
     """Another process holds the DuckDB file's lock and kept it past the timeout."""
 
-    def __init__(self, message: str, *, database: str) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, *, database: str, holder_pid: int | None = None) -> None:
+        super().__init__(message, retryable=True)
         self.database = database
+        #: The process holding the lock, as DuckDB reports it (None if it did not say).
+        self.holder_pid = holder_pid
 
 
 # --- Public values ------------------------------------------------------------------------
@@ -188,21 +228,45 @@ def _lit(value: str) -> str:
 
 @dataclass(frozen=True)
 class Target:
-    """Where one source's data lives. Both names are validated identifiers, always quoted."""
+    """Where one source's data lives. Both names are validated identifiers, always quoted.
+
+    ``catalog`` is the DuckDB database (attached catalog) the names are qualified with. DuckDB
+    names a file's catalog after the file, so ``extralt.duckdb`` holds catalog ``extralt``, and
+    ``extralt.t`` is then ambiguous between catalog and schema: the loader always binds the
+    target to the connection's catalog (``in_catalog``) and writes ``catalog.schema.table``.
+    """
 
     source: str
     schema: str = DEFAULT_SCHEMA
+    catalog: str | None = None
 
     def __post_init__(self) -> None:
         validate_identifier(self.source, "source name")
         validate_identifier(self.schema, "schema")
+        if self.catalog is not None and (not isinstance(self.catalog, str) or not self.catalog):
+            raise WarehouseError(f"catalog must be a non-empty string, got {self.catalog!r}")
+
+    def in_catalog(self, catalog: str) -> Target:
+        """The same target, every SQL name qualified with ``catalog``."""
+        return dataclasses.replace(self, catalog=catalog)
 
     @property
     def schema_sql(self) -> str:
-        return _q(self.schema)
+        """Quoted ``catalog.schema`` (just ``schema`` when no catalog is bound)."""
+        if self.catalog is None:
+            return _q(self.schema)
+        return f"{_q(self.catalog)}.{_q(self.schema)}"
 
     def _qualified(self, table: str) -> str:
-        return f"{_q(self.schema)}.{_q(table)}"
+        return f"{self.schema_sql}.{_q(table)}"
+
+    @property
+    def captures_in_schema(self) -> str:
+        """Quoted ``source_captures`` alone: how the products view names its table. A view
+        resolves a bare name in its own schema first, and DuckDB stores a view's catalog-
+        qualified references without the catalog, which makes ``extralt.t`` ambiguous again
+        when the catalog and the schema share a name."""
+        return _q(f"{self.source}_captures")
 
     @property
     def captures(self) -> str:
@@ -290,9 +354,12 @@ class LoadResult:
     runs_logged: int
     #: True when this load created the history table (no drift is reported then).
     created: bool
+    #: Columns new to history, then fields new to a nested column, by path
+    #: (``variants[].offers[].warranty``).
     columns_added: tuple[str, ...]
+    #: History columns, then nested fields by path, that the export lacks (loaded as NULL).
     columns_missing: tuple[str, ...]
-    #: (column, old type, new type) for each column this load widened.
+    #: (path, old type, new type) for each column, or nested field, whose type this load widened.
     columns_widened: tuple[tuple[str, str, str], ...]
     #: Export columns named like a loader column (run_id, robot_id, loaded_at, product_key).
     columns_ignored: tuple[str, ...]
@@ -308,10 +375,28 @@ class LoadResult:
     #: Seconds per step: prepare, history, variants, products_view_and_run_log, checks, commit.
     phase_seconds: Mapping[str, float] = field(default_factory=dict)
     table_names: Mapping[str, str] = field(default_factory=dict)
+    #: The DuckDB catalog loaded into (named after the file): ``catalog.schema.table`` always
+    #: works, and ``schema.table`` is ambiguous for readers when the two names are the same.
+    catalog: str | None = None
+    #: Captures the run document says the run extracted; None when it does not say.
+    extracted: int | None = None
 
     @property
     def drifted(self) -> bool:
         return bool(self.columns_added or self.columns_missing or self.columns_widened)
+
+    @property
+    def distinct_captures(self) -> int:
+        """Captures of this run in the export, a repeated id counted once (rows without an id
+        each count)."""
+        return self.rows - self.duplicate_ids
+
+    @property
+    def missing_captures(self) -> int | None:
+        """Captures the run extracted that the export lacks; None when ``extracted`` is unknown."""
+        if self.extracted is None:
+            return None
+        return max(0, self.extracted - self.distinct_captures)
 
 
 @dataclass(frozen=True)
@@ -345,7 +430,12 @@ def connect(
     ``WarehouseLockedError``; other errors propagate as DuckDB raised them.
     """
     path = os.fspath(database)
+    if not read_only and path != ":memory:" and not path.startswith("md:"):
+        # A user's first load: `data/warehouse.duckdb` must not fail for want of `data/`.
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     settings = {**DEFAULT_SETTINGS, **(config or {})}
+    if path != ":memory:" and not path.startswith("md:"):
+        settings.setdefault("storage_compatibility_version", STORAGE_COMPATIBILITY_VERSION)
     deadline = time.monotonic() + max(0.0, lock_timeout_seconds)
     delay = 0.05
     attempts = 0
@@ -358,17 +448,39 @@ def connect(
                 raise
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise WarehouseLockedError(
-                    f"DuckDB file {path!r} is locked by another process, and the lock was not "
-                    f"released within {lock_timeout_seconds:g} s ({attempts} attempts). DuckDB "
-                    "allows a single process to open a file for writing: another Dagster step, "
-                    "a DuckDB CLI or a notebook has it open. Close that session (or open it "
-                    "read-only while loads run, e.g. `duckdb -readonly`), or raise "
-                    f"lock_timeout_seconds, then retry. DuckDB said: {exc}",
-                    database=path,
-                ) from exc
+                raise _locked_error(path, exc, lock_timeout_seconds, attempts) from exc
             time.sleep(min(delay, remaining))
             delay = min(delay * 2, 2.0)
+
+
+_LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<program>.*?) \(PID (?P<pid>\d+)\)")
+
+
+def _locked_error(
+    path: str, exc: duckdb.Error, timeout: float, attempts: int
+) -> WarehouseLockedError:
+    """The lock error, naming the file and the holding process. DuckDB's own text ends by
+    suggesting read-only mode, which is true for a second reader but misleading here: a
+    read-only connection in another process blocks every load as well, so it is left out."""
+    said = str(exc)
+    holder = _LOCK_HOLDER.search(said)
+    pid = int(holder["pid"]) if holder else None
+    who = f"process {pid} ({holder['program']})" if holder else "another process"
+    if holder:
+        said = said[: holder.end()] + "."
+    return WarehouseLockedError(
+        f"DuckDB file {path!r} is open in {who}, and it did not let go within {timeout:g} s "
+        f"({attempts} attempts), so nothing was loaded. DuckDB lets one process open a file "
+        "for writing, or several open it read-only, never both: while any other process has it "
+        "open, read-only connections included (a DuckDB CLI, even with -readonly, a BI tool, a "
+        "notebook, another Dagster step), no load can start. Close those connections while "
+        "loads run, "
+        "or let readers query a copy of the file taken after a load; or raise "
+        "lock_timeout_seconds. A later release adds a shared warehouse target (DuckLake) where "
+        f"readers and loads coexist. DuckDB said: {said}",
+        database=path,
+        holder_pid=pid,
+    )
 
 
 # --- Types --------------------------------------------------------------------------------
@@ -574,18 +686,122 @@ def _file_columns(
     return [(n, _json_read_type(t, table.get(n.lower()))) for n, t in cols]
 
 
+def _blank(path: str) -> bool:
+    """An empty file, or one of only blank lines: a JSON lines export of no captures."""
+    size = os.path.getsize(path)
+    if size > 65536:
+        return False
+    with open(path, "rb") as f:
+        return not f.read().strip()
+
+
+def _parquet_without_columns(path: str) -> bool:
+    """True for a Parquet file with no columns (what ``pyarrow`` writes for an empty table,
+    and DuckDB cannot read: "Need at least one non-root column"). Without a column there is
+    no capture to load, whatever row count the footer claims: ``matches_run_count`` tells."""
+    try:
+        import pyarrow.parquet as pq
+
+        return pq.read_metadata(path).num_columns == 0
+    except Exception:  # not even pyarrow reads the footer: the caller reports DuckDB's error
+        return False
+
+
+#: Words of DuckDB's messages for a file it cannot decode (thrift page headers, compression,
+#: encodings, offsets, JSON syntax).
+_CORRUPTION_HINTS = (
+    "ttype",
+    "tprotocolexception",
+    "don't know what type",
+    "decompression",
+    "corrupt",
+    "invalid string encoding",
+    "out of buffer",
+    "page size",
+    "dictionary",
+    "malformed json",
+    "failed to read file",
+    "magic bytes",
+    "not a parquet file",
+)
+
+
+def _unreadable(exc: duckdb.Error, path: str, fmt: str, run_id: str) -> WarehouseError:
+    """The error for an export whose columns DuckDB cannot read."""
+    return _corrupt(exc, path, fmt, run_id) or WarehouseError(
+        f"Cannot read {path!r} as a {fmt} export of run {run_id}; nothing was loaded. "
+        f"DuckDB said: {exc}"
+    )
+
+
+def _corrupt(exc: duckdb.Error, path: str, fmt: str, run_id: str) -> WarehouseExportError | None:
+    """A ``WarehouseExportError`` saying where the export is damaged, if ``exc`` is DuckDB
+    failing to decode it; else None. DuckDB does not say which row group it was reading:
+    pyarrow reads the file again, a row group and a column at a time, to find it."""
+    if isinstance(exc, duckdb.OutOfMemoryException | duckdb.InterruptException):
+        return None
+    location = _damaged_row_group(path) if fmt == "parquet" else None
+    if location is None and not any(h in str(exc).lower() for h in _CORRUPTION_HINTS):
+        return None
+    where = f" ({location})" if location else ""
+    return WarehouseExportError(
+        f"The export of run {run_id} is corrupt{where}: {path!r} cannot be decoded, and "
+        f"nothing was loaded. Loading the same file again cannot help; download the export "
+        f"again, and if it is still corrupt, the run's export is damaged at Extralt. "
+        f"DuckDB said: {exc}",
+        path=path,
+        location=location,
+    )
+
+
+def _damaged_row_group(path: str) -> str | None:
+    """Where a Parquet file first fails to decode ("row group 2 of 10, counting from 0;
+    column description"), or None when pyarrow reads it all."""
+    try:
+        import pyarrow.parquet as pq
+
+        parquet = pq.ParquetFile(path)
+        names = parquet.schema_arrow.names
+        groups = parquet.num_row_groups
+    except Exception:
+        return None
+    for group in range(groups):
+        for name in names:
+            try:
+                parquet.read_row_group(group, columns=[name])
+            except Exception:
+                return f"row group {group} of {groups}, counting from 0; column {name}"
+    return None
+
+
 def _table_columns(conn: duckdb.DuckDBPyConnection, qualified: str) -> list[tuple[str, _Type]]:
     rel = conn.sql(f"SELECT * FROM {qualified} LIMIT 0")
     return [(name, _from_duckdb(t)) for name, t in zip(rel.columns, rel.types, strict=True)]
 
 
-def _exists(conn: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+def _exists(conn: duckdb.DuckDBPyConnection, target: Target, table: str) -> bool:
+    """Whether ``table`` exists in ``target``'s (bound) catalog and schema."""
+    return _table_exists(conn, target.catalog or _current_catalog(conn), target.schema, table)
+
+
+def _table_exists(conn: duckdb.DuckDBPyConnection, catalog: str, schema: str, table: str) -> bool:
     row = conn.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
+        "SELECT count(*) FROM duckdb_tables() WHERE database_name = ? "
         "AND schema_name = ? AND table_name = ?",
-        [schema, table],
+        [catalog, schema, table],
     ).fetchone()
     return bool(row and row[0])
+
+
+def _current_catalog(conn: duckdb.DuckDBPyConnection) -> str:
+    row = conn.execute("SELECT current_database()").fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def _bind(conn: duckdb.DuckDBPyConnection, target: Target) -> Target:
+    """``target`` qualified with ``conn``'s current catalog, unless it names one already."""
+    return target if target.catalog is not None else target.in_catalog(_current_catalog(conn))
 
 
 # --- SQL builders ---------------------------------------------------------------------------
@@ -696,9 +912,9 @@ def _products_view_sql(target: Target, cols: Mapping[str, _Type]) -> str:
     order.append("rowid DESC")
     return (
         f"CREATE OR REPLACE VIEW {target.products} AS\n"
-        f"SELECT {key} AS product_key, * FROM {target.captures}\n"
+        f"SELECT {key} AS product_key, * FROM {target.captures_in_schema}\n"
         f"WHERE rowid IN (\n"
-        f"  SELECT rowid FROM {target.captures} WHERE {key} IS NOT NULL\n"
+        f"  SELECT rowid FROM {target.captures_in_schema} WHERE {key} IS NOT NULL\n"
         f"  QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY {', '.join(order)}) = 1)"
     )
 
@@ -765,6 +981,85 @@ def _plan(
     return _Plan(False, read, add, widen, missing, ignored)
 
 
+@dataclass(frozen=True)
+class _Drift:
+    """How the export's columns differ from history's, as ``LoadResult`` reports it."""
+
+    added: tuple[str, ...] = ()
+    missing: tuple[str, ...] = ()
+    widened: tuple[tuple[str, str, str], ...] = ()
+
+
+def _drift(plan: _Plan, table_cols: Sequence[tuple[str, _Type]] | None) -> _Drift:
+    """Top-level columns added and missing, then the same inside nested columns, by path: a
+    widened column is compared field by field, so a new ``variants[].offers[].warranty`` is
+    an addition and only the fields whose type changed are widenings."""
+    added = [n for n, _ in plan.add]
+    widened: list[tuple[str, str, str]] = []
+    for name, old, new in plan.widen:
+        nested_added, nested_widened = _type_changes(old, new, name)
+        added += nested_added
+        widened += nested_widened
+    missing = list(plan.missing)
+    table = {n.lower(): (n, t) for n, t in table_cols or ()}
+    for name, file_type in plan.read_types:
+        existing = table.get(name.lower())
+        if existing is not None:
+            missing += _fields_missing(existing[1], file_type, existing[0])
+    return _Drift(tuple(added), tuple(missing), tuple(widened))
+
+
+def _type_changes(
+    old: _Type, new: _Type, path: str
+) -> tuple[list[str], list[tuple[str, str, str]]]:
+    """What widening a column from ``old`` to ``new`` changed: the fields it gained and the
+    types that changed, each at the deepest path where it happened."""
+    if old == new:
+        return [], []
+    if old.kind == new.kind and old.kind in ("struct", "list", "map"):
+        added: list[str] = []
+        widened: list[tuple[str, str, str]] = []
+        for name, child_path, new_child in _children(new, path):
+            old_child = _child(old, name)
+            if old_child is None:
+                added.append(child_path)
+                continue
+            more_added, more_widened = _type_changes(old_child, new_child, child_path)
+            added += more_added
+            widened += more_widened
+        return added, widened
+    return [], [(path, old.sql, new.sql)]
+
+
+def _fields_missing(table_t: _Type, file_t: _Type, path: str) -> list[str]:
+    """The nested fields of a history column that the export's column lacks, by path. A file
+    type with nothing to go on (NULL, JSON) lacks nothing: it has no fields to compare."""
+    if table_t.kind != file_t.kind or table_t.kind not in ("struct", "list", "map"):
+        return []
+    missing: list[str] = []
+    for name, child_path, table_child in _children(table_t, path):
+        file_child = _child(file_t, name)
+        if file_child is None:
+            missing.append(child_path)
+        else:
+            missing += _fields_missing(table_child, file_child, child_path)
+    return missing
+
+
+def _children(t: _Type, path: str) -> list[tuple[str, str, _Type]]:
+    """(name, path, type) of a nested type's children: struct fields, a list's element, a
+    map's key and value."""
+    if t.kind == "struct":
+        return [(n, f"{path}.{n}", c) for n, c in t.children]
+    if t.kind == "list":
+        return [("child", f"{path}[]", t.child)]
+    return [(n, f"{path}{{{n}}}", c) for n, c in t.children]
+
+
+def _child(t: _Type, name: str) -> _Type | None:
+    return t.field(name) if t.kind == "struct" else dict(t.children).get(name)
+
+
 def _check_format(fmt: str) -> str:
     value = str(fmt).lower()
     if value not in FORMATS:
@@ -800,7 +1095,7 @@ def load_export(
             "its path, which DuckDB would expand; save the download under a plain name."
         )
     loaded_at = datetime.now(UTC)
-    empty_jsonl = fmt == "jsonl" and os.path.getsize(file_path) == 0
+    empty_jsonl = fmt == "jsonl" and _blank(file_path)
 
     try:
         conn.execute("BEGIN TRANSACTION")
@@ -838,12 +1133,27 @@ def load_export(
                 f"{exc}"
             ) from exc
         if isinstance(exc, duckdb.Error):
+            retryable = isinstance(exc, _RETRYABLE_DUCKDB_ERRORS)
             raise WarehouseError(
                 f"Loading run {run.run_id} from {file_path!r} ({fmt}) into "
-                f"{target.table_names['captures']} failed; nothing was changed. DuckDB said: {exc}"
+                f"{target.table_names['captures']} failed; nothing was changed. "
+                + ("" if retryable else "Loading it again would fail the same way. ")
+                + f"DuckDB said: {exc}",
+                retryable=retryable,
             ) from exc
         raise
     return result
+
+
+#: DuckDB errors a later attempt may not meet: I/O (a full disk, a file system hiccup), a
+#: conflicting transaction, an interrupt. A binder, catalog, parser, conversion or constraint
+#: error comes from the SQL and the data, and repeats on every attempt.
+_RETRYABLE_DUCKDB_ERRORS = (
+    duckdb.IOException,
+    duckdb.TransactionException,
+    duckdb.InterruptException,
+    duckdb.HTTPException,
+)
 
 
 def _setting(conn: duckdb.DuckDBPyConnection, name: str) -> str:
@@ -868,6 +1178,7 @@ def _load(
 ) -> LoadResult:
     phases: dict[str, float] = {}
     clock = time.perf_counter()
+    target = _bind(conn, target)
 
     def lap(name: str) -> None:
         nonlocal clock
@@ -878,17 +1189,17 @@ def _load(
     conn.execute(f"CREATE SCHEMA IF NOT EXISTS {target.schema_sql}")
     conn.execute(f"CREATE TABLE IF NOT EXISTS {target.runs} ({_ddl_columns(_RUNS_COLUMNS)})")
     conn.execute(f"CREATE TABLE IF NOT EXISTS {target.variants} ({_ddl_columns(VARIANT_COLUMNS)})")
-    exists = _exists(conn, target.schema, f"{target.source}_captures")
+    exists = _exists(conn, target, f"{target.source}_captures")
     table_cols = _table_columns(conn, target.captures) if exists else None
     file_cols: list[tuple[str, _Type]] = []
     if not empty_jsonl:
         try:
             file_cols = _file_columns(conn, path, fmt, table_cols)
         except duckdb.Error as exc:
-            raise WarehouseError(
-                f"Cannot read {path!r} as a {fmt} export; nothing was loaded. DuckDB said: {exc}"
-            ) from exc
-    # An empty JSON lines file has no columns to compare: it only empties the run.
+            if not (fmt == "parquet" and _parquet_without_columns(path)):
+                raise _unreadable(exc, path, fmt, run.run_id) from exc
+    # An empty export (an empty JSON lines file, a Parquet file with no columns, what a run
+    # with no captures may give) has no columns to compare: it only empties the run.
     plan = _plan(file_cols, table_cols) if file_cols else _Plan(False, [], [], [], [], [])
     lap("prepare")
 
@@ -899,13 +1210,11 @@ def _load(
         conn.execute(f"CREATE TABLE {target.captures} ({_ddl_columns(columns)})")
     for name, t in plan.add:
         conn.execute(f"ALTER TABLE {target.captures} ADD COLUMN {_q(name)} {t.sql}")
-    old_types = dict(_column_types(conn, target)) if plan.widen else {}
     for name, _old, new in plan.widen:
         conn.execute(
             f"ALTER TABLE {target.captures} ALTER COLUMN {_q(name)} SET DATA TYPE {new.sql}"
         )
-    new_types = dict(_column_types(conn, target)) if plan.widen else {}
-    widened = tuple((n, old_types[n], new_types[n]) for n, _, _ in plan.widen)
+    drift = _drift(plan, table_cols)
     has_history = exists or plan.created
     if has_history:
         conn.execute(f"DELETE FROM {target.captures} WHERE run_id = ?", [run.run_id])
@@ -914,12 +1223,19 @@ def _load(
         params: list[Any] = [run.run_id, run.robot_id, loaded_at, path]
         if fmt == "jsonl":
             params.append({n: t.sql for n, t in plan.read_types})
-        inserted = conn.execute(
-            f"INSERT INTO {target.captures} BY NAME SELECT {select}, ?::VARCHAR AS run_id, "
-            f"?::VARCHAR AS robot_id, ?::TIMESTAMPTZ AS loaded_at "
-            f"FROM {_reader(fmt, json_columns=fmt == 'jsonl')}",
-            params,
-        ).fetchone()
+        try:
+            inserted = conn.execute(
+                f"INSERT INTO {target.captures} BY NAME SELECT {select}, ?::VARCHAR AS run_id, "
+                f"?::VARCHAR AS robot_id, ?::TIMESTAMPTZ AS loaded_at "
+                f"FROM {_reader(fmt, json_columns=fmt == 'jsonl')}",
+                params,
+            ).fetchone()
+        except duckdb.Error as exc:
+            # Reading the file is most of this statement: a damaged page fails here.
+            corrupt = _corrupt(exc, path, fmt, run.run_id)
+            if corrupt is None:
+                raise
+            raise corrupt from exc
         rows = int(inserted[0]) if inserted else 0
     lap("history")
 
@@ -973,9 +1289,9 @@ def _load(
         variants_for_run=variants_for_run,
         runs_logged=stats.runs,
         created=plan.created,
-        columns_added=tuple(n for n, _ in plan.add),
-        columns_missing=tuple(plan.missing),
-        columns_widened=widened,
+        columns_added=drift.added,
+        columns_missing=drift.missing,
+        columns_widened=drift.widened,
         columns_ignored=tuple(plan.ignored),
         column_types=_column_types(conn, target) if has_history else (),
         duplicate_ids=checks["duplicate_ids"],
@@ -985,6 +1301,8 @@ def _load(
         preview=checks["preview"],
         phase_seconds=phases,
         table_names=target.table_names,
+        catalog=target.catalog,
+        extracted=run.extracted,
     )
 
 
@@ -1000,9 +1318,9 @@ def _column_types(conn: duckdb.DuckDBPyConnection, target: Target) -> tuple[tupl
     """The history table's columns with DuckDB's own type names, in table order."""
     rows = conn.execute(
         "SELECT column_name, data_type FROM duckdb_columns() "
-        "WHERE database_name = current_database() AND schema_name = ? AND table_name = ? "
+        "WHERE database_name = ? AND schema_name = ? AND table_name = ? "
         "ORDER BY column_index",
-        [target.schema, f"{target.source}_captures"],
+        [target.catalog or _current_catalog(conn), target.schema, f"{target.source}_captures"],
     ).fetchall()
     return tuple((str(n), str(t)) for n, t in rows)
 
@@ -1048,15 +1366,23 @@ def _run_checks(
 
 def table_stats(conn: duckdb.DuckDBPyConnection, target: Target) -> WarehouseStats:
     """Row counts of ``target``'s objects; zeros before the first load."""
-    if not _exists(conn, target.schema, f"{target.source}_captures"):
-        return WarehouseStats(captures=0, products=0, variants=0, runs=0, last_loaded_at=None)
+    target = _bind(conn, target)
+    if not _exists(conn, target, f"{target.source}_captures"):
+        # No capture loaded yet, but runs with none may be logged.
+        runs = 0
+        if _exists(conn, target, "runs"):
+            row = conn.execute(
+                f"SELECT count(*) FROM {target.runs} WHERE source = ?", [target.source]
+            ).fetchone()
+            runs = int(row[0]) if row else 0
+        return WarehouseStats(captures=0, products=0, variants=0, runs=runs, last_loaded_at=None)
     cols = {n.lower(): t for n, t in _table_columns(conn, target.captures)}
     variants = (
         f"(SELECT count(*) FROM {target.variants})"
-        if _exists(conn, target.schema, f"{target.source}_variants")
+        if _exists(conn, target, f"{target.source}_variants")
         else "0"
     )
-    has_runs = _exists(conn, target.schema, "runs")
+    has_runs = _exists(conn, target, "runs")
     runs = f"(SELECT count(*) FROM {target.runs} WHERE source = ?)" if has_runs else "0"
     row = conn.execute(
         f"SELECT (SELECT count(*) FROM {target.captures}), "
@@ -1105,16 +1431,17 @@ class Summary:
 def summarize(conn: duckdb.DuckDBPyConnection, *, schema: str = DEFAULT_SCHEMA) -> Summary:
     """Per-source counts from the run log and tables, and the cheapest in-stock products."""
     validate_identifier(schema, "schema")
-    if not _exists(conn, schema, "runs"):
+    catalog = _current_catalog(conn)
+    if not _table_exists(conn, catalog, schema, "runs"):
         return Summary(sources=(), cheapest=())
     rows = conn.execute(
-        f"SELECT source, count(*), coalesce(sum(credits), 0) FROM {_q(schema)}.{_q('runs')} "
-        "GROUP BY source ORDER BY source"
+        f"SELECT source, count(*), coalesce(sum(credits), 0) "
+        f"FROM {_q(catalog)}.{_q(schema)}.{_q('runs')} GROUP BY source ORDER BY source"
     ).fetchall()
     sources, cheapest = [], []
     for source, runs, credits in rows:
         try:
-            target = Target(source=source, schema=schema)
+            target = Target(source=source, schema=schema, catalog=catalog)
         except ExtraltError:
             continue  # a row this loader did not write
         stats = table_stats(conn, target)
