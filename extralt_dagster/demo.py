@@ -45,14 +45,15 @@ def _dagster_home(project: Path) -> Path:
     return home
 
 
-def _env(emulator: Emulator, project: Path, duckdb_path: Path) -> dict[str, str]:
+def _env(shared: dict[str, str]) -> dict[str, str]:
+    """The subprocess's environment: this one, with `shared_env` on top."""
     env = dict(os.environ)
-    env.update(_shared_env(emulator, project, duckdb_path))
+    env.update(shared)
     env.setdefault("DAGSTER_DISABLE_TELEMETRY", "yes")
     return env
 
 
-def _shared_env(emulator: Emulator, project: Path, duckdb_path: Path) -> dict[str, str]:
+def shared_env(emulator: Emulator, project: Path, duckdb_path: Path) -> dict[str, str]:
     """What a second shell needs to reach the same instance, emulator and warehouse."""
     return {
         "DAGSTER_HOME": str(_dagster_home(project)),
@@ -103,7 +104,7 @@ def run_demo(project: Path, *, port: int = 0, speed: float = DEMO_SPEED) -> int:
     log_path = duckdb_path.with_name("demo.log")
     with Emulator(port=port, speed=speed) as emulator:
         print(f"Extralt emulator on {emulator.url} (demo key, clock x{speed:g})", flush=True)
-        env = _env(emulator, project, duckdb_path)
+        env = _env(shared_env(emulator, project, duckdb_path))
         print("$ " + shlex.join(["dagster", *DEMO_COMMAND]), flush=True)
         print(f"  (Dagster's full log: {_shown(log_path)})", flush=True)
         started = time.monotonic()
@@ -144,13 +145,9 @@ def run_demo(project: Path, *, port: int = 0, speed: float = DEMO_SPEED) -> int:
     return status
 
 
-def second_shell_lines(
-    emulator: Emulator, project: Path, duckdb_path: Path, *, select: str = "extralt/shoes/run*"
-) -> list[str]:
+def second_shell_lines(shared: dict[str, str], *, select: str = "extralt/shoes/run*") -> list[str]:
     """What `make dev` prints for a CLI run that the UI shows: same instance, same emulator."""
-    exports = " ".join(
-        f"{k}={shlex.quote(v)}" for k, v in _shared_env(emulator, project, duckdb_path).items()
-    )
+    exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in shared.items())
     command = shlex.join(["dagster", *DEMO_COMMAND[:-1], select])
     return [
         "For the command line, in a second shell (same Dagster instance, emulator and warehouse,"
@@ -166,9 +163,10 @@ def run_dev(project: Path, *, port: int = 8765, speed: float = DEMO_SPEED) -> in
     duckdb_path.parent.mkdir(parents=True, exist_ok=True)
     with Emulator(port=port, speed=speed) as emulator:
         print(f"Extralt emulator on {emulator.url} (demo key, clock x{speed:g})", flush=True)
-        env = _env(emulator, project, duckdb_path)
+        shared = shared_env(emulator, project, duckdb_path)
+        env = _env(shared)
         print(f"Dagster instance: {env['DAGSTER_HOME']}", flush=True)
-        for line in second_shell_lines(emulator, project, duckdb_path):
+        for line in second_shell_lines(shared):
             print(line, flush=True)
         print("", flush=True)
         proc = subprocess.Popen(

@@ -2,6 +2,7 @@
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pytest
 
 from extralt_dagster import ExtraltAuthError, load_extralt_definitions
 from extralt_dagster.definitions import DEMO_SOURCES, EMULATOR_URL, resolve_connection
-from extralt_dagster.demo import _env, second_shell_lines
+from extralt_dagster.demo import second_shell_lines, shared_env
 from extralt_dagster.emulator import DEMO_API_KEY
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -115,13 +116,13 @@ def test_make_devs_second_shell_lines_reach_the_uis_instance(emulator, tmp_path,
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     shutil.copyfile(PROJECT / "dagster.yaml", tmp_path / "dagster.yaml")
     database = (tmp_path / "data" / "warehouse.duckdb").resolve()
-    printed = second_shell_lines(emulator, tmp_path, database, select="extralt/books/run*")
+    shared = shared_env(emulator, tmp_path, database)  # what `dagster dev` is given, too
+    printed = second_shell_lines(shared, select="extralt/books/run*")
     assert printed[1].startswith("  export DAGSTER_HOME=")
     assert printed[2] == (
         "  dagster asset materialize -m extralt_dagster.definitions --select 'extralt/books/run*'"
     )
-    given_to_dagster_dev = _env(emulator, tmp_path, database)
-    home = Path(given_to_dagster_dev["DAGSTER_HOME"])
+    home = Path(shared["DAGSTER_HOME"])
     assert home == (tmp_path / ".dagster_home").resolve()
 
     shell = {k: v for k, v in os.environ.items() if not k.startswith(("EXTRALT_", "DAGSTER_"))}
@@ -146,3 +147,37 @@ def test_make_devs_second_shell_lines_reach_the_uis_instance(emulator, tmp_path,
         assert instance.get_latest_materialization_event(key) is not None
     with duckdb.connect(str(database), read_only=True) as con:
         assert con.execute("select count(*) from extralt.books_captures").fetchone() == (150,)
+
+
+def test_make_dev_prints_the_instance_it_gives_dagster_dev(tmp_path, monkeypatch, capsys):
+    """`run_dev`'s printed export line holds exactly what its `dagster dev` process is given."""
+    import extralt_dagster.demo as demo
+
+    given: dict = {}
+
+    class FinishedDagsterDev:
+        def __init__(self, cmd, *, env, cwd, start_new_session):
+            given.update(cmd=cmd, env=env, cwd=cwd)
+
+        def wait(self, timeout=None):
+            return 0
+
+        def poll(self):
+            return 0
+
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.setattr(demo.subprocess, "Popen", FinishedDagsterDev)
+    assert demo.run_dev(tmp_path, port=0) == 0
+    out = capsys.readouterr().out.splitlines()
+    (export,) = [line.strip() for line in out if line.strip().startswith("export ")]
+    printed = dict(pair.split("=", 1) for pair in shlex.split(export)[1:])
+    assert set(printed) == {
+        "DAGSTER_HOME",
+        "EXTRALT_API_KEY",
+        "EXTRALT_BASE_URL",
+        "EXTRALT_DUCKDB_PATH",
+    }
+    assert {k: given["env"][k] for k in printed} == printed
+    assert printed["DAGSTER_HOME"] == str((tmp_path / ".dagster_home").resolve())
+    assert f"Dagster instance: {printed['DAGSTER_HOME']}" in out
+    assert given["cmd"][1:] == ["dev", "-w", "workspace.yaml"] and given["cwd"] == tmp_path
