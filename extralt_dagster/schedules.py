@@ -154,7 +154,8 @@ def build_extralt_schedule(
 def _source_name(assets_or_name: Sequence[dg.AssetsDefinition] | str) -> str:
     if isinstance(assets_or_name, str):
         return validate_identifier(assets_or_name, "assets_or_name")
-    keys = [key for a in assets_or_name for key in getattr(a, "keys", ())]
+    items = assets_or_name if isinstance(assets_or_name, Sequence) else ()
+    keys = [key for a in items for key in getattr(a, "keys", ())]
     for key in keys:
         path = key.path
         if len(path) == 3 and path[0] == KEY_PREFIX and path[2] == "run":

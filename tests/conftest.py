@@ -1,5 +1,6 @@
 """Shared pytest fixtures."""
 
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -10,6 +11,26 @@ from extralt_dagster.emulator import Emulator
 # tests/e2e drives `dagster dev` and a browser: `make e2e` runs it (`pytest tests/e2e`).
 # `make test` and a bare `pytest` skip it; naming the folder on the command line still runs it.
 collect_ignore = ["e2e"]
+
+# `make mutate` (TESTING.md): mutmut runs the tests that cover a mutant and stops at the first
+# failure, so the quick, specific files go first and a mutant dies in seconds.
+_MUTATION_ORDER = [
+    "test_run_handler.py",
+    "test_models.py",
+    "test_schedules.py",
+    "test_client.py",
+    "test_warehouse.py",
+    "test_run_asset.py",
+    "test_security.py",
+    "test_captures_asset.py",
+]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("MUTANT_UNDER_TEST"):
+        rank = {name: i for i, name in enumerate(_MUTATION_ORDER)}
+        items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
 
 # --- The Extralt emulator -----------------------------------------------------------------
 

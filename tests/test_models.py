@@ -5,7 +5,7 @@ import re
 import pytest
 
 from extralt_dagster import (
-    ExtraltAPIError,
+    ExtraltAuthError,
     ExtraltClient,
     ExtraltRun,
     ExtraltUnknownStatusError,
@@ -16,7 +16,6 @@ from extralt_dagster.client import TokenBucket, _parse_retry_after, safe_export_
 from extralt_dagster.models import (
     ExportFormat,
     validate_budget,
-    validate_identifier,
     validate_start_urls,
 )
 
@@ -73,14 +72,6 @@ def test_run_document_parses_camel_case_and_keeps_extra_fields():
 
 
 @pytest.mark.parametrize(
-    "doc", [[], "text", {"status": "running"}, {"_id": "r", "status": "running", "extracted": "x"}]
-)
-def test_wrong_shape_is_an_api_error_not_a_key_error(doc):
-    with pytest.raises(ExtraltAPIError):
-        ExtraltRun.from_api(doc)
-
-
-@pytest.mark.parametrize(
     ("value", "field"),
     [
         ("ftp://x.example/a", "start_urls[0]"),
@@ -104,12 +95,6 @@ def test_start_urls_rejects_a_bare_string_and_an_empty_list():
 def test_budget_must_be_a_positive_int(value):
     with pytest.raises(ExtraltValidationError, match="budget"):
         validate_budget(value)
-
-
-@pytest.mark.parametrize("value", ["Shoes", "1abc", "a-b", "a;drop table x", "", "a" * 64])
-def test_identifiers_are_strict(value):
-    with pytest.raises(ExtraltValidationError, match="name"):
-        validate_identifier(value, "name")
 
 
 def test_retry_after_seconds_and_http_date():
@@ -138,17 +123,14 @@ def test_export_filename_never_comes_from_outside_the_run_id():
         assert "/" not in name and ".." not in name and name.endswith(".parquet")
 
 
-def test_plain_http_to_a_remote_host_is_refused_before_any_request():
-    with pytest.raises(ExtraltValidationError, match="https"):
-        ExtraltClient("secret-key", "http://api.extralt.com")
-    ExtraltClient("secret-key", "http://127.0.0.1:9").close()
-    ExtraltClient("secret-key", "http://localhost:9").close()
-
-
-def test_client_repr_and_errors_hide_the_key():
+def test_client_repr_hides_the_key_and_a_blank_key_is_refused_naming_the_variable():
     client = ExtraltClient("secret-key-123", "http://127.0.0.1:9")
-    assert "secret-key-123" not in repr(client)
+    assert repr(client) == "ExtraltClient(base_url='http://127.0.0.1:9', api_key='***')"
     client.close()
-    with pytest.raises(Exception, match="EXTRALT_API_KEY") as info:
-        ExtraltClient("", "http://127.0.0.1:9")
-    assert "secret" not in str(info.value)
+    for blank in ("", "   "):
+        with pytest.raises(ExtraltAuthError) as info:
+            ExtraltClient(blank, "http://127.0.0.1:9")
+        assert str(info.value) == (
+            "No Extralt API key given. Set the EXTRALT_API_KEY environment variable "
+            "(or pass api_key) to the key from your Extralt dashboard."
+        )

@@ -109,6 +109,7 @@ class RecordedRequest:
     query: dict[str, str]
     status: int  # 0 while no response has started
     at: float  # emulated epoch seconds when the request arrived
+    user_agent: str = ""  # what the client says it is (never the key: no other header is kept)
 
 
 @dataclass
@@ -118,6 +119,7 @@ class _Record:
     query: dict[str, str]
     at: float
     status: int = 0
+    user_agent: str = ""
 
 
 class _RateLimiter:
@@ -357,7 +359,7 @@ class Emulator:
         """Every request so far (faulted, rejected and admin ones too), oldest first."""
         with self._records_lock:
             return [
-                RecordedRequest(r.method, r.path, dict(r.query), r.status, r.at)
+                RecordedRequest(r.method, r.path, dict(r.query), r.status, r.at, r.user_agent)
                 for r in self._records
             ]
 
@@ -374,8 +376,10 @@ class Emulator:
         with self._records_lock:
             self._records.clear()
 
-    def _record(self, method: str, path: str, query: dict[str, str]) -> _Record:
-        rec = _Record(method, path, query, self.clock.now())
+    def _record(
+        self, method: str, path: str, query: dict[str, str], user_agent: str = ""
+    ) -> _Record:
+        rec = _Record(method, path, query, self.clock.now(), user_agent=user_agent)
         with self._records_lock:
             self._records.append(rec)
         return rec
@@ -513,7 +517,8 @@ class _Gate:
         emu = self.emu
         method, path = scope["method"], scope["path"]
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), True))
-        rec = emu._record(method, path, query)
+        agent = dict(scope.get("headers") or ()).get(b"user-agent", b"").decode("latin-1")
+        rec = emu._record(method, path, query, agent)
 
         async def send_recorded(message: Message) -> None:
             if message["type"] == "http.response.start":

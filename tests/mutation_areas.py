@@ -1,0 +1,119 @@
+"""`make mutate`'s areas: which mutmut mutants belong to which promise, and their scores.
+
+    python -m tests.mutation_areas patterns [AREA ...]   # the mutant name patterns, for mutmut run
+    python -m tests.mutation_areas report [AREA ...]     # killed / survived / timed out, per area
+
+The areas are where money and data live (TESTING.md): the client's create and retry path, the
+run step, the poll loop, the warehouse load and the schedules. Scores are read from the
+`mutants/**/*.meta` files mutmut writes.
+"""
+
+import fnmatch
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+_C = "extralt_dagster.client."
+_A = "extralt_dagster.assets."
+_W = "extralt_dagster.warehouse."
+AREAS: dict[str, list[str]] = {
+    "client": [
+        f"{_C}xǁExtraltClientǁcreate_run__mutmut_*",
+        f"{_C}xǁExtraltClientǁfind_started_run__mutmut_*",
+        f"{_C}xǁExtraltClientǁrestart_run__mutmut_*",
+        f"{_C}xǁExtraltClientǁ_with_retries__mutmut_*",
+        f"{_C}xǁExtraltClientǁ_delay_for__mutmut_*",
+        f"{_C}x__is_retryable__mutmut_*",
+        f"{_C}x__maybe_reached_server__mutmut_*",
+        f"{_C}x__id_from__mutmut_*",
+    ],
+    "run_step": [
+        f"{_A}xǁ_RunStepǁexecute__mutmut_*",
+        f"{_A}xǁ_RunStepǁ_follow__mutmut_*",
+        f"{_A}xǁ_RunStepǁ_resume__mutmut_*",
+        f"{_A}xǁ_RunStepǁ_create__mutmut_*",
+        f"{_A}xǁ_RunStepǁ_known_runs__mutmut_*",
+        f"{_A}xǁ_RunStepǁ_already_materialized__mutmut_*",
+        f"{_A}xǁ_RunStepǁ_finish__mutmut_*",
+        f"{_A}xǁ_RunStepǁ_on_unexpected_failure__mutmut_*",
+        f"{_A}xǁ_RunStepǁ_recorded__mutmut_*",
+        f"{_A}xǁ_RunStepǁ_record__mutmut_*",
+    ],
+    "poll_loop": ["extralt_dagster.run_handler.*"],
+    "warehouse_load": [f"{_W}x_load_export__mutmut_*", f"{_W}x__load__mutmut_*"],
+    "schedules": [
+        "extralt_dagster.schedules.x_build_extralt_schedule__mutmut_*",
+        "extralt_dagster.schedules.x__source_name__mutmut_*",
+        "extralt_dagster.schedules.x_build_extralt_job__mutmut_*",
+    ],
+}
+#: mutmut's exit codes, grouped the way TESTING.md reports them.
+_STATUS = {1: "killed", 3: "killed", 0: "survived", 33: "no tests", 5: "no tests", None: "not run"}
+_TIMEOUT = {-24, 24, 152, 255, 36}
+
+
+def status(exit_code: int | None) -> str:
+    if exit_code in _TIMEOUT:
+        return "timed out"
+    return _STATUS.get(exit_code, "suspicious")
+
+
+def results(root: Path = Path("mutants")) -> dict[str, int | None]:
+    out: dict[str, int | None] = {}
+    for meta in root.glob("extralt_dagster/**/*.py.meta"):
+        out.update(json.loads(meta.read_text())["exit_code_by_key"])
+    return out
+
+
+def area_of(name: str) -> str | None:
+    for area, patterns in AREAS.items():
+        if any(fnmatch.fnmatchcase(name, p) for p in patterns):
+            return area
+    return None
+
+
+def report(areas: list[str]) -> int:
+    by_area: dict[str, Counter[str]] = {a: Counter() for a in areas}
+    survivors: dict[str, list[str]] = {a: [] for a in areas}
+    for name, code in sorted(results().items()):
+        area = area_of(name)
+        if area in by_area:
+            by_area[area][status(code)] += 1
+            if status(code) not in ("killed", "not run"):
+                survivors[area].append(f"{status(code)}: {name}")
+    print(
+        f"{'area':<16}{'mutants':>8}{'killed':>8}{'survived':>9}{'timed out':>10}"
+        f"{'not run':>8}{'other':>7}  killed%"
+    )
+    for area, counts in by_area.items():
+        total = sum(counts.values())
+        run = total - counts["not run"]
+        other = run - counts["killed"] - counts["survived"] - counts["timed out"]
+        score = f"{100 * counts['killed'] / run:.1f}" if run else "-"
+        print(
+            f"{area:<16}{total:>8}{counts['killed']:>8}{counts['survived']:>9}"
+            f"{counts['timed out']:>10}{counts['not run']:>8}{other:>7}  {score}"
+        )
+    for area, names in survivors.items():
+        if names:
+            print(f"\n{area}: not killed")
+            print("\n".join(f"  {n}" for n in names))
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    command, *areas = argv or ["report"]
+    unknown = [a for a in areas if a not in AREAS]
+    if unknown or command not in ("patterns", "report"):
+        print(f"usage: python -m tests.mutation_areas patterns|report [{'|'.join(AREAS)} ...]")
+        return 2
+    areas = areas or list(AREAS)
+    if command == "patterns":
+        print(" ".join(p for a in areas for p in AREAS[a]))
+        return 0
+    return report(areas)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
