@@ -28,6 +28,12 @@ _EVENT = re.compile(
     r"(?P<event>ASSET_MATERIALIZATION|STEP_FAILURE) - (?P<message>.*)$"
 )
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# A traceback's `module.ErrorClass: message` line; Dagster's own wrapper around the step's error
+# is skipped for the error it wraps.
+_ERROR_LINE = re.compile(
+    r"^(?:[A-Za-z_][\w.]*\.)?(?P<name>\w*(?:Error|Exception|Failure)\w*): (?P<message>.+)$"
+)
+_WRAPPERS = frozenset({"DagsterExecutionStepExecutionError"})
 
 
 def _dagster_home(project: Path) -> Path:
@@ -85,17 +91,28 @@ def _asset_key(message: str) -> str:
 
 
 def report_progress(lines: Iterable[str], log: TextIO, out: TextIO, started: float) -> None:
-    """Copy Dagster's output to `log`; print one line per materialized asset or failed step."""
+    """Copy Dagster's output to `log`; print one line per materialized asset, and for a failed
+    step its name and the first error line of its traceback (the whole of it stays in the log)."""
+    failing = False  # between a STEP_FAILURE and its error line
     for raw in lines:
         log.write(raw)
-        match = _EVENT.search(_ANSI.sub("", raw.rstrip("\n")))
+        line = _ANSI.sub("", raw.rstrip("\n"))
+        match = _EVENT.search(line)
         if match is None:
+            error = _ERROR_LINE.match(line) if failing else None
+            if error is not None and error["name"] not in _WRAPPERS:
+                print(
+                    f"            {error['name']}: {error['message'][:400]}", file=out, flush=True
+                )
+                failing = False
             continue
         elapsed = f"{time.monotonic() - started:5.0f}s"
         if match["event"] == "ASSET_MATERIALIZATION":
+            failing = False
             print(f"  {elapsed}  materialized {_asset_key(match['message'])}", file=out, flush=True)
         else:
-            print(f"  {elapsed}  FAILED {match['step']}: {match['message']}", file=out, flush=True)
+            failing = True
+            print(f"  {elapsed}  FAILED {match['step']}", file=out, flush=True)
 
 
 def run_demo(project: Path, *, port: int = 0, speed: float = DEMO_SPEED) -> int:

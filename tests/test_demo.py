@@ -181,3 +181,34 @@ def test_make_dev_prints_the_instance_it_gives_dagster_dev(tmp_path, monkeypatch
     assert printed["DAGSTER_HOME"] == str((tmp_path / ".dagster_home").resolve())
     assert f"Dagster instance: {printed['DAGSTER_HOME']}" in out
     assert given["cmd"][1:] == ["dev", "-w", "workspace.yaml"] and given["cwd"] == tmp_path
+
+
+def test_a_failing_demo_names_the_failed_steps_and_its_log(tmp_path, monkeypatch, capsys):
+    """No credits on the emulator: every run step fails with a 402; the demo says which steps
+    failed, where the whole log is, and exits non-zero."""
+    import extralt_dagster.demo as demo
+    from extralt_dagster.emulator import Emulator
+
+    shutil.copyfile(PROJECT / "dagster.yaml", tmp_path / "dagster.yaml")
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    for name in [k for k in os.environ if k.startswith("EXTRALT_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(demo, "Emulator", lambda **kw: Emulator(credits=0, **kw))
+    assert demo.run_demo(tmp_path, speed=50) != 0
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    failed = [i for i, line in enumerate(lines) if " FAILED " in line]
+    assert sorted(lines[i].split()[-1] for i in failed) == [f"extralt__{s}__run" for s in SOURCES]
+    for i in failed:  # each with the error that failed it, the first line of its traceback
+        assert (
+            lines[i + 1]
+            .strip()
+            .startswith(
+                "ExtraltInsufficientCreditsError: Extralt POST /v0/extract/runs returned 402"
+            )
+        ), lines[i + 1]
+    assert " materialized " not in captured.out and "DuckDB warehouse" not in captured.out
+    assert "Demo FAILED" in captured.err and "data/demo.log" in captured.err
+    log = (tmp_path / "data" / "demo.log").read_text(encoding="utf-8")
+    assert "returned 402" in log and " - STEP_FAILURE - " in log
