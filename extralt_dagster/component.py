@@ -10,17 +10,116 @@
           robot_id: rbt_shoes
           cron: "0 3 * * *"
 
-The schema is `ExtraltSources`, the sources file's, so checks and docs are shared. The API key:
-leave `api_key` unset and each run reads EXTRALT_API_KEY (a `dg.EnvVar`, which the UI shows by
-name only); `api_key: "{{ env.OTHER_VAR }}"` works too, but makes the key plain config.
+`defaults` and `sources` are checked by the sources file's own validation (`validate_sources`),
+so a mistake reads the same in both: the defs.yaml path, the line, the source and the field, all
+problems at once. Their YAML schema is deliberately loose (any value passes `dg check yaml`):
+Dagster's JSON-schema errors for a list of models say only "is not valid under any of the given
+schemas".
+
+The connection is decided at load time, like the default code location's: a key (the `api_key`
+attribute or EXTRALT_API_KEY) talks to `base_url` (else EXTRALT_BASE_URL, else the public API),
+and an EXTRALT_API_KEY stays a `dg.EnvVar`, which the UI shows by name only. No key and no URL:
+the local emulator with its demo key, and a warning. A remote URL without a key fails the load.
 
 No `from __future__ import annotations` here: Dagster derives the YAML schema from the fields.
 """
 
-import dagster as dg
-from pydantic import Field
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
 
-from .sources import API_KEY_ENV, ExtraltSources, build_sources_definitions
+import dagster as dg
+from dagster.components.resolved.errors import ResolutionException
+from pydantic import BaseModel, Field, WithJsonSchema
+
+from .errors import ExtraltAuthError
+from .sources import (
+    API_KEY_ENV,
+    ExtraltSources,
+    SourceDefaults,
+    SourcesFileError,
+    SourceSpec,
+    build_sources_definitions,
+    resolve_connection,
+    validate_sources,
+)
+
+logger = logging.getLogger("extralt_dagster.component")
+_DEFS_FILES = ("defs.yaml", "defs.yml", "component.yaml")
+_WARNED: set[tuple[str, str]] = set()
+
+
+class ExtraltComponentError(SourcesFileError, ResolutionException):
+    """Bad `defaults` or `sources` in a defs.yaml.
+
+    A `ResolutionException`, so Dagster shows the message as it is instead of wrapping it in the
+    resolver's traceback.
+    """
+
+
+def _checked_as_a_whole(
+    resolve: Callable[[dg.ResolutionContext, BaseModel], Any],
+    model: type[BaseModel],
+    *,
+    many: bool,
+) -> dg.Resolver:
+    """Resolve a field from all the attributes (`validate_sources` checks them together),
+    with a YAML schema that documents every field for editors but rejects nothing."""
+    fields = {
+        (info.alias or name): {"description": info.description or ""}
+        for name, info in model.model_fields.items()
+    }
+    schema: dict[str, Any] = {"description": model.__doc__ or "", "properties": fields}
+    if many:
+        schema = {"description": "A list of sources.", "items": schema}
+    return dg.Resolver.from_model(resolve, model_field_type=Annotated[Any, WithJsonSchema(schema)])
+
+
+def _validated(context: dg.ResolutionContext, attributes: BaseModel) -> ExtraltSources:
+    """`defaults` and `sources`, templates rendered, checked as the sources file is."""
+    data = {
+        key: _render_templates(context.at_path(key), getattr(attributes, key))
+        for key in ("defaults", "sources")
+        if key in attributes.model_fields_set
+    }
+    tree = context.source_position_tree
+    prefix = list(context.path)
+
+    def line_of(loc: tuple[Any, ...]) -> int | None:
+        if tree is None:
+            return None
+        position, _ = tree.lookup_closest_and_path([*prefix, *loc], trace=None)
+        return position.start.line
+
+    where = tree.position.filename if tree is not None else "defs.yaml"
+    try:
+        return validate_sources(
+            data, where, line_of=line_of, what="the ExtraltComponent attributes"
+        )
+    except SourcesFileError as exc:
+        raise ExtraltComponentError(str(exc)) from None
+
+
+def _render_templates(context: dg.ResolutionContext, value: Any) -> Any:
+    """Render `{{ ... }}` strings only: Dagster's own rendering would also turn a quoted
+    `budget: "100"` into 100, a mistake the sources file reports (its fields are strict)."""
+    if isinstance(value, dict):
+        return {k: _render_templates(context.at_path(k), v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_render_templates(context.at_path(i), v) for i, v in enumerate(value)]
+    if isinstance(value, str) and ("{{" in value or "{%" in value):
+        return context.resolve_value(value)
+    return value
+
+
+def _resolve_defaults(context: dg.ResolutionContext, attributes: BaseModel) -> SourceDefaults:
+    return _validated(context, attributes).defaults or SourceDefaults()
+
+
+def _resolve_sources(context: dg.ResolutionContext, attributes: BaseModel) -> list[SourceSpec]:
+    return _validated(context, attributes).sources
 
 
 class ExtraltScaffolder(dg.Scaffolder):
@@ -36,6 +135,12 @@ class ExtraltComponent(dg.Component, dg.Resolvable, ExtraltSources):
     """Extralt sources: per source, a run asset, a captures asset (DuckDB), a job and an
     optional schedule; plus an `extralt_job` for all sources and the two resources."""
 
+    defaults: Annotated[
+        SourceDefaults | None, _checked_as_a_whole(_resolve_defaults, SourceDefaults, many=False)
+    ] = Field(default=None, description="Settings applied to every source.")
+    sources: Annotated[
+        list[SourceSpec], _checked_as_a_whole(_resolve_sources, SourceSpec, many=True)
+    ] = Field(min_length=1, description="The sources, one per robot run.")
     api_key: str | None = Field(
         default=None,
         repr=False,
@@ -45,24 +150,51 @@ class ExtraltComponent(dg.Component, dg.Resolvable, ExtraltSources):
     )
     base_url: str | None = Field(
         default=None,
-        description="API base URL. Unset: EXTRALT_BASE_URL, else https://api.extralt.com.",
+        description="API base URL. Unset: EXTRALT_BASE_URL, else https://api.extralt.com; "
+        "with no key at all, the local emulator.",
     )
     duckdb_path: str | None = Field(
         default=None,
         description="DuckDB file to load captures into. Unset: EXTRALT_DUCKDB_PATH, "
-        "else data/extralt.duckdb.",
+        "else data/warehouse.duckdb.",
     )
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         """The same Definitions `load_extralt_definitions` builds from a sources file."""
+        where = _defs_file(context.path)
+        try:
+            conn = resolve_connection(
+                os.environ, api_key=self.api_key or None, base_url=self.base_url or None
+            )
+        except ExtraltAuthError as exc:
+            raise ExtraltAuthError(f"{where}: {exc}") from None
+        if conn.emulated and (where, conn.base_url) not in _WARNED:
+            _WARNED.add((where, conn.base_url))  # once per process: a load may build twice
+            logger.warning(
+                "%s: no Extralt API key (EXTRALT_API_KEY or api_key): these sources talk to the "
+                "local Extralt emulator at %s with its demo key (start it with "
+                "`extralt-dagster emulator`). Set EXTRALT_API_KEY to use your Extralt account.",
+                where,
+                conn.base_url,
+            )
+        if self.api_key or conn.emulated:
+            api_key: str | dg.EnvVar = conn.api_key
+        else:
+            # From the environment: a dg.EnvVar, read by the run worker, never in the config.
+            api_key = dg.EnvVar(API_KEY_ENV)
         return build_sources_definitions(
             self,
-            where=str(context.path),
+            where=where,
             duckdb_path=self.duckdb_path or None,
-            # Unset: dg.EnvVar, read by the run worker, so the key never sits in the config.
-            api_key=self.api_key or dg.EnvVar(API_KEY_ENV),
-            base_url=self.base_url or None,
+            api_key=api_key,
+            base_url=conn.base_url,
         )
 
 
-__all__ = ["ExtraltComponent"]
+def _defs_file(folder: Path) -> str:
+    return next(
+        (str(folder / name) for name in _DEFS_FILES if (folder / name).is_file()), str(folder)
+    )
+
+
+__all__ = ["ExtraltComponent", "ExtraltComponentError"]

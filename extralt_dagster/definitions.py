@@ -6,48 +6,22 @@ Environment:
   points at the local emulator, and says so in the log; a key never goes to the emulator
   unless `EXTRALT_BASE_URL` says so.
 - `EXTRALT_BASE_URL`: default https://api.extralt.com (or the emulator, see above).
-- `EXTRALT_DUCKDB_PATH`: default `data/extralt.duckdb` under the working directory.
+- `EXTRALT_DUCKDB_PATH`: default `data/warehouse.duckdb` under the working directory.
 """
 
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
-from .client import DEFAULT_BASE_URL, is_loopback
-from .emulator import DEMO_API_KEY
-from .errors import ExtraltAuthError
+# The rule (no key and no URL: the local emulator) lives in sources.py, shared with the Component.
+from .sources import EMULATOR_URL as EMULATOR_URL
+from .sources import Connection as Connection
+from .sources import resolve_connection
 
 DEMO_SOURCES = Path(__file__).with_name("demo_sources.yaml")
-EMULATOR_URL = "http://127.0.0.1:8765"
-DEFAULT_DUCKDB_PATH = os.path.join("data", "extralt.duckdb")
+DEFAULT_DUCKDB_PATH = os.path.join("data", "warehouse.duckdb")
 
 logger = logging.getLogger("extralt_dagster.definitions")
-
-
-@dataclass(frozen=True)
-class Connection:
-    """Where the location talks to, resolved from the environment."""
-
-    base_url: str
-    api_key: str
-    emulated: bool
-
-
-def resolve_connection(env: "os._Environ[str] | dict[str, str]" = os.environ) -> Connection:
-    key = env.get("EXTRALT_API_KEY", "").strip()
-    url = env.get("EXTRALT_BASE_URL", "").strip()
-    if key:
-        return Connection(url or DEFAULT_BASE_URL, key, emulated=False)
-    if not url:
-        return Connection(EMULATOR_URL, DEMO_API_KEY, emulated=True)
-    if is_loopback(urlsplit(url).hostname or ""):
-        return Connection(url, DEMO_API_KEY, emulated=True)
-    raise ExtraltAuthError(
-        f"EXTRALT_BASE_URL is {url!r} but EXTRALT_API_KEY is not set. Set EXTRALT_API_KEY to your "
-        "Extralt API key, or unset EXTRALT_BASE_URL to use the local emulator."
-    )
 
 
 def build_definitions():

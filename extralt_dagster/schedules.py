@@ -7,6 +7,7 @@ is still queued or running: back-to-back runs would each spend credits on the sa
 
 import functools
 import re
+import warnings
 from collections.abc import Sequence
 from datetime import UTC
 from typing import Any
@@ -61,19 +62,72 @@ def build_extralt_job(name: str) -> AssetJob:
     )
 
 
+#: (name, lowest, highest) of each cron field, in order. Day-of-week 0 and 7 are both Sunday.
+_CRON_FIELDS = (
+    ("minute", 0, 59),
+    ("hour", 0, 23),
+    ("day-of-month", 1, 31),
+    ("month", 1, 12),
+    ("day-of-week", 0, 7),
+)
+_CRON_SHAPE = "minute hour day-of-month month day-of-week"
+
+
 def validate_cron(value: object, field_name: str = "cron_schedule") -> str:
     """A standard 5-field cron expression, as Dagster's scheduler accepts it."""
     if isinstance(value, str) and value.strip():
-        try:
-            # Dagster's own check, so we accept exactly what its scheduler accepts.
-            dg.ScheduleDefinition(name="extralt_cron_check", cron_schedule=value, job_name="x")
+        if _dagster_accepts(value):
             return value
-        except dg.DagsterInvalidDefinitionError:
-            pass
+        fields = value.split()
+        if len(fields) == 5 and not value.startswith("@"):
+            raise ExtraltValidationError(
+                f"{field_name} {value!r} is not a valid cron expression: "
+                f"{_cron_field_problems(fields)}. The 5 fields are {_CRON_SHAPE}, "
+                "e.g. '0 3 * * *' for 03:00 every day."
+            )
+        count = f" ({len(fields)} field{'s' if len(fields) != 1 else ''})"
+    else:
+        count = ""
     raise ExtraltValidationError(
         f"{field_name} must be a 5-field cron expression such as '0 3 * * *' "
-        f"(minute hour day-of-month month day-of-week), got {value!r}."
+        f"({_CRON_SHAPE}) or @hourly, @daily, @weekly, @monthly; got {value!r}{count}."
     )
+
+
+def _dagster_accepts(cron: str) -> bool:
+    # Dagster's own check, so we accept exactly what its scheduler accepts.
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "*/61": accepted, with a warning of its own
+            dg.ScheduleDefinition(name="extralt_cron_check", cron_schedule=cron, job_name="x")
+    except dg.DagsterInvalidDefinitionError:
+        return False
+    return True
+
+
+def _cron_field_problems(fields: list[str]) -> str:
+    """'minute 61 is out of range (0-59); hour 25 is out of range (0-23)'."""
+
+    def probe(index: int, item: str) -> bool:
+        return _dagster_accepts(" ".join(item if i == index else "*" for i in range(5)))
+
+    problems = []
+    for index, (label, low, high) in enumerate(_CRON_FIELDS):
+        if probe(index, fields[index]):
+            continue
+        items = fields[index].split(",")
+        for item in [i for i in items if not probe(index, i)] or [fields[index]]:
+            out = [n for n in map(int, re.findall(r"\d+", item)) if not low <= n <= high]
+            if out:
+                problems.append(f"{label} {out[0]} is out of range ({low}-{high})")
+            else:
+                problems.append(
+                    f"{label} {item!r} is not valid (use *, a number {low}-{high}, a range "
+                    "such as 1-5, a list such as 1,15 or a step such as */15)"
+                )
+    # Each field is fine alone: the combination never occurs, e.g. "0 3 30 2 *".
+    never = f"day-of-month {fields[2]} never occurs in month {fields[3]}"
+    return "; ".join(problems) or never
 
 
 def validate_timezone(value: object, field_name: str = "execution_timezone") -> str:

@@ -11,9 +11,11 @@ import difflib
 import os
 import re
 import reprlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import dagster as dg
 import yaml
@@ -21,8 +23,8 @@ from dagster_duckdb import DuckDBResource
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .assets import DEFAULT_SCHEMA, build_extralt_assets, captures_asset_key, run_asset_key
-from .client import DEFAULT_BASE_URL, validate_base_url
-from .errors import ExtraltError
+from .client import DEFAULT_BASE_URL, is_loopback, validate_base_url
+from .errors import ExtraltAuthError, ExtraltError
 from .models import validate_budget, validate_identifier, validate_robot_id, validate_start_urls
 from .resource import ExtraltResource
 from .schedules import build_extralt_job, build_extralt_schedule, validate_cron, validate_timezone
@@ -30,8 +32,13 @@ from .schedules import build_extralt_job, build_extralt_schedule, validate_cron,
 API_KEY_ENV = "EXTRALT_API_KEY"
 BASE_URL_ENV = "EXTRALT_BASE_URL"
 DUCKDB_PATH_ENV = "EXTRALT_DUCKDB_PATH"
-DEFAULT_DUCKDB_PATH = os.path.join("data", "extralt.duckdb")
+DEFAULT_DUCKDB_PATH = os.path.join("data", "warehouse.duckdb")
 ALL_SOURCES_JOB = "extralt_job"
+DEFAULT_LOCK_TIMEOUT_SECONDS = 60.0
+#: Where `extralt-dagster emulator` listens, and the demo key it accepts (the same value as
+#: `extralt_dagster.emulator.DEMO_API_KEY`, kept here so loading never imports the server).
+EMULATOR_URL = "http://127.0.0.1:8765"
+EMULATOR_API_KEY = "extralt-demo-key"
 _GROUP_RE = re.compile(r"^[A-Za-z0-9_]+$")
 #: Bounded reprs of bad values in messages: a value may be huge (or a YAML alias bomb).
 _SHORT = reprlib.Repr()
@@ -53,15 +60,26 @@ class SourceDefaults(_Strict):
     """Settings applied to every source unless the source sets its own."""
 
     schema_: str = Field(
-        default=DEFAULT_SCHEMA, alias="schema", description="DuckDB schema for every table."
+        default=DEFAULT_SCHEMA,
+        alias="schema",
+        description="DuckDB schema of every source that sets none.",
     )
     group: str | None = Field(default="extralt", description="Dagster asset group.")
     timezone: str = Field(default="UTC", description="Time zone of the sources' cron schedules.")
+    lock_timeout_seconds: float = Field(
+        default=DEFAULT_LOCK_TIMEOUT_SECONDS,
+        description="How long a load waits for another process to release the DuckDB file.",
+    )
 
     @field_validator("schema_")
     @classmethod
     def _schema(cls, v: str) -> str:
         return validate_identifier(v, "schema")
+
+    @field_validator("lock_timeout_seconds")
+    @classmethod
+    def _lock_timeout(cls, v: float) -> float:
+        return _validate_lock_timeout(v)
 
     @field_validator("group")
     @classmethod
@@ -98,6 +116,16 @@ class SourceSpec(_Strict):
     export_format: Literal["parquet", "jsonl"] = Field(
         default="parquet", description="Export to load."
     )
+    schema_: str | None = Field(
+        default=None,
+        alias="schema",
+        description="DuckDB schema of this source's tables (default: defaults, else extralt).",
+    )
+    lock_timeout_seconds: float | None = Field(
+        default=None,
+        description="How long this source's load waits for the DuckDB file's lock "
+        "(default: defaults, else 60).",
+    )
 
     @field_validator("name")
     @classmethod
@@ -127,6 +155,16 @@ class SourceSpec(_Strict):
                 f"poll_timeout_seconds must be a positive number of seconds, got {v!r}."
             )
         return v
+
+    @field_validator("schema_")
+    @classmethod
+    def _schema(cls, v: str | None) -> str | None:
+        return None if v is None else validate_identifier(v, "schema")
+
+    @field_validator("lock_timeout_seconds")
+    @classmethod
+    def _lock_timeout(cls, v: float | None) -> float | None:
+        return None if v is None else _validate_lock_timeout(v)
 
     @field_validator("cron")
     @classmethod
@@ -183,6 +221,15 @@ class _DuplicateNameError(ValueError):
         self.index = index
 
 
+def _validate_lock_timeout(v: float) -> float:
+    if not 0 <= v < float("inf"):
+        raise ValueError(
+            "lock_timeout_seconds must be a number of seconds, 0 or more (0: fail at once "
+            f"when another process holds the DuckDB file), got {v!r}."
+        )
+    return v
+
+
 def _validate_group(v: str | None) -> str | None:
     if v is not None and not _GROUP_RE.fullmatch(v):
         raise ValueError(f"group must contain only letters, digits and underscores, got {v!r}.")
@@ -204,7 +251,7 @@ def load_extralt_definitions(
 
     Resources: `extralt` reads the key from `EXTRALT_API_KEY` at run time unless `api_key` is
     given; `base_url` falls back to `EXTRALT_BASE_URL`, then the public API; the DuckDB file is
-    `duckdb_path`, else `EXTRALT_DUCKDB_PATH`, else `data/extralt.duckdb` (its folder is
+    `duckdb_path`, else `EXTRALT_DUCKDB_PATH`, else `data/warehouse.duckdb` (its folder is
     created). An explicit argument wins over the environment, so a test never writes to the
     warehouse a shell variable points at. `resource_overrides` replaces resources by key.
     Raises `SourcesFileError` naming the file, line, source and field; makes no API call.
@@ -258,10 +305,29 @@ def parse_sources(text: str, where: str) -> ExtraltSources:
             f"{where}, line {line}: the key {key!r} appears twice in the same mapping; YAML "
             "would silently keep the last one. Remove one of them."
         )
+    return validate_sources(data, where, line_of=lambda loc: _line_of(root, loc))
+
+
+#: The 1-based line of an error location such as ("sources", 0, "budget"), if known.
+LineFinder = Callable[[tuple[Any, ...]], int | None]
+
+
+def validate_sources(
+    data: Any,
+    where: str,
+    *,
+    line_of: LineFinder | None = None,
+    what: str = "the Extralt sources file",
+) -> ExtraltSources:
+    """Validate a parsed `{defaults, sources}` mapping; raise one `SourcesFileError` listing
+    every problem with its line (from `line_of`), source and field. `what` names the document
+    ("the Extralt sources file", "the ExtraltComponent attributes") in the message."""
     try:
         return ExtraltSources.model_validate(data)
     except ValidationError as exc:
-        raise SourcesFileError(_describe(exc, where, data, root)) from None
+        raise SourcesFileError(
+            _describe(exc, where, data, line_of or (lambda loc: None), what)
+        ) from None
 
 
 def build_sources_definitions(
@@ -290,8 +356,11 @@ def build_sources_definitions(
                 group_name=source.group or defaults.group,
                 tags=source.tags,
                 owners=source.owners,
-                schema=defaults.schema_,
+                schema=source.schema_ or defaults.schema_,
                 export_format=source.export_format,
+                lock_timeout_seconds=defaults.lock_timeout_seconds
+                if source.lock_timeout_seconds is None
+                else source.lock_timeout_seconds,
             )
             if source.cron:
                 schedules.append(
@@ -332,6 +401,40 @@ def build_sources_definitions(
     return dg.Definitions(assets=assets, schedules=schedules, jobs=jobs, resources=resources)
 
 
+@dataclass(frozen=True)
+class Connection:
+    """Where a code location talks to: the URL, the key, and whether that is the emulator."""
+
+    base_url: str
+    api_key: str = field(repr=False)
+    emulated: bool
+
+
+def resolve_connection(
+    env: Mapping[str, str] = os.environ,
+    *,
+    api_key: str | None = None,
+    base_url: str | None = None,
+) -> Connection:
+    """Explicit settings, else `EXTRALT_API_KEY` / `EXTRALT_BASE_URL`, decided at load time.
+
+    No key and no URL (or a loopback URL): the local emulator with its demo key, so a new
+    project runs before anyone has an account. A key never goes to the emulator unless the
+    URL says so. A remote URL without a key fails now, in one sentence, not at run time.
+    """
+    key = (api_key or env.get(API_KEY_ENV, "")).strip()
+    url = (base_url or env.get(BASE_URL_ENV, "")).strip()
+    if key:
+        return Connection(url or DEFAULT_BASE_URL, key, emulated=False)
+    if not url or is_loopback(urlsplit(url).hostname or ""):
+        return Connection(url or EMULATOR_URL, EMULATOR_API_KEY, emulated=True)
+    named = "base_url" if base_url else BASE_URL_ENV
+    raise ExtraltAuthError(
+        f"{named} is {url!r} but {API_KEY_ENV} is not set: set {API_KEY_ENV} to your Extralt "
+        f"API key, or unset {named} to use the local emulator."
+    )
+
+
 def _duckdb_path(explicit: str | None) -> str:
     path = explicit or os.environ.get(DUCKDB_PATH_ENV) or DEFAULT_DUCKDB_PATH
     if path != ":memory:" and not path.startswith("md:"):
@@ -342,7 +445,7 @@ def _duckdb_path(explicit: str | None) -> str:
 # --- Error messages ------------------------------------------------------------------------
 
 
-def _describe(exc: ValidationError, where: str, data: Any, root: yaml.Node | None) -> str:
+def _describe(exc: ValidationError, where: str, data: Any, line_of: LineFinder, what: str) -> str:
     errors = exc.errors(include_url=False)
     found = []
     for err in errors:
@@ -350,10 +453,10 @@ def _describe(exc: ValidationError, where: str, data: Any, root: yaml.Node | Non
         cause = (err.get("ctx") or {}).get("error")
         if isinstance(cause, _DuplicateNameError):
             loc = (*loc, cause.index, "name")
-        line = _line_of(root, loc)
+        line = line_of(loc)
         at = f"line {line}: " if line else ""
         found.append((line or 0, f"  - {at}{_subject(loc, data)}: {_message(err, loc)}"))
-    lines = [f"{where}: {len(errors)} problem(s) in the Extralt sources file:"]
+    lines = [f"{where}: {len(errors)} problem(s) in {what}:"]
     lines += [text for _, text in sorted(found, key=lambda item: item[0])]
     lines.append("Fix these in the file and reload. No Extralt API call was made.")
     return "\n".join(lines)
@@ -441,6 +544,9 @@ def _duplicate_key(
 
 
 __all__ = [
+    "EMULATOR_API_KEY",
+    "EMULATOR_URL",
+    "Connection",
     "ExtraltSources",
     "SourceDefaults",
     "SourceSpec",
@@ -448,4 +554,6 @@ __all__ = [
     "build_sources_definitions",
     "load_extralt_definitions",
     "parse_sources",
+    "resolve_connection",
+    "validate_sources",
 ]

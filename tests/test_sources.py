@@ -10,13 +10,14 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pytest
+import yaml
 from dagster_duckdb import DuckDBResource
 
-from extralt_dagster import ExtraltResource
+from extralt_dagster import ExtraltResource, ExtraltValidationError, build_extralt_schedule
 from extralt_dagster.assets import captures_asset_key, run_asset_key
 from extralt_dagster.sources import SourcesFileError, load_extralt_definitions
 
-from .support import fast_extralt
+from .support import failure_messages, fast_extralt
 
 FIXTURES = Path(__file__).parent / "fixtures"
 VALID = FIXTURES / "sources_valid.yaml"
@@ -129,7 +130,7 @@ BAD_FILES = {
     ),
     "unknown_default": (
         "defaults: {tz: UTC}\nsources: [{name: shoes, robot_id: rbt_shoes}]\n",
-        ["line 1", "defaults, field tz", "schema, group, timezone"],
+        ["line 1", "defaults, field tz", "schema, group, timezone, lock_timeout_seconds"],
     ),
     "budget_as_string": (
         """
@@ -197,6 +198,31 @@ BAD_FILES = {
     "bad_cron": (
         "sources: [{name: shoes, robot_id: rbt_shoes, cron: '0 3 * *'}]",
         ["field cron", "5-field cron"],
+    ),
+    "cron_field_out_of_range": (
+        """
+        sources:
+          - name: shoes
+            robot_id: rbt_shoes
+            cron: "61 25 * * *"
+        """,
+        [
+            "line 4",
+            "source 'shoes' (sources[0]), field cron: cron '61 25 * * *' is not a valid cron "
+            "expression: minute 61 is out of range (0-59); hour 25 is out of range (0-23).",
+        ],
+    ),
+    "bad_source_schema": (
+        "sources: [{name: shoes, robot_id: rbt_shoes, schema: Raw-EU}]",
+        ["source 'shoes' (sources[0]), field schema", "'Raw-EU'"],
+    ),
+    "negative_lock_timeout": (
+        "sources: [{name: shoes, robot_id: rbt_shoes, lock_timeout_seconds: -1}]",
+        ["field lock_timeout_seconds", "0 or more", "got -1"],
+    ),
+    "lock_timeout_as_string": (
+        "defaults: {lock_timeout_seconds: '30'}\nsources: [{name: shoes, robot_id: rbt_shoes}]",
+        ["defaults, field lock_timeout_seconds", "valid number", "'30'"],
     ),
     "bad_timezone": (
         "sources: [{name: shoes, robot_id: rbt_shoes, cron: '@daily', timezone: Mars/Olympus}]",
@@ -352,3 +378,142 @@ def test_resource_overrides_replace_resources_by_key(emulator, instance, tmp_pat
     result = defs.resolve_job_def("extralt_job").execute_in_process(instance=instance)
     assert result.success
     assert emulator.count_requests(*CREATE) == 1
+
+
+@pytest.mark.parametrize(
+    ("cron", "problem"),
+    [
+        ("61 25 * * *", "minute 61 is out of range (0-59); hour 25 is out of range (0-23)"),
+        ("0 3 0 * *", "day-of-month 0 is out of range (1-31)"),
+        ("0 3 * 13 *", "month 13 is out of range (1-12)"),
+        ("0 3 * * 8", "day-of-week 8 is out of range (0-7)"),
+        ("5,61 * * * *", "minute 61 is out of range (0-59)"),
+        ("1-70 * * * *", "minute 70 is out of range (0-59)"),
+        (
+            "x 3 * * *",
+            "minute 'x' is not valid (use *, a number 0-59, a range such as 1-5, a list such "
+            "as 1,15 or a step such as */15)",
+        ),
+        ("0 3 31 2 *", "day-of-month 31 never occurs in month 2"),
+    ],
+)
+def test_a_bad_cron_field_is_named_in_the_file_and_by_build_extralt_schedule(
+    tmp_path, cron, problem
+):
+    expected = f"{cron!r} is not a valid cron expression: {problem}. The 5 fields are minute"
+    path = write(tmp_path, f"sources: [{{name: shoes, robot_id: rbt_shoes, cron: {cron!r}}}]")
+    with pytest.raises(SourcesFileError) as info:
+        load_extralt_definitions(path, duckdb_path=str(tmp_path / "w.duckdb"))
+    assert f"field cron: cron {expected}" in str(info.value)
+    with pytest.raises(ExtraltValidationError) as info:
+        build_extralt_schedule("shoes", cron)
+    assert str(info.value).startswith(f"cron_schedule {expected}")
+
+
+@pytest.mark.parametrize("cron", ["0 3 * *", "0 3 * * * *", "daily"])
+def test_a_cron_with_the_wrong_number_of_fields_says_so(cron):
+    with pytest.raises(ExtraltValidationError) as info:
+        build_extralt_schedule("shoes", cron)
+    fields = len(cron.split())
+    assert str(info.value) == (
+        "cron_schedule must be a 5-field cron expression such as '0 3 * * *' (minute hour "
+        "day-of-month month day-of-week) or @hourly, @daily, @weekly, @monthly; got "
+        f"{cron!r} ({fields} field{'s' if fields != 1 else ''})."
+    )
+
+
+def load_against(emulator, path, tmp_path, monkeypatch):
+    """(defs, warehouse file) of a sources file, talking to the emulator with its key."""
+    monkeypatch.setenv("EXTRALT_API_KEY", emulator.api_key)  # read at run time, via dg.EnvVar
+    warehouse = tmp_path / "w.duckdb"
+    defs = load_extralt_definitions(path, duckdb_path=str(warehouse), base_url=emulator.url)
+    return defs, warehouse
+
+
+def test_schema_per_source_puts_each_sources_tables_in_its_schema(
+    emulator, instance, tmp_path, monkeypatch
+):
+    path = write(
+        tmp_path,
+        """
+        defaults:
+          schema: staging
+        sources:
+          - name: shoes
+            robot_id: rbt_shoes
+            budget: 6
+            schema: raw
+          - name: books
+            robot_id: rbt_books
+            budget: 4
+        """,
+    )
+    defs, warehouse = load_against(emulator, path, tmp_path, monkeypatch)
+    result = defs.resolve_job_def("extralt_job").execute_in_process(instance=instance)
+    assert result.success
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        tables = set(
+            con.execute("select schema_name || '.' || table_name from duckdb_tables()").fetchall()
+        )
+        shoes = con.execute("select count(*) from raw.shoes_captures").fetchone()
+        books = con.execute("select count(*) from staging.books_captures").fetchone()
+    assert (shoes, books) == ((6,), (4,))
+    assert {("raw.shoes_captures",), ("staging.books_captures",)} <= tables
+    assert not {("staging.shoes_captures",), ("raw.books_captures",)} & tables
+
+
+def test_lock_timeout_seconds_reaches_each_sources_load(emulator, instance, tmp_path, monkeypatch):
+    path = write(
+        tmp_path,
+        """
+        defaults:
+          lock_timeout_seconds: 0.3
+        sources:
+          - name: shoes
+            robot_id: rbt_shoes
+            budget: 3
+            lock_timeout_seconds: 0
+          - name: books
+            robot_id: rbt_books
+            budget: 3
+        """,
+    )
+    defs, warehouse = load_against(emulator, path, tmp_path, monkeypatch)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import duckdb, sys\ncon = duckdb.connect({str(warehouse)!r})\n"
+            "print('locked', flush=True)\nsys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        results = {
+            name: defs.resolve_job_def(f"extralt_{name}_job").execute_in_process(
+                instance=instance, raise_on_error=False
+            )
+            for name in ("shoes", "books")
+        }
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    for name, seconds in (("shoes", "0"), ("books", "0.3")):
+        [message] = failure_messages(results[name])
+        assert f"within {seconds} s" in message, message
+        assert "w.duckdb" in message
+
+
+def test_the_valid_fixture_sets_every_documented_field():
+    """sources_valid.yaml is the README's reference: a new field must appear in it."""
+    from extralt_dagster.sources import SourceDefaults, SourceSpec
+
+    data = yaml.safe_load(VALID.read_text())
+    used = set().union(*(source.keys() for source in data["sources"]))
+    assert used == {f.alias or name for name, f in SourceSpec.model_fields.items()}
+    assert set(data["defaults"]) == {
+        f.alias or name for name, f in SourceDefaults.model_fields.items()
+    }
