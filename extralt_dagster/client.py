@@ -502,8 +502,8 @@ class ExtraltClient:
                 f"{check} and the network.",
             )
         return (
-            "the connection was closed before a complete answer",
-            "Check the network; reads are retried, within max_retries.",
+            "the connection broke off mid-answer",
+            f"Check the network and {check.removeprefix('Check ')}.",
         )
 
     def _delay_for(self, exc: Exception, tries: int) -> float:
