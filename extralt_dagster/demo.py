@@ -192,14 +192,33 @@ def run_dev(project: Path, *, port: int = 8765, speed: float = DEMO_SPEED) -> in
             cwd=project,
             start_new_session=True,
         )
+        # `dagster dev` has its own session, so a signal to this process (Ctrl-C, `kill`, a
+        # closed terminal) reaches only us: we end its whole group, then the emulator.
+        previous = {sig: signal.signal(sig, _raise_stopped) for sig in _STOP_SIGNALS}
         try:
             return proc.wait()
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, _Stopped):
             return 0
         finally:
+            for sig in _STOP_SIGNALS:
+                signal.signal(sig, signal.SIG_IGN)  # a second signal must not cut the clean-up
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
                 try:
                     proc.wait(timeout=20)
                 except subprocess.TimeoutExpired:
                     os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(timeout=10)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+class _Stopped(Exception):
+    """SIGTERM or SIGHUP arrived while `dagster dev` ran."""
+
+
+def _raise_stopped(signum: int, frame: object) -> None:
+    raise _Stopped(signum)

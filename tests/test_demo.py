@@ -4,6 +4,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -181,6 +182,37 @@ def test_make_dev_prints_the_instance_it_gives_dagster_dev(tmp_path, monkeypatch
     assert printed["DAGSTER_HOME"] == str((tmp_path / ".dagster_home").resolve())
     assert f"Dagster instance: {printed['DAGSTER_HOME']}" in out
     assert given["cmd"][1:] == ["dev", "-w", "workspace.yaml"] and given["cwd"] == tmp_path
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_make_dev_ends_dagster_devs_group_when_it_is_killed(tmp_path, monkeypatch, signum):
+    """`dagster dev` runs in its own session: a `kill` of `make dev` must end it too."""
+    import extralt_dagster.demo as demo
+
+    ended: list[tuple[int, int]] = []
+
+    class RunningDagsterDev:
+        pid = 424242  # never signalled for real: os.killpg is recorded below
+
+        def __init__(self, cmd, **kwargs):
+            self.returncode = None
+
+        def wait(self, timeout=None):
+            if timeout is None:  # the long wait for `dagster dev`: the signal arrives now
+                os.kill(os.getpid(), signum)
+            self.returncode = -signal.SIGTERM
+            return self.returncode
+
+        def poll(self):
+            return self.returncode
+
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.setattr(demo.subprocess, "Popen", RunningDagsterDev)
+    monkeypatch.setattr(demo.os, "killpg", lambda pgid, sig: ended.append((pgid, sig)))
+    before = signal.getsignal(signum)
+    assert demo.run_dev(tmp_path, port=0) == 0
+    assert ended == [(RunningDagsterDev.pid, signal.SIGTERM)]
+    assert signal.getsignal(signum) == before  # handlers restored
 
 
 def test_a_failing_demo_names_the_failed_steps_and_its_log(tmp_path, monkeypatch, capsys):
