@@ -202,6 +202,8 @@ class Emulator:
 
     Time is `clock` (emulated, `speed` x real time, plus `clock.advance()`); runs move through
     their lifecycle whenever anything reads them. Faults are switched on with `set_faults()`.
+    Run ids are random, unique per emulator, unless `seed` is given: then they repeat from one
+    emulator to the next. `GET /runs/<id>` is a read-only HTML page of the run, for people.
     """
 
     def __init__(
