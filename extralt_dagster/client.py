@@ -766,7 +766,9 @@ def _check_export(path: Path, fmt: ExportFormat) -> None:
         with path.open("rb") as f:
             f.seek(max(0, size - 65536))
             tail = f.read()
-        last = tail.rstrip(b"\n").rsplit(b"\n", 1)[-1]
+        last = tail.rstrip().rsplit(b"\n", 1)[-1]
+        if not last.strip() and size <= len(tail):
+            return  # only blank lines: a run with no captures
         try:
             json.loads(last)
         except ValueError:

@@ -9,6 +9,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,21 @@ CAPTURE_COLUMNS: tuple[str, ...] = (
 )
 #: Undocumented columns added when `extra_columns=True`.
 EXTRA_COLUMNS: tuple[str, ...] = ("rating", "review_count")
+#: The field every offer gains when `nested_field=True`: `variants[].offers[].warranty`.
+NESTED_FIELD = "warranty"
+#: Columns that are NULL in every row, with no type at all, when `typeless=True`: what a run
+#: whose pages showed no prices, stock or options exports. Ids, keys, titles and variants stay.
+TYPELESS_COLUMNS: tuple[str, ...] = (
+    "subtitle",
+    "description",
+    "min_price",
+    "max_price",
+    "currency",
+    "available",
+    "sku_count",
+    "image_url",
+    "options",
+)
 FORMATS = ("parquet", "jsonl")
 #: A fixed default window, so files made without one are byte-for-byte reproducible.
 DEFAULT_STARTED_AT = 1_767_225_600.0  # 2026-01-01T00:00:00Z
@@ -221,13 +237,16 @@ def capture_select(
     extra_columns: bool = False,
     drop_columns: Iterable[str] = (),
     source: str | None = None,
+    nested_field: bool = False,
+    typeless: bool = False,
 ) -> str:
     """The SELECT that yields captures `start..stop` of a `count`-capture run.
 
     Pseudo-randomness is `mix(...)` (a re-hashed DuckDB `hash`) of the seed, the product (host, i)
     or the run (run_id, i), so any slice of a run is the same rows as that slice of the whole run.
     `source` is a table with a column `i` to read instead of `range()`; a table scan runs on every
-    core, while `range()` runs on one.
+    core, while `range()` runs on one. `nested_field` gives every offer a `warranty` struct the
+    docs do not list; `typeless` makes `TYPELESS_COLUMNS` untyped NULLs.
     """
     stop = count if stop is None else min(stop, count)
     start = max(0, min(start, stop))
@@ -270,11 +289,18 @@ def capture_select(
             f"availability := struct_pack(in_stock := {in_stock}, "
             f"quantity := CASE WHEN {in_stock} THEN (mix(hr, 33, k, {o}) % 60 + 1)::INTEGER ELSE 0 END), "
             + (
-                f"condition := 'new', seller := {_lit(store)}, seller_type := 'first_party')"
+                "condition := 'new', seller := " + _lit(store) + ", seller_type := 'first_party'"
                 if o == 0
                 else "condition := CASE WHEN mix(hr, 34, k) % 3 > 0 THEN 'new' ELSE 'refurbished' END, "
-                f"seller := {_pick(SELLERS, 'mix(hr, 35, k)')}, seller_type := 'marketplace')"
+                f"seller := {_pick(SELLERS, 'mix(hr, 35, k)')}, seller_type := 'marketplace'"
             )
+            + (
+                f", {NESTED_FIELD} := struct_pack(months := (12 * (1 + mix(hr, 36, k, {o}) % 3))::INTEGER, "
+                "provider := 'Extralt Care')"
+                if nested_field
+                else ""
+            )
+            + ")"
         )
 
     # Explicit lists, not a nested lambda: capturing outer columns twice deep is slow.
@@ -326,6 +352,8 @@ def capture_select(
         ("review_count", "(mix(hp, 10) % 2500)::BIGINT"),
     ]  # fmt: skip
     wanted = CAPTURE_COLUMNS + (EXTRA_COLUMNS if extra_columns else ())
+    if typeless:
+        columns = [(n, "NULL" if n in TYPELESS_COLUMNS else e) for n, e in columns]
     select_list = ",\n  ".join(
         f"{expr} AS {name}" for name, expr in columns if name in wanted and name not in dropped
     )
@@ -379,20 +407,38 @@ def write_captures(
     store: str | None = None,
     started_at: float | None = None,
     ended_at: float | None = None,
+    stop: int | None = None,
+    nested_field: bool = False,
+    typeless: bool = False,
+    no_columns: bool = False,
 ) -> Path:
     """Write `count` captures of `run_id` to `path` as parquet (zstd) or JSON lines.
 
     Deterministic for the arguments. Without `started_at`/`ended_at` the capture times sit in a
-    fixed window starting 2026-01-01, at 20 captures per second.
+    fixed window starting 2026-01-01, at 20 captures per second. `stop` writes only captures
+    `0..stop` of the run, the same rows as the whole run's first ones: a short export.
+    `no_columns` writes a file of no captures as some writers do: a Parquet file with no columns
+    at all (pyarrow's empty table), an empty JSON lines file.
     """
     if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
     if count < 0:
         raise ValueError("count must be >= 0")
     target = Path(path)
+    rows = count if stop is None else max(0, min(int(stop), count))
+    if no_columns and rows == 0:
+        if format == "parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            pq.write_table(pa.Table.from_pylist([]), target)
+        else:
+            target.write_bytes(b"")
+        return target
     sql = capture_select(
         run_id=run_id,
         count=count,
+        stop=rows,
         seed=seed,
         host=host,
         currency=currency,
@@ -402,6 +448,8 @@ def write_captures(
         extra_columns=extra_columns,
         drop_columns=drop_columns,
         source="ids",
+        nested_field=nested_field,
+        typeless=typeless,
     )
     options = (
         "FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 100000"
@@ -415,11 +463,47 @@ def write_captures(
             # 1M captures from spilling) and spill beside the target, never into the cwd.
             con.execute(f"SET memory_limit = {_lit(MEMORY_LIMIT)}")
             con.execute(f"SET temp_directory = {_lit(str(spill))}")
-            con.execute(f"CREATE TEMP TABLE ids AS SELECT range AS i FROM range({int(count)})")
+            con.execute(f"CREATE TEMP TABLE ids AS SELECT range AS i FROM range({rows})")
             con.execute(f"COPY ({sql}) TO {_lit(str(target))} ({options})")
     finally:
         shutil.rmtree(spill, ignore_errors=True)
     return target
+
+
+@dataclass(frozen=True)
+class ExportShape:
+    """How one export departs from the documented shape: the emulator's export faults that
+    still give a whole, valid file. The default is the documented shape."""
+
+    extra_columns: bool = False
+    drop_columns: tuple[str, ...] = ()
+    nested_field: bool = False
+    typeless: bool = False
+    short_by: int = 0  # the run's last N captures are left out of the file
+    no_columns: bool = False  # a file of no captures has no columns (pyarrow's empty table)
+
+    def key(self) -> str:
+        """A short name for the shape, for cache file names; "" for the documented shape."""
+        parts = [
+            "x" if self.extra_columns else "",
+            ",".join(sorted(self.drop_columns)),
+            "n" if self.nested_field else "",
+            "t" if self.typeless else "",
+            f"s{self.short_by}" if self.short_by else "",
+            "0" if self.no_columns else "",
+        ]
+        return "" if not any(parts) else "|".join(parts)
+
+    def write_options(self, count: int) -> dict[str, Any]:
+        """The `write_captures` arguments that give this shape to a `count`-capture run."""
+        return {
+            "extra_columns": self.extra_columns,
+            "drop_columns": self.drop_columns,
+            "nested_field": self.nested_field,
+            "typeless": self.typeless,
+            "stop": max(0, count - self.short_by) if self.short_by else None,
+            "no_columns": self.no_columns,
+        }
 
 
 def read_captures(

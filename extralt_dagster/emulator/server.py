@@ -1004,7 +1004,9 @@ def _stream_file(handle: BinaryIO, size: int, faults: Faults) -> Iterator[bytes]
     cut = faults.export_cut_after_bytes
     if cut is not None:
         limit = min(limit, max(0, cut))
-    garbled = _garbled_ranges(size) if faults.export_corrupt else []
+    garbled = []
+    if faults.export_corrupt or faults.export_corrupt_page:
+        garbled = _garbled_ranges(size, footer=faults.export_corrupt)
     pos = 0
     with contextlib.closing(handle):
         while pos < limit:
@@ -1019,11 +1021,13 @@ def _stream_file(handle: BinaryIO, size: int, faults: Faults) -> Iterator[bytes]
         raise EmulatorAbort(f"export cut after {pos} bytes")
 
 
-def _garbled_ranges(size: int) -> list[tuple[int, int]]:
+def _garbled_ranges(size: int, *, footer: bool = True) -> list[tuple[int, int]]:
     """Some bytes in the middle (a data page) and the last 16 (parquet's footer length and
-    magic), so no reader can open the file, nor skip the damage."""
+    magic), so no reader can open the file, nor skip the damage. Without `footer`, only the
+    middle: the file opens, and fails where a reader decodes that page."""
     mid = size // 2
-    return [(max(0, mid - 256), min(size, mid + 256)), (max(0, size - 16), size)]
+    middle = (max(0, mid - 256), min(size, mid + 256))
+    return [middle, (max(0, size - 16), size)] if footer else [middle]
 
 
 def _garble(chunk: bytes, pos: int, ranges: list[tuple[int, int]]) -> bytes:
