@@ -24,6 +24,7 @@ import yaml
 from playwright.sync_api import Page, expect
 
 import extralt_dagster
+from extralt_dagster.emulator import DEMO_API_KEY
 
 from ..support import wait_until
 from .conftest import PROJECT, TERMINAL, serving_dagster
@@ -82,7 +83,8 @@ class MakeDev:
         return data
 
     def emulator_state(self) -> dict[str, Any]:
-        return httpx.get(f"{EMULATOR}/_emulator/state", timeout=10).json()
+        auth = {"Authorization": f"Bearer {DEMO_API_KEY}"}  # make dev's emulator: the demo key
+        return httpx.get(f"{EMULATOR}/_emulator/state", headers=auth, timeout=10).json()
 
     def warehouse(self) -> Path:
         """The one DuckDB file `make dev` writes, under `data/`."""
