@@ -3,6 +3,7 @@
 import contextlib
 import json
 import logging
+import socket
 
 import duckdb
 import pyarrow.parquet as pq
@@ -328,6 +329,26 @@ def test_an_unresolvable_host_is_named_as_a_dns_failure(sleeps):
     assert "the host name 'nonexistent.invalid' did not resolve (DNS)" in message
     assert "Check EXTRALT_BASE_URL" in message and "emulator" not in message
     assert "k-secret" not in message and len(sleeps) == 1
+
+
+def test_a_connect_timeout_says_so_and_what_to_check(sleeps):
+    # A listener that never accepts, its one-deep queue already full: the SYN goes unanswered.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        host, port = listener.getsockname()
+        with (
+            socket.create_connection((host, port), timeout=5),
+            ExtraltClient(
+                "k", f"http://{host}:{port}", connect_timeout=0.2, timeout=2, max_retries=0
+            ) as c,
+            pytest.raises(ExtraltConnectionError) as info,
+        ):
+            c.create_run("rbt_shoes", budget=5)
+    message = str(info.value)
+    assert message.startswith("Extralt POST /v0/extract/runs: ")
+    assert f"no connection to {host}:{port} within 0.2 s (ConnectTimeout)" in message
+    assert "Check EXTRALT_BASE_URL" in message and info.value.cause_kind == "ConnectTimeout"
 
 
 def test_client_side_token_bucket_paces_a_burst(emulator, sleeps):
