@@ -36,6 +36,7 @@ CHECK_UNIQUE_IDS = "unique_capture_ids"
 CHECK_PRICES = "price_sanity"
 CHECK_DRIFT = "schema_drift"
 CHECK_RUN_COUNT = "matches_run_count"
+CHECK_EXTRACTED_AT = "valid_extracted_at"
 PREVIEW_COLUMNS = ("title", "brand", "min_price", "currency", "available")
 #: An export folder is named after its owner (this host, this pid), so a later step can tell
 #: the folder of a step that was killed (no `finally` ran) from one still in use.
@@ -108,6 +109,12 @@ def build_captures_asset(
             asset=key,
             description="The export holds every capture the Extralt run says it extracted "
             "(distinct capture ids against the run's `extracted`).",
+        ),
+        dg.AssetCheckSpec(
+            CHECK_EXTRACTED_AT,
+            asset=key,
+            description="Every capture's extracted_at is an instant (not NaN, infinite or out "
+            "of range); history keeps any other value, variants have NULL for it.",
         ),
     ]
     settings: dict[str, Any] = {"preserve_insertion_order": preserve_insertion_order}
@@ -190,6 +197,21 @@ def build_captures_asset(
             f"Loaded {result.rows:,} captures of run {run.id} into {tables['captures']} "
             f"in {result.load_seconds:.1f}s"
         )
+        if result.columns_ignored:
+            context.log.warning(
+                f"The export of run {run.id} has columns named like the loader's own or "
+                f"DuckDB's ({', '.join(result.columns_ignored)}): they were not loaded. "
+                "Rename them upstream to keep their values."
+            )
+        if result.columns_typed:
+            typed = ", ".join(f"{n} ({old} -> {new})" for n, old, new in result.columns_typed)
+            context.log.info(f"Columns that held no value until now got their type: {typed}")
+        if result.unconverted_extracted_at:
+            context.log.warning(
+                f"{result.unconverted_extracted_at:,} captures of run {run.id} have an "
+                "extracted_at that is no instant (NaN, infinite, out of range): history keeps "
+                "the value, variants have NULL, and the products view ranks them oldest."
+            )
         if result.catalog is not None and result.catalog.lower() == schema.lower():
             context.log.warning(
                 f"DuckDB names the catalog of {duckdb.database!r} after the file: "
@@ -361,6 +383,12 @@ def _metadata(
         "extralt/load_seconds": round(result.load_seconds, 3),
         "extralt/columns_added": ", ".join(result.columns_added) or "none",
         "extralt/columns_missing": ", ".join(result.columns_missing) or "none",
+        "extralt/columns_ignored": ", ".join(result.columns_ignored) or "none",
+        "extralt/columns_typed": ", ".join(
+            f"{n} ({old} -> {new})" for n, old, new in result.columns_typed
+        )
+        or "none",
+        "extralt/unconverted_extracted_at": result.unconverted_extracted_at,
         "extralt/columns_widened": _widened_text(result),
         "extralt/extracted": _count_or_unknown(result.extracted),
         "extralt/missing_captures": _count_or_unknown(result.missing_captures),
@@ -435,6 +463,18 @@ def _check_results(
             },
         ),
         _run_count_check(result),
+        dg.AssetCheckResult(
+            check_name=CHECK_EXTRACTED_AT,
+            passed=result.unconverted_extracted_at == 0,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"unconverted": result.unconverted_extracted_at, "rows": result.rows},
+            description=(
+                f"{result.unconverted_extracted_at} of {result.rows} captures have an "
+                "extracted_at that is no instant; their variants have NULL extracted_at."
+                if result.unconverted_extracted_at
+                else None
+            ),
+        ),
     ]
 
 

@@ -13,8 +13,8 @@ Objects, per source (``Target``), in schema ``extralt`` unless overridden:
 ``<schema>.<source>_variants`` -- TABLE. One row per variant offer, flat, with the fixed columns
     of ``VARIANT_COLUMNS``; maintained per load from this run's history rows only (the export
     is read once). A variant without offers has no row here; the capture keeps it.
-``<schema>.<source>_products`` -- VIEW. One row per product key (``product_id``, else ``url``;
-    captures with neither are left out): its newest capture by ``extracted_at``, then
+``<schema>.<source>_products`` -- VIEW. One row per product key (``product_id``, else ``url``,
+    an empty or blank value counting as none; captures with neither are left out): its newest capture by ``extracted_at``, then
     ``loaded_at``, across all loaded runs. Columns: ``product_key`` plus every history column,
     so it follows the history table's schema by construction.
 ``<schema>.runs`` -- TABLE. Run log shared by all sources of the schema: one row per
@@ -49,8 +49,14 @@ Schema evolution of the history table, reported in ``LoadResult``:
 
 JSON lines are read with the types DuckDB infers, except that strings stay VARCHAR (DuckDB
 would otherwise guess UUID, DATE or TIMESTAMP from their content) and values it cannot type
-(all NULL, empty lists) take the history table's type: a JSONL load gives the same rows as a
-parquet load of the same captures (JSON integers are BIGINT, so INTEGER columns widen once).
+(all NULL, empty lists) take the history table's type, else the documented one
+(``DOCUMENTED_TYPES``): a JSONL load gives the same rows as a parquet load of the same captures
+(JSON integers are BIGINT, so INTEGER columns widen once).
+
+A placeholder is not a type. A column created from a load with no type for it (NULL everywhere,
+empty lists, a null-typed Parquet column) gets its documented type if it has one, else VARCHAR
+(JSON[] for JSON lines' empty lists); while it holds no value in history, the next export's
+real type replaces it (``columns_typed``; not drift).
 A struct field missing from an export reads as NULL; a new one is added. Both are reported by
 path (``variants[].offers[].warranty``) in ``columns_missing`` and ``columns_added``, and a
 widened nested field in ``columns_widened``.
@@ -63,7 +69,7 @@ import dataclasses
 import os
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -76,6 +82,7 @@ from .models import CREDITS_PER_CAPTURE, ExtraltRun, validate_identifier
 __all__ = [
     "DEFAULT_SCHEMA",
     "DEFAULT_SETTINGS",
+    "DOCUMENTED_TYPES",
     "META_COLUMNS",
     "OLDEST_READER",
     "STORAGE_COMPATIBILITY_VERSION",
@@ -116,14 +123,31 @@ STORAGE_COMPATIBILITY_VERSION = "v1.2.0"
 OLDEST_READER = "1.2.0"
 #: Columns the loader adds to every history row; an export column of the same name is ignored.
 META_COLUMNS: tuple[str, ...] = ("run_id", "robot_id", "loaded_at")
-_RESERVED = frozenset((*META_COLUMNS, "product_key"))
+#: Names an export column cannot have: the loader's own columns, ``product_key`` (the products
+#: view's), and DuckDB's ``rowid`` (a column of that name would hide the row id the products
+#: view relies on). Such columns are left out of history and reported (``columns_ignored``).
+_RESERVED = frozenset((*META_COLUMNS, "product_key", "rowid"))
 FORMATS = ("parquet", "jsonl")
 _GLOB_CHARACTERS = ("*", "?", "[")
 
+_BLANKS = "' ' || chr(9) || chr(10) || chr(13)"
+
+
+def _key_sql(product_id: str, url: str) -> str:
+    """A product's identity: ``product_id``, else ``url``; blank or empty is no identifier."""
+    return (
+        f"coalesce(nullif(trim({product_id}, {_BLANKS}), ''), nullif(trim({url}, {_BLANKS}), ''))"
+    )
+
+
 #: The variants table: fixed columns and types, in order. ``product_key`` is a virtual column
-#: (``coalesce(product_id, url)``, computed when read): it costs nothing to load.
+#: (``product_id``, else ``url``, blank counting as missing; computed when read): it costs
+#: nothing to load.
 VARIANT_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("product_key", "VARCHAR GENERATED ALWAYS AS (coalesce(product_id, url)) VIRTUAL"),
+    (
+        "product_key",
+        f"VARCHAR GENERATED ALWAYS AS ({_key_sql('product_id', 'url')}) VIRTUAL",
+    ),
     ("product_id", "VARCHAR"),
     ("group_id", "VARCHAR"),
     ("url", "VARCHAR"),
@@ -380,6 +404,13 @@ class LoadResult:
     catalog: str | None = None
     #: Captures the run document says the run extracted; None when it does not say.
     extracted: int | None = None
+    #: (column, placeholder type, real type) for each column that held no value in history
+    #: (an earlier load had no type for it: NULL everywhere, empty lists) and that this load
+    #: gave its real type. Not drift: a placeholder is not a type.
+    columns_typed: tuple[tuple[str, str, str], ...] = ()
+    #: Captures of this run whose ``extracted_at`` is set but is no instant (NaN, infinite, out
+    #: of TIMESTAMPTZ's range, unparseable): history keeps the value, variants have NULL.
+    unconverted_extracted_at: int = 0
 
     @property
     def drifted(self) -> bool:
@@ -525,6 +556,8 @@ def _map(key: _Type, value: _Type) -> _Type:
 
 
 _VARCHAR = _Type("scalar", "VARCHAR")
+#: Type kinds that carry no information: a NULL-typed column, JSON inferred from empty lists.
+_PLACEHOLDER_KINDS = ("null", "json")
 
 
 def _from_duckdb(t: duckdb.typing.DuckDBPyType) -> _Type:
@@ -541,6 +574,44 @@ def _from_duckdb(t: duckdb.typing.DuckDBPyType) -> _Type:
     if tid == "map":
         return _map(_from_duckdb(t.children[0][1]), _from_duckdb(t.children[1][1]))
     return _Type("scalar", text)
+
+
+_OPTION = 'STRUCT("name" VARCHAR, "values" VARCHAR[])'
+_OFFER = (
+    "STRUCT(price STRUCT(amount DOUBLE, full_amount DOUBLE, currency VARCHAR), "
+    "availability STRUCT(in_stock BOOLEAN, quantity INTEGER), condition VARCHAR, "
+    "seller VARCHAR, seller_type VARCHAR)"
+)
+#: The export's columns as ../shared/EXTRALT_API.md documents them, in the DuckDB types a
+#: Parquet export carries. A column that arrives with no type (NULL everywhere, empty lists,
+#: JSON lines) is created with its documented type, never with a guess.
+DOCUMENTED_TYPES: Mapping[str, str] = {
+    "id": "VARCHAR",
+    "url": "VARCHAR",
+    "extracted_at": "DOUBLE",
+    "product_id": "VARCHAR",
+    "group_id": "VARCHAR",
+    "title": "VARCHAR",
+    "subtitle": "VARCHAR",
+    "brand": "VARCHAR",
+    "description": "VARCHAR",
+    "min_price": "DOUBLE",
+    "max_price": "DOUBLE",
+    "currency": "VARCHAR",
+    "available": "BOOLEAN",
+    "sku_count": "INTEGER",
+    "image_url": "VARCHAR",
+    "options": f"STRUCT(opt1 {_OPTION}, opt2 {_OPTION})",
+    "variants": (
+        "STRUCT(id VARCHAR, opt1 VARCHAR, opt2 VARCHAR, "
+        f"identifiers STRUCT(gtin VARCHAR, mpn VARCHAR), offers {_OFFER}[])[]"
+    ),
+}
+_DOCUMENTED = {n: _from_duckdb(duckdb.sqltype(t)) for n, t in DOCUMENTED_TYPES.items()}
+
+
+def _documented(name: str) -> _Type | None:
+    return _DOCUMENTED.get(name.lower())
 
 
 _SIGNED = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT")
@@ -616,6 +687,42 @@ def _merge(old: _Type, new: _Type, path: str) -> _Type:
     raise _Conflict(path, old, new)
 
 
+def _fill(t: _Type, default: _Type | None) -> _Type:
+    """``t`` with each node that carries no type information (NULL, or JSON from JSON lines
+    inference over empty lists) replaced by ``default``'s type at the same path."""
+    if default is None:
+        return t
+    if t.kind in _PLACEHOLDER_KINDS:
+        return default
+    if t.kind == "struct" and default.kind == "struct":
+        return _struct([(n, _fill(c, default.field(n))) for n, c in t.children])
+    if t.kind == "list" and default.kind == "list":
+        return _list(_fill(t.child, default.child))
+    if t.kind == "map" and default.kind == "map":
+        return _map(
+            *(_fill(c, d) for (_, c), (_, d) in zip(t.children, default.children, strict=True))
+        )
+    return t
+
+
+def _weaker(old: _Type, new: _Type) -> bool:
+    """Whether history's ``old`` is less specific than the export's ``new`` somewhere: a
+    placeholder (NULL, JSON) or a VARCHAR where the export has a real, other type. Such a
+    column may hold a type a type-less first load guessed, which an empty history lets the
+    export's real type replace."""
+    if new.kind in _PLACEHOLDER_KINDS:
+        return False
+    if old.kind in _PLACEHOLDER_KINDS:
+        return True
+    if old.kind == "scalar" and old.sql == "VARCHAR":
+        return new.kind != "scalar" or new.sql != "VARCHAR"
+    if old.kind != new.kind or old.kind == "scalar":
+        return False
+    if old.kind == "struct":
+        return any((o := old.field(n)) is not None and _weaker(o, c) for n, c in new.children)
+    return any(_weaker(o, c) for (_, o), (_, c) in zip(old.children, new.children, strict=True))
+
+
 def _concrete(t: _Type) -> _Type:
     """A type a column can be created with: NULL (nothing to go on) becomes VARCHAR."""
     if t.kind == "null":
@@ -683,7 +790,9 @@ def _file_columns(
     if fmt != "jsonl":
         return cols
     table = {n.lower(): t for n, t in table_cols or ()}
-    return [(n, _json_read_type(t, table.get(n.lower()))) for n, t in cols]
+    # Where history has no such column, the documented type stands in for it: JSON lines
+    # give no type for a column that is NULL everywhere.
+    return [(n, _json_read_type(t, table.get(n.lower()) or _documented(n))) for n, t in cols]
 
 
 def _blank(path: str) -> bool:
@@ -774,6 +883,25 @@ def _damaged_row_group(path: str) -> str | None:
     return None
 
 
+def _holds_no_value(
+    conn: duckdb.DuckDBPyConnection, target: Target, column: str, t: _Type, run_id: str
+) -> bool:
+    """Whether history's ``column`` is NULL (or an empty list) in every row of other runs than
+    ``run_id`` (whose rows the load replaces)."""
+    col = _q(column)
+    value = f"{col} IS NOT NULL"
+    if t.kind == "list":
+        value += f" AND len({col}) > 0"
+    elif t.kind == "map":
+        value += f" AND cardinality({col}) > 0"
+    row = conn.execute(
+        f"SELECT NOT EXISTS (SELECT 1 FROM {target.captures} "
+        f"WHERE run_id IS DISTINCT FROM ? AND {value})",
+        [run_id],
+    ).fetchone()
+    return bool(row and row[0])
+
+
 def _table_columns(conn: duckdb.DuckDBPyConnection, qualified: str) -> list[tuple[str, _Type]]:
     rel = conn.sql(f"SELECT * FROM {qualified} LIMIT 0")
     return [(name, _from_duckdb(t)) for name, t in zip(rel.columns, rel.types, strict=True)]
@@ -832,15 +960,27 @@ def _timestamp_expr(sql: str, t: _Type | None) -> str:
     if t is None or t.kind != "scalar":
         return "NULL::TIMESTAMPTZ"
     if _numeric_supertype(t.sql, "DOUBLE") is not None:
-        return f"to_timestamp(CAST({sql} AS DOUBLE))"
+        # NaN, infinities and values outside years 1-9999 are no instant: NULL. A range test,
+        # not try(): the products view stores this SQL, and DuckDB 1.2 has no try().
+        seconds = f"CAST({sql} AS DOUBLE)"
+        return (
+            f"CASE WHEN {seconds} BETWEEN {_FIRST_INSTANT} AND {_LAST_INSTANT} "
+            f"THEN to_timestamp({seconds}) END"
+        )
     return f"TRY_CAST({sql} AS TIMESTAMPTZ)"
 
 
+#: Epoch seconds of 0001-01-01 and 9999-12-31T23:59:59 UTC: the instants extracted_at can be.
+_FIRST_INSTANT = -62_135_596_800
+_LAST_INSTANT = 253_402_300_799
+
+
 def _product_key_expr(cols: Mapping[str, _Type]) -> str:
-    """``product_id``, falling back to ``url``: the identity of a product."""
+    """``product_id``, falling back to ``url``: the identity of a product; an empty or blank
+    value is no identifier."""
     pid = _scalar_expr(_q("product_id"), cols.get("product_id"), "VARCHAR")
     url = _scalar_expr(_q("url"), cols.get("url"), "VARCHAR")
-    return f"coalesce({pid}, {url})"
+    return _key_sql(pid, url)
 
 
 def _variants_insert_sql(target: Target, cols: Mapping[str, _Type]) -> str | None:
@@ -905,7 +1045,9 @@ def _products_view_sql(target: Target, cols: Mapping[str, _Type]) -> str:
     key = _product_key_expr(cols)
     order = []
     if "extracted_at" in cols:
-        order.append(f"{_q('extracted_at')} DESC NULLS LAST")
+        # The instant, not the raw value: a NaN would otherwise sort as the newest capture.
+        when = _timestamp_expr(_q("extracted_at"), cols["extracted_at"])
+        order.append(f"{when} DESC NULLS LAST")
     order += ["loaded_at DESC", "run_id DESC"]
     if "id" in cols:
         order.append(f"{_q('id')} DESC NULLS LAST")
@@ -934,13 +1076,21 @@ class _Plan:
     widen: list[tuple[str, _Type, _Type]]  # (table column, old, new)
     missing: list[str]
     ignored: list[str]
+    #: (table column, old, new): a column with no value in history whose type the export
+    #: gives for the first time; not drift, and any type may replace it.
+    typed: list[tuple[str, _Type, _Type]] = field(default_factory=list)
 
 
 def _plan(
     file_cols: list[tuple[str, _Type]],
     table_cols: list[tuple[str, _Type]] | None,
+    empty_in_history: Callable[[str, _Type], bool] = lambda name, t: False,
 ) -> _Plan:
-    """Compare the export's columns (already in the types to read them as) with history's."""
+    """Compare the export's columns (already in the types to read them as) with history's.
+
+    ``empty_in_history(column, type)`` says whether history holds no value in a column (NULL
+    or empty lists only): such a column's type is a placeholder the export's type replaces.
+    """
     ignored = [n for n, _ in file_cols if n.lower() in _RESERVED]
     file_cols = [(n, t) for n, t in file_cols if n.lower() not in _RESERVED]
     seen: set[str] = set()
@@ -949,18 +1099,24 @@ def _plan(
             raise WarehouseError(f"The export has two columns named {name!r} (ignoring case).")
         seen.add(name.lower())
     if table_cols is None:
-        return _Plan(True, [(n, _concrete(t)) for n, t in file_cols], [], [], [], ignored)
+        created = [(n, _concrete(_fill(t, _documented(n)))) for n, t in file_cols]
+        return _Plan(True, created, [], [], [], ignored)
     table = {n.lower(): (n, t) for n, t in table_cols}
     read: list[tuple[str, _Type]] = []
     add: list[tuple[str, _Type]] = []
     widen: list[tuple[str, _Type, _Type]] = []
+    typed: list[tuple[str, _Type, _Type]] = []
     for name, ftype in file_cols:
         existing = table.get(name.lower())
         read.append((name, ftype))
         if existing is None:
-            add.append((name, _concrete(ftype)))
+            add.append((name, _concrete(_fill(ftype, _documented(name)))))
             continue
         old = existing[1]
+        retyped = _retype(old, ftype, existing[0], empty_in_history)
+        if retyped is not None:
+            typed.append((existing[0], old, retyped))
+            continue
         try:
             merged = _merge(old, ftype, existing[0])
         except _Conflict as exc:
@@ -978,7 +1134,26 @@ def _plan(
     missing = [
         n for n, _ in table_cols if n.lower() not in file_names and n.lower() not in _RESERVED
     ]
-    return _Plan(False, read, add, widen, missing, ignored)
+    return _Plan(False, read, add, widen, missing, ignored, typed)
+
+
+def _retype(
+    old: _Type, new: _Type, column: str, empty_in_history: Callable[[str, _Type], bool]
+) -> _Type | None:
+    """The type replacing history's placeholder ``old`` for the export's ``new``, or None
+    when ``old`` stays (and is merged as usual). Only a column that holds no value yet is
+    retyped; a documented column never goes below its documented type."""
+    if not _weaker(old, new) or not empty_in_history(column, old):
+        return None
+    documented = _documented(column)
+    replacement = _fill(_fill(new, documented), old)
+    if documented is not None:
+        try:
+            replacement = _merge(documented, replacement, column)
+        except _Conflict:
+            return None  # not the documented type: the usual merge decides, and may refuse
+    replacement = _concrete(replacement)
+    return None if replacement == old else replacement
 
 
 @dataclass(frozen=True)
@@ -1164,6 +1339,30 @@ def _setting(conn: duckdb.DuckDBPyConnection, name: str) -> str:
     return str(row[0]) if row else "unknown"
 
 
+def _migrate_variants_key(conn: duckdb.DuckDBPyConnection, target: Target) -> None:
+    """Give a variants table made by an earlier release (``product_key`` =
+    ``coalesce(product_id, url)``, which kept '' as a key) today's key. DuckDB cannot alter a
+    generated column: the table is rebuilt, in the load's transaction."""
+    row = conn.execute(
+        "SELECT sql FROM duckdb_tables() WHERE database_name = ? AND schema_name = ? "
+        "AND table_name = ?",
+        [target.catalog, target.schema, f"{target.source}_variants"],
+    ).fetchone()
+    if row is None or "nullif" in str(row[0]).lower():
+        return
+    rebuilt = f"{target.source}_variants__rekeyed"
+    stored = [n for n, _ in VARIANT_COLUMNS if n != "product_key"]
+    names = ", ".join(_q(n) for n in stored)
+    conn.execute(f"CREATE TABLE {target._qualified(rebuilt)} ({_ddl_columns(VARIANT_COLUMNS)})")
+    conn.execute(
+        f"INSERT INTO {target._qualified(rebuilt)} ({names}) SELECT {names} FROM {target.variants}"
+    )
+    conn.execute(f"DROP TABLE {target.variants}")
+    conn.execute(
+        f"ALTER TABLE {target._qualified(rebuilt)} RENAME TO {_q(f'{target.source}_variants')}"
+    )
+
+
 def _load(
     conn: duckdb.DuckDBPyConnection,
     path: str,
@@ -1189,6 +1388,7 @@ def _load(
     conn.execute(f"CREATE SCHEMA IF NOT EXISTS {target.schema_sql}")
     conn.execute(f"CREATE TABLE IF NOT EXISTS {target.runs} ({_ddl_columns(_RUNS_COLUMNS)})")
     conn.execute(f"CREATE TABLE IF NOT EXISTS {target.variants} ({_ddl_columns(VARIANT_COLUMNS)})")
+    _migrate_variants_key(conn, target)
     exists = _exists(conn, target, f"{target.source}_captures")
     table_cols = _table_columns(conn, target.captures) if exists else None
     file_cols: list[tuple[str, _Type]] = []
@@ -1198,9 +1398,17 @@ def _load(
         except duckdb.Error as exc:
             if not (fmt == "parquet" and _parquet_without_columns(path)):
                 raise _unreadable(exc, path, fmt, run.run_id) from exc
+
     # An empty export (an empty JSON lines file, a Parquet file with no columns, what a run
     # with no captures may give) has no columns to compare: it only empties the run.
-    plan = _plan(file_cols, table_cols) if file_cols else _Plan(False, [], [], [], [], [])
+    def empty_in_history(column: str, t: _Type) -> bool:
+        return _holds_no_value(conn, target, column, t, run.run_id)
+
+    plan = (
+        _plan(file_cols, table_cols, empty_in_history)
+        if file_cols
+        else _Plan(False, [], [], [], [], [])
+    )
     lap("prepare")
 
     rows = 0
@@ -1213,6 +1421,13 @@ def _load(
     for name, _old, new in plan.widen:
         conn.execute(
             f"ALTER TABLE {target.captures} ALTER COLUMN {_q(name)} SET DATA TYPE {new.sql}"
+        )
+    for name, _old, new in plan.typed:
+        # Only NULLs and empty lists to convert (this run's own old rows are replaced anyway).
+        conn.execute(
+            f"ALTER TABLE {target.captures} ALTER COLUMN {_q(name)} SET DATA TYPE {new.sql} "
+            f"USING CASE WHEN run_id = {_lit(run.run_id)} THEN NULL "
+            f"ELSE {_q(name)}::{new.sql} END"
         )
     drift = _drift(plan, table_cols)
     has_history = exists or plan.created
@@ -1293,10 +1508,12 @@ def _load(
         columns_missing=drift.missing,
         columns_widened=drift.widened,
         columns_ignored=tuple(plan.ignored),
+        columns_typed=tuple((n, old.sql, new.sql) for n, old, new in plan.typed),
         column_types=_column_types(conn, target) if has_history else (),
         duplicate_ids=checks["duplicate_ids"],
         null_price_rows=checks["null_price_rows"],
         inverted_price_rows=checks["inverted_price_rows"],
+        unconverted_extracted_at=checks["unconverted_extracted_at"],
         load_seconds=time.perf_counter() - started,
         preview=checks["preview"],
         phase_seconds=phases,
@@ -1308,6 +1525,7 @@ def _load(
 
 _NO_CHECKS: Mapping[str, Any] = {
     "duplicate_ids": 0,
+    "unconverted_extracted_at": 0,
     "null_price_rows": 0,
     "inverted_price_rows": 0,
     "preview": (),
@@ -1332,10 +1550,14 @@ def _run_checks(
     min_price = _scalar_expr(_q("min_price"), cols.get("min_price"), "DOUBLE")
     max_price = _scalar_expr(_q("max_price"), cols.get("max_price"), "DOUBLE")
     capture_id = _scalar_expr(_q("id"), cols.get("id"), "VARCHAR")
+    unconverted = "0"
+    if "extracted_at" in cols:
+        when = _timestamp_expr(_q("extracted_at"), cols["extracted_at"])
+        unconverted = f"count(*) FILTER (WHERE {_q('extracted_at')} IS NOT NULL AND {when} IS NULL)"
     row = conn.execute(
         f"SELECT count({capture_id}) - count(DISTINCT {capture_id}), "
         f"count(*) FILTER (WHERE {min_price} IS NULL), "
-        f"count(*) FILTER (WHERE {min_price} > {max_price}) "
+        f"count(*) FILTER (WHERE {min_price} > {max_price}), {unconverted} "
         f"FROM {target.captures} WHERE run_id = ?",
         [run_id],
     ).fetchone()
@@ -1360,6 +1582,7 @@ def _run_checks(
         "duplicate_ids": int(row[0]),
         "null_price_rows": int(row[1]),
         "inverted_price_rows": int(row[2]),
+        "unconverted_extracted_at": int(row[3]),
         "preview": preview,
     }
 

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -13,11 +14,14 @@ from extralt_dagster import build_extralt_assets
 from extralt_dagster.assets import captures_asset_key
 from extralt_dagster.captures import (
     CHECK_DRIFT,
+    CHECK_EXTRACTED_AT,
     CHECK_HAS_CAPTURES,
     CHECK_PRICES,
+    CHECK_RUN_COUNT,
     CHECK_UNIQUE_IDS,
     EXPORT_FOLDER_PREFIX,
     _export_folder_prefix,
+    export_folder_owner,
 )
 
 from .support import (
@@ -92,8 +96,24 @@ def test_first_load_fills_all_four_tables_with_metadata(emulator, instance, tmp_
     assert md["extralt/bytes_downloaded"] > 0
     assert "| title |" in md["extralt/preview"]
     evaluations = checks(result)
-    assert set(evaluations) == {CHECK_HAS_CAPTURES, CHECK_UNIQUE_IDS, CHECK_PRICES, CHECK_DRIFT}
-    assert all(evaluations[c].passed for c in (CHECK_HAS_CAPTURES, CHECK_UNIQUE_IDS, CHECK_DRIFT))
+    assert set(evaluations) == {
+        CHECK_HAS_CAPTURES,
+        CHECK_UNIQUE_IDS,
+        CHECK_PRICES,
+        CHECK_DRIFT,
+        CHECK_RUN_COUNT,
+        CHECK_EXTRACTED_AT,
+    }
+    passing = (
+        CHECK_HAS_CAPTURES,
+        CHECK_UNIQUE_IDS,
+        CHECK_DRIFT,
+        CHECK_RUN_COUNT,
+        CHECK_EXTRACTED_AT,
+    )
+    assert all(evaluations[c].passed for c in passing)
+    assert evaluations[CHECK_RUN_COUNT].metadata["extracted"].value == 30
+    assert md["extralt/extracted"] == 30 and md["extralt/missing_captures"] == 0
     with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
         [(credits, extracted, dagster_run)] = con.execute(
             "select credits, extracted, dagster_run_id from extralt.runs"
@@ -133,6 +153,24 @@ def test_broken_export_leaves_tables_and_disk_unchanged(
     assert emulator.count_requests(*CREATE) == 1
 
 
+def test_an_export_duckdb_refuses_mid_load_leaves_every_table_unchanged(
+    emulator, instance, tmp_path, exports
+):
+    """One bad page in a whole Parquet file passes the download's checks (magic bytes and
+    footer), so the reload of the run opens DuckDB, deletes the run's rows and fails reading
+    the page: the rollback must bring them back (a commit after the DELETE would lose them)."""
+    assets = build_extralt_assets("shoes", "rbt_shoes", budget=300, export_dir=str(exports))
+    assert materialize(assets, emulator, instance, tmp_path).success
+    before = table_snapshot(tmp_path)
+    emulator.set_faults(export_corrupt_page=True)
+    result = materialize(assets, emulator, instance, tmp_path, selection=[assets[1]])
+    assert not result.success
+    [message] = failure_messages(result)
+    assert "DuckDB said" in message  # refused by the load, after the download accepted it
+    assert table_snapshot(tmp_path) == before
+    assert list(exports.iterdir()) == []
+
+
 def test_folders_of_killed_steps_are_removed_and_live_ones_kept(
     emulator, instance, tmp_path, source, exports
 ):
@@ -140,10 +178,17 @@ def test_folders_of_killed_steps_are_removed_and_live_ones_kept(
     folders whose process is gone, on this host."""
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    prefix = _export_folder_prefix().removesuffix(f"{os.getpid()}-")
-    orphan = exports / f"{prefix}{dead.pid}-abc"
-    live = exports / f"{prefix}{os.getpid()}-def"
+    # This host's tag, read back from a name this process's steps would use.
+    host, pid = export_folder_owner(Path(f"{_export_folder_prefix()}probe"))
+    assert pid == os.getpid()
+    orphan = exports / f"{EXPORT_FOLDER_PREFIX}{host}-{dead.pid}-abc"
+    live = exports / f"{EXPORT_FOLDER_PREFIX}{host}-{os.getpid()}-def"
     other_host = exports / f"{EXPORT_FOLDER_PREFIX}0000beef-{dead.pid}-ghi"
+    assert [export_folder_owner(f)[1] for f in (orphan, live, other_host)] == [
+        dead.pid,
+        os.getpid(),
+        dead.pid,
+    ]
     for folder in (orphan, live, other_host):
         folder.mkdir(parents=True)
         (folder / ".run.parquet.part").write_bytes(b"PAR1 half an export")
@@ -269,6 +314,13 @@ def test_captures_asset_declares_checks_kinds_and_pool(source):
     assert spec.kinds == {"extralt", "duckdb"}
     assert captures.op.pool == "duckdb"
     names = {k.name for k in captures.check_keys}
-    assert names == {CHECK_HAS_CAPTURES, CHECK_UNIQUE_IDS, CHECK_PRICES, CHECK_DRIFT}
+    assert names == {
+        CHECK_HAS_CAPTURES,
+        CHECK_UNIQUE_IDS,
+        CHECK_PRICES,
+        CHECK_DRIFT,
+        CHECK_RUN_COUNT,
+        CHECK_EXTRACTED_AT,
+    }
     [blocking] = [s for s in captures.check_specs if s.blocking]
     assert blocking.name == CHECK_HAS_CAPTURES
