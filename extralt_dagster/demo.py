@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterable
 from pathlib import Path
-from typing import TextIO
+from typing import IO, TextIO
+
+import dagster as dg
 
 from .emulator import DEMO_API_KEY, Emulator
 from .instance import INSTANCE_YAML
@@ -21,19 +22,8 @@ DEMO_SPEED = 10.0  # a 300-capture demo run takes ~2 s instead of ~17 s
 TERMINAL = {"completed", "failed", "stopped"}
 DEMO_COMMAND = ("asset", "materialize", "-m", "extralt_dagster.definitions", "--select", "*")
 
-# Dagster's console log line: `<time> - dagster - <LEVEL> - <job> - <run id> - <pid> - <step>
-# - <EVENT_TYPE> - <message>`; only the events the demo reports on are matched.
-_EVENT = re.compile(
-    r" - dagster - \w+ - \S+ - [0-9a-f-]{36} - \d+ - (?P<step>\S+) - "
-    r"(?P<event>ASSET_MATERIALIZATION|STEP_FAILURE) - (?P<message>.*)$"
-)
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-# A traceback's `module.ErrorClass: message` line; Dagster's own wrapper around the step's error
-# is skipped for the error it wraps.
-_ERROR_LINE = re.compile(
-    r"^(?:[A-Za-z_][\w.]*\.)?(?P<name>\w*(?:Error|Exception|Failure)\w*): (?P<message>.+)$"
-)
-_WRAPPERS = frozenset({"DagsterExecutionStepExecutionError"})
+#: How often the demo reads the instance for new materializations and failures.
+PROGRESS_POLL_SECONDS = 0.5
 
 
 def _dagster_home(project: Path) -> Path:
@@ -84,35 +74,52 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def _asset_key(message: str) -> str:
-    """`Materialized value extralt books run.` -> `extralt/books/run`."""
-    value = message.removeprefix("Materialized value ").rstrip(".")
-    return "/".join(value.split())
+class Progress:
+    """Prints each asset materialization and step failure of the Dagster runs started after it
+    was made, read from the instance as they happen.
+
+    Read from the instance, not from Dagster's console output: a step process's last lines
+    reach the console through a `tail` of its captured logs, which can stop before they arrive.
+    """
+
+    def __init__(self, instance: dg.DagsterInstance, out: TextIO) -> None:
+        self._instance = instance
+        self._out = out
+        self._types = {dg.DagsterEventType.ASSET_MATERIALIZATION, dg.DagsterEventType.STEP_FAILURE}
+        self._known = set(instance.get_run_ids())
+        self._printed: dict[str, int] = {}  # run id -> events already printed
+        self._started = time.monotonic()
+
+    def poll(self) -> None:
+        for run_id in reversed(self._instance.get_run_ids(limit=20)):  # oldest first
+            if run_id in self._known:
+                continue
+            entries = self._instance.all_logs(run_id, of_type=self._types)
+            for entry in entries[self._printed.get(run_id, 0) :]:
+                self._print(entry)
+            self._printed[run_id] = len(entries)
+
+    def _print(self, entry: dg.EventLogEntry) -> None:
+        elapsed = f"{time.monotonic() - self._started:5.0f}s"
+        materialization = entry.asset_materialization
+        if materialization is not None:
+            key = materialization.asset_key.to_user_string()
+            print(f"  {elapsed}  materialized {key}", file=self._out, flush=True)
+            return
+        print(f"  {elapsed}  FAILED {entry.step_key}", file=self._out, flush=True)
+        failure = entry.dagster_event.step_failure_data if entry.dagster_event else None
+        error = failure.error if failure else None
+        while error is not None and error.cause is not None:  # the step's own error, unwrapped
+            error = error.cause
+        if error is not None:
+            message = error.message.split(": ", 1)[-1].strip()
+            print(f"            {error.cls_name}: {message[:400]}", file=self._out, flush=True)
 
 
-def report_progress(lines: Iterable[str], log: TextIO, out: TextIO, started: float) -> None:
-    """Copy Dagster's output to `log`; print one line per materialized asset, and for a failed
-    step its name and the first error line of its traceback (the whole of it stays in the log)."""
-    failing = False  # between a STEP_FAILURE and its error line
-    for raw in lines:
-        log.write(raw)
-        line = _ANSI.sub("", raw.rstrip("\n"))
-        match = _EVENT.search(line)
-        if match is None:
-            error = _ERROR_LINE.match(line) if failing else None
-            if error is not None and error["name"] not in _WRAPPERS:
-                print(
-                    f"            {error['name']}: {error['message'][:400]}", file=out, flush=True
-                )
-                failing = False
-            continue
-        elapsed = f"{time.monotonic() - started:5.0f}s"
-        if match["event"] == "ASSET_MATERIALIZATION":
-            failing = False
-            print(f"  {elapsed}  materialized {_asset_key(match['message'])}", file=out, flush=True)
-        else:
-            failing = True
-            print(f"  {elapsed}  FAILED {match['step']}", file=out, flush=True)
+def _copy(source: IO[str], log: TextIO) -> None:
+    with source:
+        for line in source:
+            log.write(line)
 
 
 def run_demo(project: Path, *, port: int = 0, speed: float = DEMO_SPEED) -> int:
@@ -123,9 +130,14 @@ def run_demo(project: Path, *, port: int = 0, speed: float = DEMO_SPEED) -> int:
         print(f"Extralt emulator on {emulator.url} (demo key, clock x{speed:g})", flush=True)
         env = _env(shared_env(emulator, project, duckdb_path))
         print("$ " + shlex.join(["dagster", *DEMO_COMMAND]), flush=True)
-        print(f"  (Dagster's full log: {_shown(log_path)})", flush=True)
+        print(f"  (Dagster's console log: {_shown(log_path)})", flush=True)
         started = time.monotonic()
-        with log_path.open("w", encoding="utf-8", buffering=1) as log:
+        # Opened before Dagster starts, so the two never race to create a fresh instance.
+        with (
+            dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance,
+            log_path.open("w", encoding="utf-8", buffering=1) as log,
+        ):
+            progress = Progress(instance, sys.stdout)
             proc = subprocess.Popen(
                 [_bin("dagster"), *DEMO_COMMAND],
                 env=env,
@@ -136,9 +148,14 @@ def run_demo(project: Path, *, port: int = 0, speed: float = DEMO_SPEED) -> int:
                 bufsize=1,
             )
             assert proc.stdout is not None
-            with proc.stdout:
-                report_progress(proc.stdout, log, sys.stdout, started)
-            code = proc.wait()
+            copier = threading.Thread(target=_copy, args=(proc.stdout, log), daemon=True)
+            copier.start()
+            while proc.poll() is None:
+                progress.poll()
+                time.sleep(PROGRESS_POLL_SECONDS)
+            copier.join()
+            progress.poll()
+            code = proc.returncode
         seconds = time.monotonic() - started
         creates = emulator.count_requests("POST", "/v0/extract/runs")
         stops = emulator.count_requests("POST", "/v0/extract/runs/*/stop")
@@ -146,7 +163,8 @@ def run_demo(project: Path, *, port: int = 0, speed: float = DEMO_SPEED) -> int:
     if code != 0:
         print(
             f"\nDemo FAILED: dagster asset materialize exited with {code}. "
-            f"The whole log, tracebacks included: {_shown(log_path)}",
+            f"Dagster's console log, tracebacks included: {_shown(log_path)}; the run and every "
+            "event are in the instance, so `make dev`'s UI shows them too.",
             file=sys.stderr,
         )
         return code

@@ -76,7 +76,7 @@ def test_make_demo_prints_progress_and_the_summary_and_logs_the_rest(tmp_path):
     out = proc.stdout
     lines = out.splitlines()
     assert "$ dagster asset materialize -m extralt_dagster.definitions --select '*'" in lines
-    assert "  (Dagster's full log: data/demo.log)" in lines
+    assert "  (Dagster's console log: data/demo.log)" in lines
     materialized = sorted(line.split()[-1] for line in lines if " materialized " in line)
     assert materialized == [f"extralt/{s}/{k}" for s in SOURCES for k in ("captures", "run")]
     assert "3 Extralt runs created, 0 stopped, 0 left running" in out
@@ -92,7 +92,8 @@ def test_make_demo_prints_progress_and_the_summary_and_logs_the_rest(tmp_path):
         assert noise not in out and noise not in proc.stderr, noise
     assert len(lines) < 40, out
     log = (tmp_path / "data" / "demo.log").read_text(encoding="utf-8")
-    assert log.count(" - ASSET_MATERIALIZATION - ") == 6 and " - DEBUG - " in log
+    # (Dagster's console can miss a step's last lines: the progress comes from the instance.)
+    assert " - ASSET_MATERIALIZATION - " in log and " - DEBUG - " in log
     assert "SupersessionWarning" in log and "RUN_SUCCESS" in log
     assert (tmp_path / "data" / "demo.duckdb").exists()
     assert (tmp_path / ".dagster_home" / "dagster.yaml").exists()
