@@ -6,10 +6,12 @@ import logging
 import socket
 
 import duckdb
+import httpx
 import pyarrow.parquet as pq
 import pytest
 
 from extralt_dagster import (
+    ExtraltAPIError,
     ExtraltAuthError,
     ExtraltClient,
     ExtraltConflictError,
@@ -446,3 +448,148 @@ def test_export_larger_than_the_cap_is_cut_off(emulator, tmp_path):
         with pytest.raises(ExtraltExportError, match="max_export_bytes"):
             c.download_export(run_id, tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+# --- finding the run an ambiguous create started -------------------------------------------
+
+T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z: the frozen emulator's "now" at start
+
+
+@pytest.fixture
+def frozen(make_emulator):
+    return make_emulator(speed=0, start_time=T0)
+
+
+@pytest.fixture
+def frozen_client(frozen, sleeps):
+    with ExtraltClient(
+        frozen.api_key, frozen.url, max_retries=3, sleep=sleeps.append, rate_limit_per_minute=None
+    ) as c:
+        yield c
+
+
+URLS = ["https://shoes.example/c/sale"]
+
+
+def test_find_started_run_adopts_only_the_run_matching_robot_budget_urls_and_time(
+    frozen, frozen_client
+):
+    c = frozen_client
+    match = c.create_run("rbt_shoes", URLS, budget=20)
+    # Newer runs that differ in one thing each: listed first, none may end the scan.
+    decoys = [
+        c.create_run("rbt_books", URLS, budget=20),
+        c.create_run("rbt_shoes", URLS, budget=21),
+        c.create_run("rbt_shoes", ["https://shoes.example/c/new"], budget=20),
+        c.create_run("rbt_shoes", None, budget=20),
+    ]
+    excluded = c.create_run("rbt_shoes", URLS, budget=20)
+    frozen.clear_requests()
+    found = c.find_started_run("rbt_shoes", 20, URLS, since=T0, exclude={excluded, *decoys[:1]})
+    assert found == match
+    [listing] = frozen.requests
+    assert (listing.method, listing.path, listing.query) == (
+        "GET",
+        "/v0/extract/runs",
+        {"limit": "50"},
+    )
+
+
+@pytest.mark.parametrize(
+    ("age", "adopted"),
+    [(0, True), (120, True), (120.5, False), (121, False), (3600, False)],
+)
+def test_find_started_run_allows_120_s_of_clock_skew_and_no_more(
+    frozen, frozen_client, age, adopted
+):
+    """`since` is when the create was sent, by our clock; the run's createdAt is the API's."""
+    run_id = frozen_client.create_run("rbt_shoes", budget=5)  # createdAt = T0 exactly
+    found = frozen_client.find_started_run("rbt_shoes", 5, None, since=T0 + age)
+    assert found == (run_id if adopted else None)
+
+
+def test_find_started_run_refuses_to_guess_between_two_matches(frozen, frozen_client):
+    first = frozen_client.create_run("rbt_shoes", budget=5)
+    second = frozen_client.create_run("rbt_shoes", budget=5)
+    with pytest.raises(ExtraltAPIError) as info:
+        frozen_client.find_started_run("rbt_shoes", 5, None, since=T0)
+    assert str(info.value) == (
+        "A create request for robot rbt_shoes failed ambiguously and 2 matching runs were "
+        f"started since ({second}, {first}). Refusing to guess or start another; check the "
+        "Extralt dashboard."
+    )
+
+
+def test_find_started_run_looks_at_the_50_newest_runs_only(frozen, frozen_client):
+    oldest = frozen_client.create_run("rbt_shoes", budget=5)
+    for _ in range(50):
+        frozen_client.create_run("rbt_books", budget=5)
+    assert frozen_client.find_started_run("rbt_shoes", 5, None, since=T0) is None
+    assert frozen.run(oldest).budget == 5  # it matches: only its age in the listing hides it
+
+
+# --- restart: never sent twice blindly -------------------------------------------------------
+
+
+def test_restart_with_a_bad_budget_fails_before_any_request(frozen, frozen_client):
+    run_id = frozen_client.create_run("rbt_shoes", budget=5)
+    frozen.clear_requests()
+    with pytest.raises(ExtraltValidationError, match="budget"):
+        frozen_client.restart_run(run_id, budget=0)
+    assert frozen.count_requests() == 0
+
+
+def test_a_restart_answering_502_is_not_sent_again(frozen, frozen_client, sleeps):
+    run_id = frozen_client.create_run("rbt_shoes", budget=5)
+    frozen.stop_run_externally(run_id)
+    frozen.set_faults(error_status=502, error_count=1, match="POST /v0/extract/runs/*/restart")
+    with pytest.raises(ExtraltServerError):
+        frozen_client.restart_run(run_id)
+    assert frozen.count_requests("POST", "/v0/extract/runs/*/restart") == 1 and sleeps == []
+
+
+def test_a_restart_answer_without_an_id_names_the_request(frozen, frozen_client):
+    run_id = frozen_client.create_run("rbt_shoes", budget=5)
+    frozen.stop_run_externally(run_id)
+    frozen.set_faults(wrong_body='{"run": 1}', match="POST /v0/extract/runs/*/restart")
+    with pytest.raises(ExtraltAPIError) as info:
+        frozen_client.restart_run(run_id)
+    assert str(info.value) == (
+        f"Extralt POST /v0/extract/runs/{run_id}/restart answered without a run id."
+    )
+
+
+# --- a create that never reached the server is retried; one that may have is not ---------------
+
+
+@pytest.mark.parametrize(
+    "never_sent", [httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout]
+)
+def test_a_create_that_never_reached_the_server_is_retried_without_a_look_up(never_sent, sleeps):
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(f"{request.method} {request.url.path}")
+        if len(seen) == 1:
+            raise never_sent("no connection", request=request)
+        return httpx.Response(202, json={"id": "run_1"})
+
+    with ExtraltClient(
+        "k",
+        "https://api.extralt.com",
+        sleep=sleeps.append,
+        rate_limit_per_minute=None,
+        transport=httpx.MockTransport(handler),
+    ) as c:
+        assert c.create_run("rbt_shoes", budget=5) == "run_1"
+    assert seen == ["POST /v0/extract/runs"] * 2 and len(sleeps) == 1
+
+
+def test_a_create_refused_with_503_past_its_retries_raises_without_a_look_up(client, emulator):
+    """503 means the server did not take the request: no run can have started."""
+    emulator.set_faults(error_status=503, error_count=100, match="POST /v0/extract/runs")
+    with pytest.raises(ExtraltServerError) as info:
+        client.create_run("rbt_shoes", budget=5)
+    assert info.value.status_code == 503 and "not re-sent" not in str(info.value)
+    assert emulator.count_requests(*CREATE) == 4  # 1 + max_retries
+    assert emulator.count_requests("GET", "/v0/extract/runs") == 0 and emulator.runs == {}

@@ -6,7 +6,7 @@ import threading
 import dagster as dg
 import pytest
 
-from extralt_dagster import ExtraltValidationError, build_extralt_assets
+from extralt_dagster import ExtraltClient, ExtraltValidationError, build_extralt_assets
 from extralt_dagster.assets import run_asset_key, run_id_tag, run_ids_tag
 
 from .support import (
@@ -109,6 +109,7 @@ def finish_once_polled(emulator, polls):
     return thread
 
 
+@pytest.mark.timeout(60)  # a wrongly stopped run is restarted and then never finishes
 @pytest.mark.parametrize("emulator", [{"speed": 0}], indirect=True)
 def test_step_dying_mid_poll_with_a_retry_left_leaves_the_run_to_the_retry(
     emulator, instance, tmp_path
@@ -128,7 +129,12 @@ def test_step_dying_mid_poll_with_a_retry_left_leaves_the_run_to_the_retry(
     assert emulator.run(md["extralt/run_id"]).status == "completed"
     assert emulator.count_requests(*STOP) == 0
     assert emulator.count_requests(*RESTART) == 0
-    assert f"Leaving Extralt run {md['extralt/run_id']} running" in event_log_text(instance)
+    text = event_log_text(instance)
+    assert f"Leaving Extralt run {md['extralt/run_id']} running" in text
+    assert (
+        f"Resuming Extralt run {md['extralt/run_id']} (starting) recorded by an earlier "
+        "attempt; no new run is created."
+    ) in text
 
 
 @pytest.mark.parametrize("emulator", [{"speed": 0}], indirect=True)
@@ -361,3 +367,73 @@ def test_an_ambiguous_create_never_adopts_a_run_an_earlier_materialization_resta
     md = materialization_metadata(second, run_asset_key("shoes"))
     assert (md["extralt/how"], md["extralt/run_id"]) == ("adopted", run_c)
     assert emulator.count_requests(*CREATE) == 2
+
+
+def test_rerunning_a_materialized_run_extracts_afresh(emulator, instance, tmp_path):
+    """A re-execution carries its parent's tags (the UI copies them): when the recorded run
+    was already materialized, the re-run is deliberate and starts a new run."""
+    asset = run_only(budget=5)
+    first = dg.materialize([asset], instance=instance, resources=resources(emulator, tmp_path))
+    old = materialization_metadata(first, run_asset_key("shoes"))["extralt/run_id"]
+    again = dg.materialize(
+        [asset],
+        instance=instance,
+        resources=resources(emulator, tmp_path),
+        tags={run_id_tag("shoes"): old},
+    )
+    md = materialization_metadata(again, run_asset_key("shoes"))
+    assert md["extralt/how"] == "created" and md["extralt/run_id"] != old
+    assert emulator.count_requests(*CREATE) == 2
+
+
+def test_a_completed_run_never_materialized_is_reused_not_paid_again(emulator, instance, tmp_path):
+    """The run completed after its step died (no materialization): the retry loads it."""
+    with ExtraltClient(emulator.api_key, emulator.url) as client:
+        done = client.create_run("rbt_shoes", budget=5)
+    emulator.clock.advance(60)  # long enough for any run of 5 captures
+    assert emulator.run(done).status == "completed"
+    result = dg.materialize(
+        [run_only(budget=5)],
+        instance=instance,
+        resources=resources(emulator, tmp_path),
+        tags={run_id_tag("shoes"): done},
+    )
+    md = materialization_metadata(result, run_asset_key("shoes"))
+    assert (md["extralt/how"], md["extralt/run_id"], md["extralt/extracted"]) == ("reused", done, 5)
+    assert emulator.count_requests(*CREATE) == 1  # only the one made above
+    assert f"Extralt run {done} already completed; materializing it." in event_log_text(instance)
+
+
+def test_a_recorded_run_that_no_longer_exists_starts_a_new_one(emulator, instance, tmp_path):
+    result = dg.materialize(
+        [run_only(budget=5)],
+        instance=instance,
+        resources=resources(emulator, tmp_path),
+        tags={run_id_tag("shoes"): "run_gone"},
+    )
+    md = materialization_metadata(result, run_asset_key("shoes"))
+    assert md["extralt/how"] == "created" and md["extralt/run_id"] != "run_gone"
+    assert emulator.count_requests(*CREATE) == 1
+    text = event_log_text(instance)
+    assert "Recorded Extralt run run_gone no longer exists; starting a new run." in text
+
+
+def test_a_recorded_failed_run_is_restarted_with_this_attempts_budget(emulator, instance, tmp_path):
+    emulator.set_faults(fail_runs=True)
+    with ExtraltClient(emulator.api_key, emulator.url) as client:
+        failed = client.create_run("rbt_shoes", budget=5)
+    emulator.clock.advance(60)
+    assert emulator.run(failed).status == "failed"
+    emulator.clear_faults()
+    result = dg.materialize(
+        [run_only(budget=5)],
+        instance=instance,
+        resources=resources(emulator, tmp_path),
+        tags={run_id_tag("shoes"): failed},
+        run_config={"ops": {"extralt__shoes__run": {"config": {"budget": 7}}}},
+    )
+    md = materialization_metadata(result, run_asset_key("shoes"))
+    assert md["extralt/how"] == "restarted" and md["extralt/extracted"] == 7
+    new = emulator.run(md["extralt/run_id"])
+    assert (new.restarted_from, new.budget) == (failed, 7)
+    assert emulator.count_requests(*CREATE) == 1 and emulator.count_requests(*RESTART) == 1

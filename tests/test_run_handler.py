@@ -213,3 +213,24 @@ def test_poll_settings_accept_the_smallest_valid_values():
         interval_seconds=0.001, initial_interval_seconds=0.001, timeout_seconds=0.001, backoff=1
     )
     assert settings.backoff == 1
+
+
+@pytest.mark.parametrize(
+    ("timeout", "retry_after", "stops_sent"), [(None, 11, 1), (5.0, 6, 1), (12.0, 6, 3)]
+)
+def test_a_stop_retries_only_within_its_timeout(frozen, timeout, retry_after, stops_sent):
+    """Each failed stop asks to wait `retry_after` s: a retry is sent only while the waits fit
+    in the stop's bound (10 s by default). The waits are recorded, not slept."""
+    sleeps: list[float] = []
+    with ExtraltClient(
+        frozen.api_key, frozen.url, max_retries=5, sleep=sleeps.append, rate_limit_per_minute=None
+    ) as c:
+        run_id = c.create_run("rbt_shoes", budget=100)
+        frozen.set_faults(
+            error_status=503, error_count=100, retry_after=retry_after, match="POST */stop"
+        )
+        handler, _, log = follow(c, frozen, run_id)
+        stopped = handler.stop() if timeout is None else handler.stop(timeout)
+    assert stopped is False and len(log.messages("warning")) == 1
+    assert frozen.count_requests(*STOP) == stops_sent
+    assert sleeps == [float(retry_after)] * (stops_sent - 1)
