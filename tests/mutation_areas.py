@@ -1,15 +1,21 @@
-"""`make mutate`'s areas: which mutmut mutants belong to which promise, and their scores.
+"""`make mutate`: mutation testing of the areas where money and data live, one area at a time.
 
-    python -m tests.mutation_areas patterns [AREA ...]   # the mutant name patterns, for mutmut run
-    python -m tests.mutation_areas report [AREA ...]     # killed / survived / timed out, per area
+    python -m tests.mutation_areas run [AREA ...]      # mutate and test; then the report
+    python -m tests.mutation_areas report [AREA ...]   # killed / survived / timed out, per area
+    python -m tests.mutation_areas patterns [AREA ...] # the mutant names, for `mutmut run`
 
-The areas are where money and data live (TESTING.md): the client's create and retry path, the
-run step, the poll loop, the warehouse load and the schedules. Scores are read from the
-`mutants/**/*.meta` files mutmut writes.
+The areas (TESTING.md): the client's create and retry path, the run step, the poll loop, the
+warehouse load and the schedules. Each area runs in its own copy of the tree
+(`mutants/<area>/`), with `[tool.mutmut]` narrowed to its module and to the test files that
+exercise it, so mutmut's first pass (which records which test calls which function) and each
+mutant's tests stay small enough for a 2-core machine.
 """
 
 import fnmatch
 import json
+import re
+import shutil
+import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -48,6 +54,25 @@ AREAS: dict[str, list[str]] = {
         "extralt_dagster.schedules.x_build_extralt_job__mutmut_*",
     ],
 }
+MODULES = {
+    "client": "extralt_dagster/client.py",
+    "run_step": "extralt_dagster/assets.py",
+    "poll_loop": "extralt_dagster/run_handler.py",
+    "warehouse_load": "extralt_dagster/warehouse.py",
+    "schedules": "extralt_dagster/schedules.py",
+}
+#: The test files each area's mutants run against (the ones that exercise the module).
+TESTS = {
+    "client": ["tests/test_client.py", "tests/test_security.py", "tests/test_run_asset.py"],
+    "run_step": ["tests/test_run_asset.py"],
+    "poll_loop": ["tests/test_run_handler.py", "tests/test_run_asset.py"],
+    "warehouse_load": ["tests/test_warehouse.py", "tests/test_captures_asset.py"],
+    "schedules": ["tests/test_schedules.py", "tests/test_security.py"],
+}
+ROOT = Path(__file__).resolve().parents[1]
+_COPY_IGNORE = shutil.ignore_patterns(
+    ".git", ".venv*", "mutants", "__pycache__", "data", ".dagster_home", "e2e-artifacts", "*.duckdb"
+)
 #: mutmut's exit codes, grouped the way TESTING.md reports them.
 _STATUS = {1: "killed", 3: "killed", 0: "survived", 33: "no tests", 5: "no tests", None: "not run"}
 _TIMEOUT = {-24, 24, 152, 255, 36}
@@ -59,11 +84,42 @@ def status(exit_code: int | None) -> str:
     return _STATUS.get(exit_code, "suspicious")
 
 
-def results(root: Path = Path("mutants")) -> dict[str, int | None]:
+def results() -> dict[str, int | None]:
     out: dict[str, int | None] = {}
-    for meta in root.glob("extralt_dagster/**/*.py.meta"):
+    for meta in (ROOT / "mutants").glob("*/mutants/extralt_dagster/**/*.py.meta"):
         out.update(json.loads(meta.read_text())["exit_code_by_key"])
     return out
+
+
+def _area_config(pyproject: str, area: str) -> str:
+    """The project's `[tool.mutmut]`, narrowed to one area's module and test files."""
+
+    def toml_list(items: list[str]) -> str:
+        return "[" + ", ".join(json.dumps(i) for i in items) + "]"
+
+    section = re.search(r"^\[tool\.mutmut\]\n(.*?)(?=^\[)", pyproject, re.M | re.S)
+    assert section, "pyproject.toml has no [tool.mutmut] section"
+    body = section.group(1)
+    body = re.sub(r"^only_mutate = \[.*?\]\n", "", body, flags=re.M | re.S)
+    body = re.sub(r"^pytest_add_cli_args_test_selection = \[.*?\]\n", "", body, flags=re.M | re.S)
+    body += f"only_mutate = {toml_list([MODULES[area]])}\n"
+    body += f"pytest_add_cli_args_test_selection = {toml_list(TESTS[area])}\n\n"
+    return pyproject[: section.start(1)] + body + pyproject[section.end(1) :]
+
+
+def run(areas: list[str]) -> int:
+    mutmut = Path(sys.executable).with_name("mutmut")
+    for area in areas:
+        work = ROOT / "mutants" / area
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.copytree(ROOT, work, ignore=_COPY_IGNORE)
+        pyproject = work / "pyproject.toml"
+        pyproject.write_text(_area_config(pyproject.read_text(), area))
+        print(f"== {area}: {MODULES[area]} against {' '.join(TESTS[area])}", flush=True)
+        subprocess.run(
+            [str(mutmut), "run", "--max-children", "2", *AREAS[area]], cwd=work, check=False
+        )
+    return report(areas)
 
 
 def area_of(name: str) -> str | None:
@@ -105,14 +161,14 @@ def report(areas: list[str]) -> int:
 def main(argv: list[str]) -> int:
     command, *areas = argv or ["report"]
     unknown = [a for a in areas if a not in AREAS]
-    if unknown or command not in ("patterns", "report"):
-        print(f"usage: python -m tests.mutation_areas patterns|report [{'|'.join(AREAS)} ...]")
+    if unknown or command not in ("run", "patterns", "report"):
+        print(f"usage: python -m tests.mutation_areas run|report|patterns [{'|'.join(AREAS)} ...]")
         return 2
     areas = areas or list(AREAS)
     if command == "patterns":
         print(" ".join(p for a in areas for p in AREAS[a]))
         return 0
-    return report(areas)
+    return run(areas) if command == "run" else report(areas)
 
 
 if __name__ == "__main__":

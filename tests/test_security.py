@@ -183,6 +183,7 @@ def test_reprs_and_every_error_hide_the_key(secret_emulator, client):
         "exports/../../{name}",
         "{name}" + "x" * 300,
     ],
+    ids=["parent", "absolute", "backslashes", "encoded", "nested", "long"],
 )
 def test_content_disposition_cannot_write_outside_the_export_dir(
     emulator, instance, tmp_path, hint
@@ -235,7 +236,9 @@ SQL_PAYLOADS = [
 ]
 
 
-@pytest.mark.parametrize("payload", SQL_PAYLOADS)
+@pytest.mark.parametrize(
+    "payload", SQL_PAYLOADS, ids=[f"payload{i}" for i, _ in enumerate(SQL_PAYLOADS)]
+)
 @pytest.mark.parametrize("field", ["name", "schema"])
 def test_sql_in_a_yaml_name_or_schema_is_refused_before_anything_runs(
     secret_emulator, tmp_path, payload, field
@@ -271,7 +274,9 @@ IDENTIFIER_LAYERS = {
 
 
 @pytest.mark.parametrize("layer", IDENTIFIER_LAYERS)
-@pytest.mark.parametrize("value", BAD_IDENTIFIERS, ids=repr)
+@pytest.mark.parametrize(
+    "value", BAD_IDENTIFIERS, ids=[f"bad{i}" for i, _ in enumerate(BAD_IDENTIFIERS)]
+)
 def test_every_layer_refuses_a_name_that_is_not_a_plain_identifier(layer, value):
     """Names become SQL identifiers and asset keys: one rule, at every entry point."""
     check, field = IDENTIFIER_LAYERS[layer]
@@ -353,7 +358,9 @@ ALLOWED_URLS = [
 ]
 
 
-@pytest.mark.parametrize("url", REFUSED_URLS)
+@pytest.mark.parametrize(
+    "url", REFUSED_URLS, ids=[f"refused{i}" for i, _ in enumerate(REFUSED_URLS)]
+)
 def test_a_plain_http_or_malformed_base_url_is_refused_at_every_layer(url, tmp_path):
     with pytest.raises(ExtraltValidationError, match="base_url"):
         ExtraltClient(SECRET, url)
@@ -366,7 +373,9 @@ def test_a_plain_http_or_malformed_base_url_is_refused_at_every_layer(url, tmp_p
     assert SECRET not in str(info.value)
 
 
-@pytest.mark.parametrize("url", ALLOWED_URLS)
+@pytest.mark.parametrize(
+    "url", ALLOWED_URLS, ids=[f"allowed{i}" for i, _ in enumerate(ALLOWED_URLS)]
+)
 def test_https_and_loopback_base_urls_are_accepted(url):
     ExtraltClient(SECRET, url).close()
     ExtraltResource(api_key=SECRET, base_url=url).make_client().close()
@@ -545,7 +554,9 @@ WRONG_SHAPES = {
 
 
 @pytest.mark.parametrize(
-    ("match", "body"), [(m, b) for m, bodies in WRONG_SHAPES.items() for b in bodies]
+    ("match", "body"),
+    [(m, b) for m, bodies in WRONG_SHAPES.items() for b in bodies],
+    ids=[f"shape{i}" for i, _ in enumerate(b for bodies in WRONG_SHAPES.values() for b in bodies)],
 )
 def test_a_json_body_of_the_wrong_shape_is_an_api_error(secret_emulator, client, match, body):
     """Over real HTTP, for every endpoint that parses JSON (test_client.py only monkeypatches)."""
