@@ -27,6 +27,14 @@ format: install
 test: lint
 	$(BIN)/pytest
 
+# The export-shape property test (tests/test_export_properties.py) over many seeds: `make test`
+# runs a fixed few. `make fuzz SEEDS=500`; replay one with `pytest ... --export-seed=N`.
+SEEDS ?= 200
+.PHONY: fuzz
+
+fuzz: install
+	$(BIN)/pytest -q tests/test_export_properties.py --export-seeds=$(SEEDS)
+
 emulator: install
 	$(BIN)/extralt-dagster emulator --port 8765
 

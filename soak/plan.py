@@ -41,10 +41,25 @@ KINDS: dict[str, tuple[str, ...]] = {
     # `load_killed`: the DuckDB file is held from the round's start; the first captures step
     # downloads its export, waits for the lock, and is SIGKILLed while it waits.
     "lock": ("duckdb_lock", "load_killed"),
+    # Export shapes: a whole, valid export of one victim's robot, of a shape the docs allow.
+    # `typeless_export` nulls prices, stock and options with no type at all (in round 0, the
+    # victim's first run: its later runs must still load with the documented types);
+    # `nested_field` gives every offer a field the docs omit (`variants[].offers[].warranty`).
+    "shape": ("typeless_export", "nested_field"),
 }
+#: Shapes are dealt from their own random stream, so adding them left every other fault of a
+#: seed's plan as it was.
+SHAPE_STREAM = "extralt-soak-shapes"
 ALL_KINDS = tuple(k for kinds in KINDS.values() for k in kinds)
 #: Large soaks: the chance that a round gets a fault of each category.
-CATEGORY_ODDS = {"error": 0.8, "latency": 0.35, "export": 0.5, "run": 0.6, "lock": 0.25}
+CATEGORY_ODDS = {
+    "error": 0.8,
+    "latency": 0.35,
+    "export": 0.5,
+    "run": 0.6,
+    "lock": 0.25,
+    "shape": 0.3,
+}
 
 SIZES: dict[str, tuple[int, int]] = {
     # name: (rounds, sources per round)
@@ -89,6 +104,9 @@ class Fault:
                 "latency_count": p["count"],
                 "match": p["match"],
             }
+        if self.category == "shape":
+            shape = "export_typeless" if self.kind == "typeless_export" else "export_nested_field"
+            return {shape: True, "export_shape_robots": [self.victim_robot]}
         if self.category == "export":
             fields: dict[str, Any] = {"export_count": p["count"]}
             if self.kind == "export_cut":
@@ -181,6 +199,8 @@ def make_plan(size: str = "small", seed: int = 7, rounds: int | None = None) -> 
 
     assigned: dict[int, dict[str, str]] = {i: {} for i in range(n_rounds)}
     for category, kinds in KINDS.items():
+        if category == "shape":
+            continue  # dealt below, from its own stream
         cycle = list(kinds)
         rng.shuffle(cycle)
         # Every kind once, each in its own round; then, in a large soak, more at random.
@@ -202,7 +222,24 @@ def make_plan(size: str = "small", seed: int = 7, rounds: int | None = None) -> 
         error, latency = r.fault("error"), r.fault("latency")
         if error is not None and latency is not None:
             latency.params["match"] = error.params["match"]  # the emulator has one `match`
+    _deal_shapes(random.Random(f"{SHAPE_STREAM}:{seed}"), plan_rounds, size)
     return Plan(seed=seed, size=size, rounds=plan_rounds)
+
+
+def _deal_shapes(rng: random.Random, rounds: list[Round], size: str) -> None:
+    """A type-less export in round 0 (every source's first run there), a nested field in
+    another round; in a large soak, more of either at random."""
+    kinds = KINDS["shape"]
+    dealt = {0: kinds[0]}
+    if len(rounds) > 1:
+        dealt[rng.randrange(1, len(rounds))] = kinds[1]
+    if size != "small":
+        for r in rounds:
+            if r.index not in dealt and rng.random() < CATEGORY_ODDS["shape"]:
+                dealt[r.index] = rng.choice(kinds)
+    for index, kind in sorted(dealt.items()):
+        rnd = rounds[index]
+        rnd.faults.append(Fault(kind, "shape", {}, victim=rng.choice(rnd.sources)))
 
 
 def _fault(rng: random.Random, category: str, kind: str, sources: list[str]) -> Fault:

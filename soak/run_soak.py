@@ -636,8 +636,8 @@ def _hits(
         name = counter.get(fault.category)
         if name is not None:
             hits[fault.kind] = (armed[name] or 0) - (left[name] or 0)
-        elif fault.kind in ("remote_failure", "stuck_past_timeout"):
-            hits[fault.kind] = -1  # counted by verify, from the victim's Extralt run
+        elif fault.kind in ("remote_failure", "stuck_past_timeout") or fault.category == "shape":
+            hits[fault.kind] = -1  # counted by verify, from the victim's run (or its rows)
         else:
             verb = {
                 "external_stop": "stopped",

@@ -8,6 +8,9 @@
 4. Nothing half-done: no export file left behind; the DuckDB file opens, checkpoints and scans.
 5. Every failure explained: each failed or retried step names the Extralt run (or the robot, when
    no run exists yet) and the cause; the API key appears nowhere the soak left a trace.
+6. Every shape absorbed: a source served a type-less export (its first, in round 0) has the
+   documented types wherever it has values; a nested field new to history was added and
+   reported by its path.
 """
 
 import contextlib
@@ -25,9 +28,11 @@ import duckdb
 import pyarrow.parquet as pq
 
 from extralt_dagster import ExtraltClient
+from extralt_dagster.emulator.datagen import NESTED_FIELD, TYPELESS_COLUMNS
+from extralt_dagster.warehouse import DOCUMENTED_TYPES
 
 from .config import EMULATOR_RATE_LIMIT, SOURCES, captures_op, run_op
-from .plan import ALL_KINDS
+from .plan import ALL_KINDS, Fault
 
 if TYPE_CHECKING:
     from .run_soak import RoundResult, Soak
@@ -65,6 +70,7 @@ def verify(soak: "Soak", *, seconds: float) -> tuple[dict[str, Any], list[str], 
     check.failures_explained()
     check.key_nowhere()
     check.faults_landed()
+    check.shapes_absorbed()
     check.figures["seconds"] = round(seconds, 1)
     return check.figures, check.violations, check.report()
 
@@ -486,6 +492,8 @@ class _Checker:
         self.figures["slots_freed_by_daemon"] = sum(int(n) for n in freed)
 
     def _victim_hit(self, result: "RoundResult", fault: Any) -> int:
+        if fault.category == "shape":
+            return len(self._shaped_runs(result, fault))
         lo, hi = result.attempts[0].emulated_window
         want = "failed" if fault.kind == "remote_failure" else "stopped"
         return sum(
@@ -508,6 +516,89 @@ class _Checker:
                 1 for times in spans.values() if min(times) < window[1] and max(times) > window[0]
             )
         return count
+
+    # --- 6. Every shape absorbed -------------------------------------------------------------
+
+    def _shaped_runs(self, result: "RoundResult", fault: Fault) -> list[str]:
+        """The victim's runs of this round whose loaded rows have the fault's shape."""
+        lo, hi = result.window
+        run_ids = [
+            v.id
+            for v in self.runs.values()
+            if v.robot_id == fault.victim_robot and lo <= v.created_at <= hi
+        ]
+        table = f"extralt.{fault.victim}_captures"
+        if not run_ids or not self.soak.paths.duckdb.exists():
+            return []
+        with duckdb.connect(str(self.soak.paths.duckdb), read_only=True) as con:
+            types = dict(_column_types(con, fault.victim))
+            if fault.kind == "nested_field":
+                if NESTED_FIELD not in types.get("variants", ""):
+                    return []
+                shaped = (
+                    f"list_bool_or(flatten(list_transform(variants, lambda v: list_transform("
+                    f"v.offers, lambda o: o.{NESTED_FIELD} IS NOT NULL))))"
+                )
+                having = f"bool_or({shaped})"
+            else:
+                having = "count(min_price) = 0 AND count(options) = 0 AND count(*) > 0"
+            placeholders = ", ".join("?" for _ in run_ids)
+            return [
+                r
+                for (r,) in con.execute(
+                    f"SELECT run_id FROM {table} WHERE run_id IN ({placeholders}) "
+                    f"GROUP BY run_id HAVING {having}",
+                    run_ids,
+                ).fetchall()
+            ]
+
+    def shapes_absorbed(self) -> None:
+        shapes = [
+            (r, f) for r in self.soak.results for f in r.round.faults if f.category == "shape"
+        ]
+        figures = {"typeless_sources_typed": 0, "nested_fields_reported": 0}
+        self.figures["shapes"] = figures
+        if not shapes or not self.soak.paths.duckdb.exists():
+            return
+        reported = self._columns_added_by_source()
+        with duckdb.connect(str(self.soak.paths.duckdb), read_only=True) as con:
+            for result, fault in shapes:
+                source = fault.victim or ""
+                if fault.kind == "typeless_export":
+                    wrong = _undocumented_types(con, source)
+                    if wrong:
+                        self.fail(
+                            f"shapes: {source} was served a type-less export (round "
+                            f"{result.round.index}); its history now has {', '.join(wrong)}"
+                        )
+                    else:
+                        figures["typeless_sources_typed"] += 1
+                    continue
+                types = dict(_column_types(con, source))
+                if NESTED_FIELD not in types.get("variants", ""):
+                    self.fail(
+                        f"shapes: {source}'s history has no {NESTED_PATH} after round "
+                        f"{result.round.index}"
+                    )
+                elif NESTED_PATH not in reported.get(source, set()):
+                    self.fail(
+                        f"shapes: {source}'s history gained {NESTED_PATH}, but no "
+                        "materialization reported it in extralt/columns_added"
+                    )
+                else:
+                    figures["nested_fields_reported"] += 1
+
+    def _columns_added_by_source(self) -> dict[str, set[str]]:
+        added: dict[str, set[str]] = defaultdict(set)
+        for run_id in self.attempt_ids:
+            for e in self._events(run_id, dg.DagsterEventType.ASSET_MATERIALIZATION):
+                mat = e.asset_materialization
+                if mat is None or "extralt/columns_added" not in mat.metadata:
+                    continue
+                source = mat.asset_key.path[1]
+                text = str(mat.metadata["extralt/columns_added"].value)
+                added[source].update(p.strip() for p in text.split(",") if p.strip() != "none")
+        return added
 
     # --- The report -------------------------------------------------------------------------
 
@@ -551,6 +642,42 @@ def _sqlite_occurrences(path: Path, needle: bytes) -> int:
                         cell = zlib.decompress(cell)
                     count += cell.count(needle)
     return count
+
+
+#: The path in drift reports of the field the `nested_field` shape adds to every offer.
+NESTED_PATH = f"variants[].offers[].{NESTED_FIELD}"
+
+
+def _column_types(con: duckdb.DuckDBPyConnection, source: str) -> list[tuple[str, str]]:
+    return con.execute(
+        "SELECT column_name, data_type FROM duckdb_columns() WHERE schema_name = 'extralt' "
+        "AND table_name = ? ORDER BY column_index",
+        [f"{source}_captures"],
+    ).fetchall()
+
+
+def _undocumented_types(con: duckdb.DuckDBPyConnection, source: str) -> list[str]:
+    """ "column TYPE" for each documented column whose history type is not the documented one,
+    among those that hold a value (a column never given one has nothing to type)."""
+    wrong = []
+    for column, type_ in _column_types(con, source):
+        if column not in TYPELESS_COLUMNS or _documented(column, type_):
+            continue
+        [(values,)] = con.execute(
+            f'SELECT count("{column}") FROM extralt."{source}_captures"'
+        ).fetchall()
+        if values:
+            wrong.append(f"{column} {type_}")
+    return wrong
+
+
+def _documented(column: str, type_: str) -> bool:
+    """`type_` is the column's documented type, or a widening a JSON lines export makes (JSON
+    has one integer type); a nested column is a struct, whatever fields it gained."""
+    documented = DOCUMENTED_TYPES[column]
+    if documented.startswith("STRUCT("):
+        return type_.startswith("STRUCT(")
+    return type_ == documented or (documented == "INTEGER" and type_ == "BIGINT")
 
 
 def _error_text(error: Any) -> str:
@@ -610,6 +737,9 @@ def format_report(soak: "Soak", figures: dict[str, Any], violations: list[str]) 
         + ", ".join(f"{k}: {v}" for k, v in ex["by_cause"].items())
         + f"); API key found {sec['key_occurrences']} times in {sec['bytes_scanned']:,} bytes "
         f"({sec['files_scanned']} files plus the event log)",
+        f"(6) Shapes absorbed: {f['shapes']['typeless_sources_typed']} sources served a "
+        "type-less export have the documented types; "
+        f"{f['shapes']['nested_fields_reported']} new nested fields reported by path",
     ]
     if violations:
         lines.append(f"VIOLATIONS ({len(violations)}):")

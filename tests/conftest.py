@@ -32,6 +32,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("extralt")
+    group.addoption(
+        "--export-seeds",
+        type=int,
+        default=None,
+        help="tests/test_export_properties.py: run seeds 1..N instead of its fixed few "
+        "(`make fuzz SEEDS=N`).",
+    )
+    group.addoption(
+        "--export-seed",
+        type=int,
+        default=None,
+        help="tests/test_export_properties.py: replay this one seed.",
+    )
+
+
 # --- The Extralt emulator -----------------------------------------------------------------
 
 #: Fast enough that a 20-capture run (2 s starting + 1 s extracting) takes 3 ms of real time.

@@ -48,6 +48,9 @@ def check(report: SoakReport) -> None:
     assert f["secret"]["key_occurrences"] == 0 and f["secret"]["bytes_scanned"] > 0
     assert "unexplained" not in f["explained"]["by_cause"]
     assert all(v["hits"] > 0 for v in f["faults"].values())
+    # Export shapes: a type-less first run, then documented types; a nested field reported.
+    assert f["shapes"]["typeless_sources_typed"] >= 1
+    assert f["shapes"]["nested_fields_reported"] >= 1
 
 
 @pytest.mark.timeout(1200)
