@@ -437,3 +437,7 @@ def test_a_recorded_failed_run_is_restarted_with_this_attempts_budget(emulator, 
     new = emulator.run(md["extralt/run_id"])
     assert (new.restarted_from, new.budget) == (failed, 7)
     assert emulator.count_requests(*CREATE) == 1 and emulator.count_requests(*RESTART) == 1
+    assert (
+        f"Restarted Extralt run {failed} (failed) as {new.id} instead of creating a new run: "
+        f"{emulator.url}/runs/{new.id}"
+    ) in event_log_text(instance)

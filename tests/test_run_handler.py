@@ -20,7 +20,7 @@ class ControlledTime:
 
     def __init__(self, emulator) -> None:
         self.emulator = emulator
-        self.now = 0.0
+        self.now = 1000.0  # not 0: elapsed time is a difference of two readings
         self.sleeps: list[float] = []
 
     def monotonic(self) -> float:
@@ -89,15 +89,15 @@ def test_backoff_grows_to_the_cap_and_the_last_wait_ends_at_the_timeout(client, 
         handler.wait(settings)
     # 1 x 1.5 each poll up to the 10 s cap; the last wait is what is left of the 60 s.
     assert time.sleeps == [1.0, 1.5, 2.25, 3.375, 5.0625, 7.59375, 10.0, 10.0, 10.0, 9.21875]
-    assert time.now == 60.0 and handler.polls == 11
+    assert time.now == 1060.0 and handler.polls == 11
 
 
 def test_a_backoff_of_one_polls_at_the_initial_interval(client, frozen):
     frozen.set_faults(never_finish=True)
     handler, time, _ = follow(client, frozen, client.create_run("rbt_shoes", budget=100))
     with pytest.raises(ExtraltTimeoutError):
-        handler.wait(PollSettings(initial_interval_seconds=2, backoff=1, timeout_seconds=9))
-    assert time.sleeps == [2.0, 2.0, 2.0, 2.0, 1.0]
+        handler.wait(PollSettings(initial_interval_seconds=2, backoff=1, timeout_seconds=8.5))
+    assert time.sleeps == [2.0, 2.0, 2.0, 2.0, 0.5]
 
 
 def test_an_initial_interval_above_the_cap_starts_at_the_cap(client, frozen):
@@ -127,7 +127,10 @@ def test_status_changes_are_logged_once_and_a_heartbeat_every_heartbeat_seconds(
     )
     beats = [m for m in info if " still running: " in m]
     assert [re.search(r"(\d+)s elapsed$", m).group(1) for m in beats] == ["40", "70", "100"]
-    assert beats[0].startswith(f"Extralt run {run_id} still running: ")
+    for beat in beats:
+        assert re.fullmatch(
+            rf"Extralt run {run_id} still running: \d+ extracted, \d+ in queue, \d+s elapsed", beat
+        ), beat
     assert info[2:] == [*beats, f"Stopped Extralt run {run_id}"]
 
 
@@ -139,8 +142,11 @@ def test_a_timeout_stops_the_run_and_says_so(client, frozen):
         handler.wait(PollSettings(timeout_seconds=30))
     assert info.value.stopped is True and info.value.run_id == run_id
     message = str(info.value)
-    assert f"Extralt run {run_id} was still running after 30s (poll_timeout_seconds)" in message
-    assert "it was stopped so it spends no more credits" in message
+    assert message.startswith(
+        f"Extralt run {run_id} was still running after 30s (poll_timeout_seconds); it was "
+        "stopped so it spends no more credits. "
+    )
+    assert message.endswith(f"captures were extracted. See {handler.dashboard_url}")
     assert frozen.count_requests(*STOP) == 1
     assert frozen.run(run_id).status == "stopped"
 
@@ -153,9 +159,9 @@ def test_with_stop_on_timeout_off_the_run_is_not_stopped_and_the_error_says_so(c
         handler.wait(PollSettings(timeout_seconds=30, stop_on_timeout=False))
     assert info.value.stopped is False
     assert (
-        "it was NOT stopped (stop_on_timeout is off or the stop failed) and may still be running"
-        in str(info.value)
-    )
+        "; it was NOT stopped (stop_on_timeout is off or the stop failed) and may still be "
+        "running. "
+    ) in str(info.value)
     assert frozen.count_requests(*STOP) == 0
     assert frozen.run(run_id).status == "running"
     assert log.messages("warning") == []
@@ -234,3 +240,34 @@ def test_a_stop_retries_only_within_its_timeout(frozen, timeout, retry_after, st
     assert stopped is False and len(log.messages("warning")) == 1
     assert frozen.count_requests(*STOP) == stops_sent
     assert sleeps == [float(retry_after)] * (stops_sent - 1)
+
+
+def test_a_timeout_stop_is_bounded_by_stop_timeout_seconds(frozen):
+    """The stop on timeout retries only within `stop_timeout_seconds` (recorded, not slept)."""
+    sleeps: list[float] = []
+    frozen.set_faults(never_finish=True)
+    with ExtraltClient(
+        frozen.api_key, frozen.url, max_retries=5, sleep=sleeps.append, rate_limit_per_minute=None
+    ) as c:
+        run_id = c.create_run("rbt_shoes", budget=100)
+        frozen.set_faults(
+            never_finish=True, error_status=503, error_count=100, retry_after=6, match="POST */stop"
+        )
+        handler, _, _ = follow(c, frozen, run_id)
+        with pytest.raises(ExtraltTimeoutError) as info:
+            handler.wait(PollSettings(timeout_seconds=5, stop_timeout_seconds=10))
+    assert info.value.stopped is False
+    assert frozen.count_requests(*STOP) == 2 and sleeps == [6.0]  # 6 fits in 10, 12 does not
+
+
+def test_a_run_document_without_a_queue_size_is_shown_as_unknown(client, frozen):
+    run_id = client.create_run("rbt_shoes", budget=100)
+    frozen.set_faults(
+        wrong_body=f'{{"_id": "{run_id}", "status": "completed", "extracted": 3}}',
+        match="GET /v0/extract/runs/*",
+    )
+    handler, _, log = follow(client, frozen, run_id)
+    assert handler.wait().extracted == 3
+    assert log.messages("info") == [
+        f"Extralt run {run_id} is completed: 3 extracted, ? in queue (0s elapsed)"
+    ]
