@@ -178,6 +178,7 @@ def test_the_run_a_tick_requests_blocks_the_next_tick_until_it_ends(shoes_job, i
         ({"budget": -5}, "budget"),
         ({"budget": "10"}, "budget"),
         ({"name": "nightly-shoes"}, "name"),
+        ({"default_status": "RUNNING"}, "default_status must be a dagster.DefaultScheduleStatus"),
         ({"assets_or_name": "Shoes"}, "assets_or_name"),
         ({"assets_or_name": []}, "assets_or_name"),
     ],
