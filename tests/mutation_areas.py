@@ -115,6 +115,13 @@ def run(areas: list[str]) -> int:
         shutil.copytree(ROOT, work, ignore=_COPY_IGNORE)
         pyproject = work / "pyproject.toml"
         pyproject.write_text(_area_config(pyproject.read_text(), area))
+        head = subprocess.run(
+            ["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+        (work / "MEASURED_AT").write_text(f"{head or 'not a git checkout'}\n")
         print(f"== {area}: {MODULES[area]} against {' '.join(TESTS[area])}", flush=True)
         subprocess.run(
             [str(mutmut), "run", "--max-children", "2", *AREAS[area]], cwd=work, check=False
@@ -143,6 +150,9 @@ def report(areas: list[str]) -> int:
         f"{'not run':>8}{'other':>7}  killed%"
     )
     for area, counts in by_area.items():
+        measured = ROOT / "mutants" / area / "MEASURED_AT"
+        if measured.exists():
+            print(f"  ({area} measured at {measured.read_text().strip()})")
         total = sum(counts.values())
         run = total - counts["not run"]
         other = run - counts["killed"] - counts["survived"] - counts["timed out"]
