@@ -8,6 +8,7 @@ clock is the test's. The scheduler daemon itself, on a real minute boundary, is 
 
 import os
 import sys
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -263,3 +264,38 @@ def test_a_run_queued_by_the_run_coordinator_blocks_the_sources_tick(emulator, t
     finally:
         end_group(webserver)
     assert emulator.count_requests() == 0  # nothing ran: no credit was spent
+
+
+def test_the_schedule_carries_its_zone_status_tags_and_description(shoes):
+    schedule = build_extralt_schedule(
+        shoes,
+        "0 3 * * *",
+        execution_timezone="Europe/Paris",
+        budget=1500,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+    )
+    assert schedule.execution_timezone == "Europe/Paris"
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert schedule.tags == {
+        "extralt/source": "shoes",
+        "extralt/schedule": "extralt_shoes_schedule",
+    }
+    assert schedule.description == (
+        "Extralt source `shoes` on `0 3 * * *` (Europe/Paris) with budget 1,500. One run per "
+        "tick; a tick is skipped while the previous run is in flight."
+    )
+    assert build_extralt_schedule("shoes", "@daily").description == (
+        "Extralt source `shoes` on `@daily` (UTC). One run per tick; a tick is skipped while "
+        "the previous run is in flight."
+    )
+
+
+def test_the_run_key_is_in_utc_whatever_the_machines_zone(shoes, instance, monkeypatch):
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        [request] = tick(build_extralt_schedule(shoes, "0 3 * * *"), instance).run_requests
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert request.run_key == "shoes:2026-03-01T03:00:00+00:00"
