@@ -66,7 +66,12 @@ TESTS = {
     "client": ["tests/test_client.py", "tests/test_security.py", "tests/test_run_asset.py"],
     "run_step": ["tests/test_run_asset.py"],
     "poll_loop": ["tests/test_run_handler.py", "tests/test_run_asset.py"],
-    "warehouse_load": ["tests/test_warehouse.py", "tests/test_captures_asset.py"],
+    "warehouse_load": [
+        "tests/test_warehouse.py",
+        "tests/test_export_types.py",
+        "tests/test_export_shapes.py",
+        "tests/test_captures_asset.py",
+    ],
     "schedules": ["tests/test_schedules.py", "tests/test_security.py"],
 }
 ROOT = Path(__file__).resolve().parents[1]
