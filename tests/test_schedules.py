@@ -299,3 +299,34 @@ def test_the_run_key_is_in_utc_whatever_the_machines_zone(shoes, instance, monke
         monkeypatch.undo()
         time.tzset()
     assert request.run_key == "shoes:2026-03-01T03:00:00+00:00"
+
+
+def test_the_source_is_found_among_other_assets(shoes):
+    """Only an extralt/<name>/run key with its captures sibling names the source."""
+
+    @dg.asset(key=["foo", "run"])
+    def two_parts():
+        return 1
+
+    @dg.asset(key=["foo", "bar", "baz"])
+    def three_parts():
+        return 1
+
+    boots_captures_only = build_extralt_assets("boots", "rbt_boots")[1:]
+    assets = [two_parts, three_parts, *boots_captures_only, *shoes]
+    assert build_extralt_schedule(assets, "0 3 * * *").name == "extralt_shoes_schedule"
+
+
+@pytest.mark.parametrize(
+    ("assets_or_name", "shown"),
+    [([5], "[5]"), ("run_only", "['extralt/shoes/run']")],
+)
+def test_a_list_without_a_source_is_refused_showing_what_it_held(shoes, assets_or_name, shown):
+    value = shoes[:1] if assets_or_name == "run_only" else assets_or_name
+    with pytest.raises(ExtraltValidationError) as info:
+        build_extralt_schedule(value, "0 3 * * *")
+    assert str(info.value) == (
+        "assets_or_name must be the list build_extralt_assets returned (with both the "
+        "extralt/<name>/run and extralt/<name>/captures assets) or a source name, got "
+        f"{shown}."
+    )
