@@ -157,7 +157,10 @@ def test_the_last_failed_attempt_stops_its_run(emulator, instance, tmp_path, ret
     assert emulator.run(run_id).status == "stopped"
     assert emulator.count_requests(*CREATE) == 1
     text = event_log_text(instance)
-    assert f"Stopping Extralt run {run_id}: this step failed and no retry is left." in text
+    assert (
+        f"Stopping Extralt run {run_id}: this step failed and no retry is left. Re-executing "
+        "it restarts the run."
+    ) in text
     assert text.count(f"Leaving Extralt run {run_id} running") == (1 if retry_policy else 0)
 
 
@@ -387,7 +390,12 @@ def test_rerunning_a_materialized_run_extracts_afresh(emulator, instance, tmp_pa
 
 
 def test_a_completed_run_never_materialized_is_reused_not_paid_again(emulator, instance, tmp_path):
-    """The run completed after its step died (no materialization): the retry loads it."""
+    """The run completed after its step died (no materialization): the retry loads it, even
+    though the asset's latest materialization is of an earlier run."""
+    earlier = dg.materialize(
+        [run_only(budget=5)], instance=instance, resources=resources(emulator, tmp_path)
+    )
+    assert earlier.success
     with ExtraltClient(emulator.api_key, emulator.url) as client:
         done = client.create_run("rbt_shoes", budget=5)
     emulator.clock.advance(60)  # long enough for any run of 5 captures
@@ -400,7 +408,7 @@ def test_a_completed_run_never_materialized_is_reused_not_paid_again(emulator, i
     )
     md = materialization_metadata(result, run_asset_key("shoes"))
     assert (md["extralt/how"], md["extralt/run_id"], md["extralt/extracted"]) == ("reused", done, 5)
-    assert emulator.count_requests(*CREATE) == 1  # only the one made above
+    assert emulator.count_requests(*CREATE) == 2  # the earlier run's and the one made above
     assert f"Extralt run {done} already completed; materializing it." in event_log_text(instance)
 
 
