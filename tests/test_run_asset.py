@@ -449,3 +449,65 @@ def test_a_recorded_failed_run_is_restarted_with_this_attempts_budget(emulator, 
         f"Restarted Extralt run {failed} (failed) as {new.id} instead of creating a new run: "
         f"{emulator.url}/runs/{new.id}"
     ) in event_log_text(instance)
+
+
+def step_failures(result):
+    return [e.step_failure_data for e in result.all_events if e.is_step_failure]
+
+
+def test_a_run_stopped_outside_dagster_fails_once_naming_it_with_its_metadata(
+    emulator, instance, tmp_path
+):
+    emulator.set_faults(never_finish=True)
+
+    def stop_when_running():
+        run_id = wait_until(lambda: next(iter(emulator.runs), None), what="a run")
+        wait_until(lambda: emulator.run(run_id).status == "running", what="running")
+        emulator.stop_run_externally(run_id)
+
+    stopper = threading.Thread(target=stop_when_running)
+    stopper.start()
+    result = dg.materialize(
+        [run_only(budget=20, retry_policy=dg.RetryPolicy(max_retries=2))],
+        instance=instance,
+        resources=resources(emulator, tmp_path),
+        raise_on_error=False,
+    )
+    stopper.join()
+    [failure] = step_failures(result)  # not retried: a retry cannot un-stop it
+    [run_id] = list(emulator.runs)
+    extracted = emulator.run(run_id).extracted
+    assert failure.error.message.strip().endswith(
+        f"Extralt run {run_id} was stopped outside Dagster after {extracted} captures. See "
+        f"{emulator.url}/runs/{run_id}. Set accept_stopped to load the partial run, or "
+        "re-execute to restart it."
+    )
+    metadata = {k: v.value for k, v in failure.user_failure_data.metadata.items()}
+    assert (metadata["extralt/run_id"], metadata["extralt/status"]) == (run_id, "stopped")
+
+
+def test_a_failed_run_without_a_reason_says_so(emulator, instance, tmp_path):
+    asset = run_only(budget=20, retry_policy=dg.RetryPolicy(max_retries=2))
+
+    def fail_when_created():
+        run_id = wait_until(lambda: next(iter(emulator.runs), None), what="a run")
+        emulator.set_faults(
+            wrong_body=f'{{"_id": "{run_id}", "status": "failed", "extracted": 4}}',
+            match="GET /v0/extract/runs/*",
+        )
+
+    emulator.set_faults(never_finish=True)
+    failer = threading.Thread(target=fail_when_created)
+    failer.start()
+    result = dg.materialize(
+        [asset], instance=instance, resources=resources(emulator, tmp_path), raise_on_error=False
+    )
+    failer.join()
+    [failure] = step_failures(result)
+    [run_id] = list(emulator.runs)
+    assert failure.error.message.strip().endswith(
+        f"Extralt run {run_id} failed: no reason given. 4 captures were extracted. See "
+        f"{emulator.url}/runs/{run_id}. Re-executing this step restarts it."
+    )
+    metadata = {k: v.value for k, v in failure.user_failure_data.metadata.items()}
+    assert (metadata["extralt/run_id"], metadata["extralt/status"]) == (run_id, "failed")
