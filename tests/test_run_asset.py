@@ -42,6 +42,7 @@ def test_one_materialization_creates_one_run_and_completes(emulator, instance, t
     # the remote run id is recorded where a retry can find it
     tags = instance.get_run_by_id(result.run_id).tags
     assert tags[run_id_tag("shoes")] == run.id
+    assert f"Extralt run {run.id} completed: 20 captures, 40 credits" in event_log_text(instance)
 
 
 def test_remote_failure_is_a_failure_naming_the_run(emulator, instance, tmp_path):
@@ -511,3 +512,29 @@ def test_a_failed_run_without_a_reason_says_so(emulator, instance, tmp_path):
     )
     metadata = {k: v.value for k, v in failure.user_failure_data.metadata.items()}
     assert (metadata["extralt/run_id"], metadata["extralt/status"]) == (run_id, "failed")
+
+
+def test_the_start_urls_reach_the_run(emulator, instance, tmp_path):
+    urls = ["https://shoes.example/c/sale", "https://shoes.example/c/new"]
+    result = dg.materialize(
+        [run_only(budget=5, start_urls=urls)],
+        instance=instance,
+        resources=resources(emulator, tmp_path),
+    )
+    md = materialization_metadata(result, run_asset_key("shoes"))
+    assert emulator.run(md["extralt/run_id"]).start_urls == urls
+
+
+def test_an_ambiguous_create_is_resolved_by_the_first_attempt_without_a_retry(
+    emulator, instance, tmp_path
+):
+    """The create lands but answers 502; the client's own look-up (excluding the runs this
+    source already knows) finds it, so even a step with no retries succeeds, paying once."""
+    emulator.set_faults(
+        error_status=502, error_count=1, error_after_handling=True, match="POST /v0/extract/runs"
+    )
+    result = dg.materialize(
+        [run_only(budget=5)], instance=instance, resources=resources(emulator, tmp_path)
+    )
+    assert result.success
+    assert emulator.count_requests(*CREATE) == 1 and len(emulator.runs) == 1
