@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import ipaddress
 import json
 import logging
@@ -738,7 +739,9 @@ def safe_export_filename(run_id: str, fmt: ExportFormat) -> str:
     """A local name derived from the run id alone: never from the server's hint."""
     name = f"{run_id}.{fmt.value}"
     if not _SAFE_FILENAME.fullmatch(name) or ".." in name:
-        name = f"export-{abs(hash(run_id)) & 0xFFFFFFFF:08x}.{fmt.value}"
+        # hashlib, not hash(): Python salts str hashes per process, and the name must not move.
+        digest = hashlib.sha256(run_id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+        name = f"export-{digest}.{fmt.value}"
     return name
 
 

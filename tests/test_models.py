@@ -1,6 +1,9 @@
 """Input checks and the run model: pure functions, no server."""
 
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -121,6 +124,28 @@ def test_export_filename_never_comes_from_outside_the_run_id():
     for hostile in ("../../etc/passwd", "/abs/x", "..", "a/b"):
         name = safe_export_filename(hostile, ExportFormat.PARQUET)
         assert "/" not in name and ".." not in name and name.endswith(".parquet")
+
+
+def test_the_fallback_export_name_is_the_same_in_every_process():
+    """Python salts str hashes per process (PYTHONHASHSEED): the name must not depend on it."""
+    script = (
+        "from extralt_dagster.client import safe_export_filename\n"
+        "from extralt_dagster.models import ExportFormat\n"
+        "print(safe_export_filename('../run 1', ExportFormat.JSONL))\n"
+    )
+    names = {
+        subprocess.run(
+            [sys.executable, "-c", script],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        for seed in ("1", "2")
+    }
+    assert names == {safe_export_filename("../run 1", ExportFormat.JSONL)}
+    (name,) = names
+    assert re.fullmatch(r"export-[0-9a-f]{16}\.jsonl", name)
 
 
 def test_client_repr_hides_the_key_and_a_blank_key_is_refused_naming_the_variable():
