@@ -37,18 +37,11 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 
 from .clock import EmulatorClock
+from .cursors import decode_cursor, encode_cursor
 from .datagen import ExportShape, read_captures, write_captures
 from .faults import FaultInjector, Faults
-from .state import (
-    LIVE,
-    ApiError,
-    EmulatorState,
-    ExportSpec,
-    Robot,
-    RunView,
-    decode_cursor,
-    encode_cursor,
-)
+from .runs import LIVE
+from .state import ApiError, EmulatorState, ExportSpec, Robot, RunView
 
 DEMO_API_KEY = "extralt-demo-key"
 API_PREFIX = "/v0/extract"
