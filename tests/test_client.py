@@ -3,6 +3,7 @@
 import contextlib
 import json
 import logging
+import random
 import socket
 
 import duckdb
@@ -593,3 +594,25 @@ def test_a_create_refused_with_503_past_its_retries_raises_without_a_look_up(cli
     assert info.value.status_code == 503 and "not re-sent" not in str(info.value)
     assert emulator.count_requests(*CREATE) == 4  # 1 + max_retries
     assert emulator.count_requests("GET", "/v0/extract/runs") == 0 and emulator.runs == {}
+
+
+@pytest.mark.parametrize(("end", "expected"), [("high", [1.0, 2.0, 4.0, 8.0]), ("low", [0.0] * 4)])
+def test_5xx_backoff_is_full_jitter_under_a_doubling_cap(
+    emulator, sleeps, monkeypatch, end, expected
+):
+    """Each wait is uniform in [0, backoff x 2^try]: pinned to either end, the caps show."""
+    monkeypatch.setattr(random, "uniform", (lambda a, b: b) if end == "high" else (lambda a, b: a))
+    emulator.set_faults(error_status=503, error_count=4, match="GET /v0/extract/runs/*")
+    with (
+        ExtraltClient(
+            emulator.api_key,
+            emulator.url,
+            max_retries=4,
+            backoff_seconds=1.0,
+            sleep=sleeps.append,
+            rate_limit_per_minute=None,
+        ) as c,
+        pytest.raises(ExtraltNotFoundError),
+    ):
+        c.get_run("run_x")
+    assert sleeps == expected
