@@ -9,9 +9,11 @@ It never imports the rest of the package: it fakes the service, not our client.
 
 from .clock import EmulatorClock
 from .datagen import CAPTURE_COLUMNS, EXTRA_COLUMNS, write_captures
+from .exports import EmulatorAbort
 from .faults import Faults
-from .server import DEMO_API_KEY, Emulator, EmulatorAbort, RecordedRequest
-from .state import DEMO_ROBOTS, STATUSES, Robot, RunView
+from .gate import RecordedRequest
+from .runs import DEMO_ROBOTS, STATUSES, Robot, RunView
+from .server import DEMO_API_KEY, Emulator
 
 __all__ = [
     "CAPTURE_COLUMNS",

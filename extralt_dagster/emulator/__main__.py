@@ -6,8 +6,9 @@ import signal
 import sys
 import threading
 
-from .server import ADMIN_PREFIX, DEMO_API_KEY, Emulator
-from .state import DEMO_ROBOTS, Robot
+from .gate import ADMIN_PREFIX
+from .runs import DEMO_ROBOTS, Robot
+from .server import DEMO_API_KEY, Emulator
 
 _ROBOT_SPEC = re.compile(r"^(?P<id>[^=\s/]+)=(?P<host>[A-Za-z0-9.-]+)(?::(?P<size>\d+))?$")
 
