@@ -42,7 +42,9 @@ def test_one_materialization_creates_one_run_and_completes(emulator, instance, t
     # the remote run id is recorded where a retry can find it
     tags = instance.get_run_by_id(result.run_id).tags
     assert tags[run_id_tag("shoes")] == run.id
-    assert f"Extralt run {run.id} completed: 20 captures, 40 credits" in event_log_text(instance)
+    text = event_log_text(instance)
+    assert f"Extralt run {run.id} completed: 20 captures, 40 credits" in text
+    assert f"Started Extralt run {run.id} for robot rbt_shoes: {emulator.url}/runs/{run.id}" in text
 
 
 def test_remote_failure_is_a_failure_naming_the_run(emulator, instance, tmp_path):
@@ -517,19 +519,25 @@ def test_a_failed_run_without_a_reason_says_so(emulator, instance, tmp_path):
 def test_the_start_urls_reach_the_run(emulator, instance, tmp_path):
     urls = ["https://shoes.example/c/sale", "https://shoes.example/c/new"]
     result = dg.materialize(
-        [run_only(budget=5, start_urls=urls)],
+        [run_only(budget=5, start_urls=urls, auto_enrich=True)],
         instance=instance,
         resources=resources(emulator, tmp_path),
     )
     md = materialization_metadata(result, run_asset_key("shoes"))
-    assert emulator.run(md["extralt/run_id"]).start_urls == urls
+    run = emulator.run(md["extralt/run_id"])
+    assert (run.start_urls, run.auto_enrich) == (urls, True)
 
 
 def test_an_ambiguous_create_is_resolved_by_the_first_attempt_without_a_retry(
     emulator, instance, tmp_path
 ):
-    """The create lands but answers 502; the client's own look-up (excluding the runs this
-    source already knows) finds it, so even a step with no retries succeeds, paying once."""
+    """The create lands but answers 502; the client's own look-up, which excludes the run an
+    earlier materialization of this source made, finds it: even a step with no retries
+    succeeds, paying once."""
+    earlier = dg.materialize(
+        [run_only(budget=5)], instance=instance, resources=resources(emulator, tmp_path)
+    )
+    old = materialization_metadata(earlier, run_asset_key("shoes"))["extralt/run_id"]
     emulator.set_faults(
         error_status=502, error_count=1, error_after_handling=True, match="POST /v0/extract/runs"
     )
@@ -537,4 +545,23 @@ def test_an_ambiguous_create_is_resolved_by_the_first_attempt_without_a_retry(
         [run_only(budget=5)], instance=instance, resources=resources(emulator, tmp_path)
     )
     assert result.success
-    assert emulator.count_requests(*CREATE) == 1 and len(emulator.runs) == 1
+    assert emulator.count_requests(*CREATE) == 2 and len(emulator.runs) == 2
+    assert materialization_metadata(result, run_asset_key("shoes"))["extralt/run_id"] != old
+
+
+def test_a_create_that_fails_says_what_a_retry_will_do(make_emulator, instance, tmp_path):
+    emulator = make_emulator(credits=0)
+    result = dg.materialize(
+        [run_only(budget=5)],
+        instance=instance,
+        resources=resources(emulator, tmp_path),
+        raise_on_error=False,
+    )
+    [failure] = step_failures(result)
+    message = failure.error.to_string()  # the API's error, as the cause, carries the note
+    assert "returned 402" in message
+    assert (
+        "While starting an Extralt run of robot rbt_shoes for source 'shoes': no run is "
+        "recorded, so a retry looks for one this request may have started before it creates "
+        "another."
+    ) in message
