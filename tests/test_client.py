@@ -616,3 +616,12 @@ def test_5xx_backoff_is_full_jitter_under_a_doubling_cap(
     ):
         c.get_run("run_x")
     assert sleeps == expected
+
+
+def test_a_create_asks_for_enrichment_only_when_told(client, emulator):
+    plain = client.create_run("rbt_shoes", budget=5)
+    assert emulator.run(plain).auto_enrich is False
+    with pytest.raises(ExtraltValidationError) as info:
+        client.create_run("rbt_shoes", budget=5, auto_enrich="yes")
+    assert str(info.value) == "auto_enrich must be true or false, got 'yes'."
+    assert emulator.count_requests(*CREATE) == 1
