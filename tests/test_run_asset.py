@@ -95,6 +95,19 @@ def test_with_stop_on_timeout_off_a_poll_timeout_leaves_the_run_alone(emulator, 
     assert run_id in message and "it was NOT stopped" in message
 
 
+def stop_once_running(emulator):
+    """Stop the only run, as a person would on the dashboard, once it is running."""
+
+    def stop():
+        run_id = wait_until(lambda: next(iter(emulator.runs), None), what="a run")
+        wait_until(lambda: emulator.run(run_id).status == "running", what="running")
+        emulator.stop_run_externally(run_id)
+
+    thread = threading.Thread(target=stop)
+    thread.start()
+    return thread
+
+
 def finish_once_polled(emulator, polls):
     """Complete the only run once it has been read `polls` times: the emulator's clock is
     frozen, so until then it stays live whatever the steps do."""
@@ -226,14 +239,7 @@ def test_reexecution_after_remote_stop_uses_restart(emulator, instance, tmp_path
 def test_accept_stopped_materializes_a_partial_run(emulator, instance, tmp_path):
     asset = run_only(budget=20, accept_stopped=True)
     emulator.set_faults(never_finish=True)
-
-    def stop_when_running():
-        run_id = wait_until(lambda: next(iter(emulator.runs), None), what="a run")
-        wait_until(lambda: emulator.run(run_id).status == "running", what="running")
-        emulator.stop_run_externally(run_id)
-
-    stopper = threading.Thread(target=stop_when_running)
-    stopper.start()
+    stopper = stop_once_running(emulator)
     result = dg.materialize([asset], instance=instance, resources=resources(emulator, tmp_path))
     stopper.join()
     md = materialization_metadata(result, run_asset_key("shoes"))
@@ -462,14 +468,7 @@ def test_a_run_stopped_outside_dagster_fails_once_naming_it_with_its_metadata(
     emulator, instance, tmp_path
 ):
     emulator.set_faults(never_finish=True)
-
-    def stop_when_running():
-        run_id = wait_until(lambda: next(iter(emulator.runs), None), what="a run")
-        wait_until(lambda: emulator.run(run_id).status == "running", what="running")
-        emulator.stop_run_externally(run_id)
-
-    stopper = threading.Thread(target=stop_when_running)
-    stopper.start()
+    stopper = stop_once_running(emulator)
     result = dg.materialize(
         [run_only(budget=20, retry_policy=dg.RetryPolicy(max_retries=2))],
         instance=instance,
