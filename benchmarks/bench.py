@@ -29,7 +29,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from extralt_dagster.client import ExtraltClient
+from extralt_dagster.api.client import ExtraltClient
 from extralt_dagster.emulator import Emulator
 
 from . import polling, report
@@ -122,7 +122,10 @@ def machine() -> dict[str, Any]:
         "curl": " ".join(run("curl", "--version").split()[:2]) if shutil.which("curl") else None,
         "git_head": run("git", "-C", str(ROOT), "rev-parse", "--short", "HEAD").strip() or None,
         "warehouse_sha256": hashlib.sha256(
-            (ROOT / "extralt_dagster" / "warehouse.py").read_bytes()
+            b"".join(
+                p.read_bytes()
+                for p in sorted((ROOT / "extralt_dagster" / "warehouse").glob("*.py"))
+            )
         ).hexdigest()[:12],
         "versions": versions,
         "loadavg_start": os.getloadavg(),

@@ -80,15 +80,17 @@ def ours_bare(p: dict[str, Any]) -> dict[str, Any]:
     no history-only entry point), so the same transaction loads history, the run log and the
     view, runs the checks and commits: the history load on its own, through the real code."""
     from extralt_dagster import warehouse
-    from extralt_dagster.client import ExtraltClient
+    from extralt_dagster.api.client import ExtraltClient
 
     if p.get("history_only"):
-        if not hasattr(warehouse, "_variants_insert_sql"):
+        from extralt_dagster.warehouse import load as warehouse_load
+
+        if not hasattr(warehouse_load, "_variants_insert_sql"):
             raise RuntimeError(
                 "warehouse._variants_insert_sql is gone: update benchmarks/contenders.py to "
                 "switch the variants insert off another way"
             )
-        warehouse._variants_insert_sql = lambda *args, **kwargs: None  # type: ignore[attr-defined]
+        warehouse_load._variants_insert_sql = lambda *args, **kwargs: None  # type: ignore[attr-defined]
     fresh_db(p["db"])
     client = ExtraltClient(p["api_key"], p["base_url"])
     run = client.get_run(p["run_id"])  # the asset reads this from Dagster metadata instead
@@ -184,7 +186,7 @@ def dagster_setup(p: dict[str, Any]) -> dict[str, Any]:
     run tag (the "reuse" path): the captures asset reads that run from the instance."""
     import dagster as dg
 
-    from extralt_dagster.assets import run_id_tag
+    from extralt_dagster.naming import run_id_tag
 
     assets = _assets(p)
     with _instance(p["home"]) as instance:
@@ -201,7 +203,7 @@ def dagster_setup(p: dict[str, Any]) -> dict[str, Any]:
 def ours_dagster(p: dict[str, Any]) -> dict[str, Any]:
     import dagster as dg
 
-    from extralt_dagster.assets import captures_asset_key
+    from extralt_dagster.naming import captures_asset_key
 
     fresh_db(p["db"])
     assets = _assets(p)
@@ -358,8 +360,8 @@ def overhead_bare(p: dict[str, Any]) -> dict[str, Any]:
     """The client calls and the DuckDB load of a `run` + `captures` materialization, in a
     plain script: create, wait (same poll settings), download, load."""
     from extralt_dagster import warehouse
-    from extralt_dagster.client import ExtraltClient
-    from extralt_dagster.run_handler import ExtraltRunHandler, PollSettings
+    from extralt_dagster.api.client import ExtraltClient
+    from extralt_dagster.api.run_handler import ExtraltRunHandler, PollSettings
 
     fresh_db(p["db"])
     t0 = time.perf_counter()

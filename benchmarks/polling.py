@@ -13,9 +13,9 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any
 
-from extralt_dagster.client import ExtraltClient
+from extralt_dagster.api.client import ExtraltClient
+from extralt_dagster.api.run_handler import ExtraltRunHandler, PollSettings
 from extralt_dagster.emulator import Emulator
-from extralt_dagster.run_handler import ExtraltRunHandler, PollSettings
 
 #: The documented budget: about 120 requests per minute per organization.
 BUDGET_PER_MINUTE = 120

@@ -174,7 +174,7 @@ def render_doc(results: dict[str, Any]) -> str:
         f"- Generated {results['generated_at']} by `make bench` ({results['mode']} run, "
         f"{results['repeat']} repetitions, {results.get('bench_seconds', 0) / 60:.0f} min).",
         f"- `nproc`: {m['nproc']}; CPU: {m['cpu_model']}; kernel {m['kernel']}.",
-        f"- Tree: commit {m.get('git_head') or '?'} (plus uncommitted work), `warehouse.py` "
+        f"- Tree: commit {m.get('git_head') or '?'} (plus uncommitted work), `warehouse/` "
         f"sha256 {m.get('warehouse_sha256') or '?'}.",
         f"- Python {m['python']}, DuckDB {v.get('duckdb')}, Dagster {v.get('dagster')} "
         f"(dagster-duckdb {v.get('dagster-duckdb')}), pyarrow {v.get('pyarrow')}, "

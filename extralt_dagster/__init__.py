@@ -1,10 +1,7 @@
 """extralt-dagster: Extralt runs as Dagster assets, loaded into DuckDB."""
 
-from .assets import ExtraltRunConfig, build_extralt_assets
-from .captures import ExtraltCapturesConfig
-from .client import DEFAULT_BASE_URL, ExtraltClient
-from .component import ExtraltComponent
-from .errors import (
+from .api.client import DEFAULT_BASE_URL, ExtraltClient
+from .api.errors import (
     ExtraltAPIError,
     ExtraltAuthError,
     ExtraltConflictError,
@@ -20,9 +17,12 @@ from .errors import (
     ExtraltUnknownStatusError,
     ExtraltValidationError,
 )
-from .models import ExportFormat, ExtraltRun, RunStatus
+from .api.models import ExportFormat, ExtraltRun, RunStatus
+from .api.run_handler import ExtraltRunHandler, PollSettings
+from .assets.captures import ExtraltCapturesConfig
+from .assets.run import ExtraltRunConfig, build_extralt_assets
+from .component import ExtraltComponent
 from .resource import ExtraltResource
-from .run_handler import ExtraltRunHandler, PollSettings
 from .schedules import build_extralt_job, build_extralt_schedule
 from .sources import (
     ExtraltSources,

@@ -34,7 +34,7 @@ import dagster as dg
 from dagster.components.resolved.errors import ResolutionException
 from pydantic import BaseModel, Field, WithJsonSchema
 
-from .errors import ExtraltAuthError
+from .api.errors import ExtraltAuthError
 from .sources import (
     API_KEY_ENV,
     ExtraltSources,

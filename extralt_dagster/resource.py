@@ -5,9 +5,9 @@ from typing import Any
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
-from .client import DEFAULT_BASE_URL, ExtraltClient, validate_base_url
-from .errors import ExtraltAuthError
-from .run_handler import ExtraltRunHandler, LogSink, PollSettings
+from .api.client import DEFAULT_BASE_URL, ExtraltClient, validate_base_url
+from .api.errors import ExtraltAuthError
+from .api.run_handler import ExtraltRunHandler, LogSink, PollSettings
 
 DEFAULT_POLL_TIMEOUT_SECONDS = 6 * 3600.0
 

@@ -15,9 +15,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import dagster as dg
 
-from .assets import KEY_PREFIX, captures_asset_key, run_asset_key
-from .errors import ExtraltValidationError
-from .models import validate_budget, validate_identifier
+from .api.errors import ExtraltValidationError
+from .api.models import validate_budget, validate_identifier
+from .naming import KEY_PREFIX, captures_asset_key, run_asset_key
 
 SOURCE_TAG = "extralt/source"
 SCHEDULE_TAG = "extralt/schedule"

@@ -22,10 +22,11 @@ import yaml
 from dagster_duckdb import DuckDBResource
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .assets import DEFAULT_SCHEMA, build_extralt_assets, captures_asset_key, run_asset_key
-from .client import DEFAULT_BASE_URL, is_loopback, validate_base_url
-from .errors import ExtraltAuthError, ExtraltError
-from .models import validate_budget, validate_identifier, validate_robot_id, validate_start_urls
+from .api.client import DEFAULT_BASE_URL, is_loopback, validate_base_url
+from .api.errors import ExtraltAuthError, ExtraltError
+from .api.models import validate_budget, validate_identifier, validate_robot_id, validate_start_urls
+from .assets.run import build_extralt_assets
+from .naming import DEFAULT_SCHEMA, captures_asset_key, run_asset_key
 from .resource import ExtraltResource
 from .schedules import build_extralt_job, build_extralt_schedule, validate_cron, validate_timezone
 

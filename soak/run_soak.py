@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 
 import dagster as dg
 
-from extralt_dagster.captures import EXPORT_FOLDER_PREFIX, export_folder_owner
+from extralt_dagster.assets.captures import EXPORT_FOLDER_PREFIX, export_folder_owner
 from extralt_dagster.emulator import Emulator, RunView
 
 from .config import EMULATOR_RATE_LIMIT, EMULATOR_SPEED, SOURCES, run_op

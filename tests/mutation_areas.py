@@ -20,9 +20,9 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-_C = "extralt_dagster.client."
-_A = "extralt_dagster.assets."
-_W = "extralt_dagster.warehouse."
+_C = "extralt_dagster.api.client."
+_A = "extralt_dagster.assets.run."
+_W = "extralt_dagster.warehouse.load."
 AREAS: dict[str, list[str]] = {
     "client": [
         f"{_C}xǁExtraltClientǁcreate_run__mutmut_*",
@@ -46,7 +46,7 @@ AREAS: dict[str, list[str]] = {
         f"{_A}xǁ_RunStepǁ_recorded__mutmut_*",
         f"{_A}xǁ_RunStepǁ_record__mutmut_*",
     ],
-    "poll_loop": ["extralt_dagster.run_handler.*"],
+    "poll_loop": ["extralt_dagster.api.run_handler.*"],
     "warehouse_load": [f"{_W}x_load_export__mutmut_*", f"{_W}x__load__mutmut_*"],
     "schedules": [
         "extralt_dagster.schedules.x_build_extralt_schedule__mutmut_*",
@@ -55,10 +55,10 @@ AREAS: dict[str, list[str]] = {
     ],
 }
 MODULES = {
-    "client": "extralt_dagster/client.py",
-    "run_step": "extralt_dagster/assets.py",
-    "poll_loop": "extralt_dagster/run_handler.py",
-    "warehouse_load": "extralt_dagster/warehouse.py",
+    "client": "extralt_dagster/api/client.py",
+    "run_step": "extralt_dagster/assets/run.py",
+    "poll_loop": "extralt_dagster/api/run_handler.py",
+    "warehouse_load": "extralt_dagster/warehouse/load.py",
     "schedules": "extralt_dagster/schedules.py",
 }
 #: The test files each area's mutants run against (the ones that exercise the module).

@@ -11,8 +11,7 @@ import duckdb
 import pytest
 
 from extralt_dagster import build_extralt_assets
-from extralt_dagster.assets import captures_asset_key
-from extralt_dagster.captures import (
+from extralt_dagster.assets.captures import (
     CHECK_DRIFT,
     CHECK_EXTRACTED_AT,
     CHECK_HAS_CAPTURES,
@@ -23,6 +22,7 @@ from extralt_dagster.captures import (
     _export_folder_prefix,
     export_folder_owner,
 )
+from extralt_dagster.naming import captures_asset_key
 
 from .support import (
     event_log_text,

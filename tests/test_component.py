@@ -18,10 +18,10 @@ import pytest
 import yaml
 from dagster.components.testing import create_defs_folder_sandbox
 
-from extralt_dagster.assets import captures_asset_key
+from extralt_dagster.api.errors import ExtraltAuthError
 from extralt_dagster.component import ExtraltComponent
 from extralt_dagster.emulator import DEMO_API_KEY
-from extralt_dagster.errors import ExtraltAuthError
+from extralt_dagster.naming import captures_asset_key
 from extralt_dagster.sources import (
     DEFAULT_DUCKDB_PATH,
     EMULATOR_API_KEY,

@@ -14,8 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from extralt_dagster import ExtraltClient, build_extralt_assets, warehouse
-from extralt_dagster.assets import captures_asset_key, run_asset_key
-from extralt_dagster.captures import (
+from extralt_dagster.assets.captures import (
     CHECK_DRIFT,
     CHECK_HAS_CAPTURES,
     CHECK_RUN_COUNT,
@@ -23,6 +22,7 @@ from extralt_dagster.captures import (
 )
 from extralt_dagster.emulator.datagen import NESTED_FIELD, write_captures
 from extralt_dagster.emulator.state import Robot
+from extralt_dagster.naming import captures_asset_key, run_asset_key
 from extralt_dagster.warehouse import RunRecord, Target, WarehouseExportError, load_export
 
 from .support import failure_messages, materialization_metadata, resources

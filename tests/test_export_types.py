@@ -23,10 +23,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from extralt_dagster import build_extralt_assets, warehouse
-from extralt_dagster.assets import captures_asset_key
-from extralt_dagster.captures import CHECK_DRIFT, CHECK_EXTRACTED_AT
+from extralt_dagster.assets.captures import CHECK_DRIFT, CHECK_EXTRACTED_AT
 from extralt_dagster.emulator.datagen import write_captures
+from extralt_dagster.naming import captures_asset_key
 from extralt_dagster.warehouse import RunRecord, Target, load_export
+from extralt_dagster.warehouse import load as warehouse_load
 
 from .support import event_log_text, failure_messages, materialization_metadata, resources
 
@@ -358,7 +359,7 @@ def test_export_columns_named_like_ours_are_left_out_and_reported(conn, tmp_path
 
 def test_ignored_columns_are_in_the_metadata_and_the_log(emulator, instance, tmp_path, monkeypatch):
     """The emulator's export, with `rowid` and `loaded_at` columns added as it lands on disk."""
-    from extralt_dagster.client import ExtraltClient
+    from extralt_dagster.api.client import ExtraltClient
 
     real_download = ExtraltClient.download_export
 
@@ -368,7 +369,7 @@ def test_ignored_columns_are_in_the_metadata_and_the_log(emulator, instance, tmp
             spoofed = path.with_name("spoofed.parquet")
             con.execute(
                 "COPY (SELECT *, 1 AS rowid, 'x' AS loaded_at FROM read_parquet(?)) TO "
-                f"{warehouse._lit(str(spoofed))} (FORMAT parquet)",
+                f"{warehouse_load._lit(str(spoofed))} (FORMAT parquet)",
                 [str(path)],
             )
         spoofed.replace(path)
@@ -440,7 +441,7 @@ def test_the_check_warns_and_the_metadata_counts(emulator, instance, tmp_path):
     check = {e.check_name: e for e in result.get_asset_check_evaluations()}[CHECK_EXTRACTED_AT]
     assert check.passed and check.severity == dg.AssetCheckSeverity.WARN
 
-    from extralt_dagster.captures import _check_results
+    from extralt_dagster.assets.captures import _check_results
 
     rows = rows_of(normal_export(tmp_path, "run_9", 10, "parquet"))
     rows[0] = {**rows[0], "extracted_at": math.nan}
@@ -486,7 +487,7 @@ def test_a_variants_table_of_an_earlier_release_gets_the_new_key(conn, tmp_path)
         else (n, t)
         for n, t in warehouse.VARIANT_COLUMNS
     ]
-    conn.execute(f"CREATE TABLE {SHOES.variants} ({warehouse._ddl_columns(old_columns)})")
+    conn.execute(f"CREATE TABLE {SHOES.variants} ({warehouse_load._ddl_columns(old_columns)})")
     conn.execute(
         f"INSERT INTO {SHOES.variants} (product_id, url, run_id) VALUES ('', 'https://s/1', 'old')"
     )

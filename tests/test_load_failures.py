@@ -11,7 +11,7 @@ import pytest
 from dagster_duckdb import DuckDBResource
 
 from extralt_dagster import build_extralt_assets, warehouse
-from extralt_dagster.assets import captures_asset_key
+from extralt_dagster.naming import captures_asset_key
 
 from .support import event_log_text, failure_messages, fast_extralt, materialization_metadata
 

@@ -15,8 +15,8 @@ from extralt_dagster import (
     ExtraltValidationError,
     RunStatus,
 )
-from extralt_dagster.client import TokenBucket, _parse_retry_after, safe_export_filename
-from extralt_dagster.models import (
+from extralt_dagster.api.client import TokenBucket, _parse_retry_after, safe_export_filename
+from extralt_dagster.api.models import (
     ExportFormat,
     validate_budget,
     validate_start_urls,
@@ -129,8 +129,8 @@ def test_export_filename_never_comes_from_outside_the_run_id():
 def test_the_fallback_export_name_is_the_same_in_every_process():
     """Python salts str hashes per process (PYTHONHASHSEED): the name must not depend on it."""
     script = (
-        "from extralt_dagster.client import safe_export_filename\n"
-        "from extralt_dagster.models import ExportFormat\n"
+        "from extralt_dagster.api.client import safe_export_filename\n"
+        "from extralt_dagster.api.models import ExportFormat\n"
         "print(safe_export_filename('../run 1', ExportFormat.JSONL))\n"
     )
     names = {

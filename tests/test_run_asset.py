@@ -7,7 +7,7 @@ import dagster as dg
 import pytest
 
 from extralt_dagster import ExtraltClient, ExtraltValidationError, build_extralt_assets
-from extralt_dagster.assets import run_asset_key, run_id_tag, run_ids_tag
+from extralt_dagster.naming import run_asset_key, run_id_tag, run_ids_tag
 
 from .support import (
     event_log_text,

@@ -10,7 +10,7 @@ import re
 import pytest
 
 from extralt_dagster import ExtraltClient, ExtraltTimeoutError, RunStatus
-from extralt_dagster.run_handler import ExtraltRunHandler, PollSettings
+from extralt_dagster.api.run_handler import ExtraltRunHandler, PollSettings
 
 STOP = ("POST", "/v0/extract/runs/*/stop")
 

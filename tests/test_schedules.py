@@ -19,7 +19,7 @@ import pytest
 from dagster_graphql import DagsterGraphQLClient
 
 from extralt_dagster import ExtraltValidationError, build_extralt_assets
-from extralt_dagster.assets import captures_asset_key, run_asset_key
+from extralt_dagster.naming import captures_asset_key, run_asset_key
 from extralt_dagster.schedules import build_extralt_schedule
 
 from .processes import end_group, free_port, http_ok, start_group

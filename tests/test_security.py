@@ -41,9 +41,9 @@ from extralt_dagster import (
     warehouse,
 )
 from extralt_dagster import client as client_module
+from extralt_dagster.api.models import validate_identifier
 from extralt_dagster.emulator import write_captures
 from extralt_dagster.emulator.state import ApiError
-from extralt_dagster.models import validate_identifier
 from extralt_dagster.schedules import build_extralt_schedule
 from extralt_dagster.sources import SourcesFileError, load_extralt_definitions
 from soak.verify import secret_occurrences

@@ -14,7 +14,7 @@ import yaml
 from dagster_duckdb import DuckDBResource
 
 from extralt_dagster import ExtraltResource, ExtraltValidationError, build_extralt_schedule
-from extralt_dagster.assets import captures_asset_key, run_asset_key
+from extralt_dagster.naming import captures_asset_key, run_asset_key
 from extralt_dagster.sources import SourcesFileError, load_extralt_definitions
 
 from .support import failure_messages, fast_extralt

@@ -21,6 +21,7 @@ from extralt_dagster.warehouse import (
     WarehouseSchemaError,
     load_export,
 )
+from extralt_dagster.warehouse import load as warehouse_load
 
 DAY = 86_400.0
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
@@ -688,7 +689,7 @@ def test_bad_arguments_fail_before_touching_the_database(conn, tmp_path):
 
 
 def test_run_record_from_an_api_run_document(conn):
-    from extralt_dagster.models import ExtraltRun
+    from extralt_dagster.api.models import ExtraltRun
 
     run = ExtraltRun.from_api(
         {
@@ -776,7 +777,7 @@ def test_any_file_name_loads_whatever_the_schema(tmp_path, file_name, schema):
             == 30
         )
     with duckdb.connect() as other:
-        other.execute(f"ATTACH {warehouse._lit(str(path))} AS elsewhere (READ_ONLY)")
+        other.execute(f"ATTACH {warehouse_load._lit(str(path))} AS elsewhere (READ_ONLY)")
         assert count(other, f"elsewhere.{quoted(schema)}.shoes_products") == 40
         assert count(other, f"elsewhere.{quoted(schema)}.shoes_captures") == 70
 

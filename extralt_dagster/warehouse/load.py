@@ -76,8 +76,8 @@ from typing import Any
 
 import duckdb
 
-from .errors import ExtraltError
-from .models import CREDITS_PER_CAPTURE, ExtraltRun, validate_identifier
+from ..api.errors import ExtraltError
+from ..api.models import CREDITS_PER_CAPTURE, ExtraltRun, validate_identifier
 
 __all__ = [
     "DEFAULT_SCHEMA",

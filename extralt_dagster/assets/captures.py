@@ -19,8 +19,8 @@ from dagster_duckdb import DuckDBResource
 from duckdb import Error as DuckDBError
 from pydantic import Field
 
-from . import warehouse
-from .errors import (
+from .. import warehouse
+from ..api.errors import (
     ExtraltAPIError,
     ExtraltConnectionError,
     ExtraltError,
@@ -28,8 +28,10 @@ from .errors import (
     ExtraltRateLimitError,
     ExtraltServerError,
 )
-from .models import ExportFormat, ExtraltRun
-from .resource import ExtraltResource
+from ..api.models import ExportFormat, ExtraltRun
+from ..naming import captures_asset_key
+from ..resource import ExtraltResource
+from .metadata import latest_run_metadata
 
 CHECK_HAS_CAPTURES = "has_captures"
 CHECK_UNIQUE_IDS = "unique_capture_ids"
@@ -78,7 +80,6 @@ def build_captures_asset(
     lock_timeout_seconds: float,
     export_dir: str | None = None,
 ) -> dg.AssetsDefinition:
-    from .assets import captures_asset_key, latest_run_metadata
 
     key = captures_asset_key(name)
     target = warehouse.Target(source=name, schema=schema)

@@ -11,13 +11,13 @@ from typing import Any, Literal
 import dagster as dg
 from pydantic import Field
 
-from .errors import (
+from ..api.errors import (
     ExtraltError,
     ExtraltNotFoundError,
     ExtraltTimeoutError,
     ExtraltValidationError,
 )
-from .models import (
+from ..api.models import (
     CREDITS_PER_CAPTURE,
     ExtraltRun,
     RunStatus,
@@ -26,38 +26,20 @@ from .models import (
     validate_robot_id,
     validate_start_urls,
 )
-from .resource import ExtraltResource
-from .run_handler import ExtraltRunHandler
-
-KEY_PREFIX = "extralt"
-METADATA_PREFIX = "extralt/"
-DEFAULT_SCHEMA = "extralt"
-RUN_POOL = "extralt"
-WAREHOUSE_POOL = "duckdb"
-
-
-def run_asset_key(name: str) -> dg.AssetKey:
-    return dg.AssetKey([KEY_PREFIX, name, "run"])
-
-
-def captures_asset_key(name: str) -> dg.AssetKey:
-    return dg.AssetKey([KEY_PREFIX, name, "captures"])
-
-
-def run_id_tag(name: str) -> str:
-    """Run tag holding the Extralt run this source follows; survives re-execution."""
-    return f"extralt/{name}.run_id"
-
-
-def run_ids_tag(name: str) -> str:
-    """Run tag listing every Extralt run this Dagster run has followed for the source, comma
-    separated: a restart replaces `run_id_tag`, and the old run must stay known."""
-    return f"extralt/{name}.run_ids"
-
-
-def create_sent_tag(name: str) -> str:
-    """Run tag set just before a create, so a retry can find a run whose create timed out."""
-    return f"extralt/{name}.create_sent_at"
+from ..api.run_handler import ExtraltRunHandler
+from ..naming import (
+    DEFAULT_SCHEMA,
+    METADATA_PREFIX,
+    RUN_POOL,
+    WAREHOUSE_POOL,
+    captures_asset_key,
+    create_sent_tag,
+    run_asset_key,
+    run_id_tag,
+    run_ids_tag,
+)
+from ..resource import ExtraltResource
+from .captures import build_captures_asset
 
 
 @dataclass(frozen=True)
@@ -165,7 +147,6 @@ def build_extralt_assets(
         owners=owners,
         description=description,
     )
-    from .captures import build_captures_asset
 
     captures_asset = build_captures_asset(
         name,
@@ -510,14 +491,6 @@ def _config_failure(message: str) -> dg.Failure:
         description=f"Invalid run config: {message} No Extralt request was made.",
         allow_retries=False,
     )
-
-
-def latest_run_metadata(instance: dg.DagsterInstance, name: str) -> dict[str, Any] | None:
-    """The newest `run` materialization's metadata values for a source, or None."""
-    event = instance.get_latest_materialization_event(run_asset_key(name))
-    if event is None or event.asset_materialization is None:
-        return None
-    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
 
 
 __all__ = [
