@@ -26,7 +26,7 @@ from extralt_dagster import (
     ExtraltValidationError,
     RunStatus,
 )
-from extralt_dagster import client as client_module
+from extralt_dagster.api import client as client_module
 from extralt_dagster.emulator.state import ApiError
 
 CREATE = ("POST", "/v0/extract/runs")

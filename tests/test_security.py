@@ -40,7 +40,7 @@ from extralt_dagster import (
     build_extralt_assets,
     warehouse,
 )
-from extralt_dagster import client as client_module
+from extralt_dagster.api import client as client_module
 from extralt_dagster.api.models import validate_identifier
 from extralt_dagster.emulator import write_captures
 from extralt_dagster.emulator.state import ApiError
