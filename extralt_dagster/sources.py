@@ -14,7 +14,7 @@ import reprlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
 import dagster as dg
@@ -24,7 +24,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .api.client import DEFAULT_BASE_URL, is_loopback, validate_base_url
 from .api.errors import ExtraltAuthError, ExtraltError
-from .api.models import validate_budget, validate_identifier, validate_robot_id, validate_start_urls
+from .api.models import (
+    ExportFormatName,
+    validate_budget,
+    validate_identifier,
+    validate_robot_id,
+    validate_start_urls,
+)
 from .assets.run import build_extralt_assets
 from .naming import DEFAULT_SCHEMA, captures_asset_key, run_asset_key
 from .resource import ExtraltResource
@@ -114,9 +120,7 @@ class SourceSpec(_Strict):
     poll_timeout_seconds: float | None = Field(
         default=None, description="Give up waiting for a run after this many seconds."
     )
-    export_format: Literal["parquet", "jsonl"] = Field(
-        default="parquet", description="Export to load."
-    )
+    export_format: ExportFormatName = Field(default="parquet", description="Export to load.")
     schema_: str | None = Field(
         default=None,
         alias="schema",

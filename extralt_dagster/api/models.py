@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
 from .errors import ExtraltAPIError, ExtraltUnknownStatusError, ExtraltValidationError
@@ -42,6 +42,12 @@ class RunStatus(StrEnum):
 
 
 _TERMINAL = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.STOPPED})
+
+
+#: The export formats as users write them (YAML, run config, `build_extralt_assets`); the
+#: enum below is the same two values for the client. Every layer checks against these.
+ExportFormatName = Literal["parquet", "jsonl"]
+EXPORT_FORMATS: tuple[ExportFormatName, ...] = get_args(ExportFormatName)
 
 
 class ExportFormat(StrEnum):

@@ -28,7 +28,7 @@ from ..api.errors import (
     ExtraltRateLimitError,
     ExtraltServerError,
 )
-from ..api.models import ExportFormat, ExtraltRun
+from ..api.models import EXPORT_FORMATS, ExportFormat, ExtraltRun
 from ..naming import captures_asset_key
 from ..resource import ExtraltResource
 from .metadata import latest_run_metadata
@@ -45,14 +45,13 @@ PREVIEW_COLUMNS = ("title", "brand", "min_price", "currency", "available")
 EXPORT_FOLDER_PREFIX = "extralt-export-"
 
 
-class ExportFormatChoice(Enum):
-    """`export_format` in run config: the lower-case names users write, and the upper-case
-    ones (the enum's names) that earlier versions accepted."""
-
-    parquet = "parquet"
-    jsonl = "jsonl"
-    PARQUET = "PARQUET"
-    JSONL = "JSONL"
+#: `export_format` in run config: the lower-case names users write, and the upper-case ones
+#: (the names of `ExportFormat`'s members) that earlier versions accepted.
+ExportFormatChoice = Enum(
+    "ExportFormatChoice",
+    [(f, f) for f in EXPORT_FORMATS] + [(f.upper(), f.upper()) for f in EXPORT_FORMATS],
+    module=__name__,
+)
 
 
 class ExtraltCapturesConfig(dg.Config):

@@ -6,7 +6,7 @@ No `from __future__ import annotations` here: Dagster must resolve the `dg.Confi
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
@@ -19,6 +19,8 @@ from ..api.errors import (
 )
 from ..api.models import (
     CREDITS_PER_CAPTURE,
+    EXPORT_FORMATS,
+    ExportFormatName,
     ExtraltRun,
     RunStatus,
     validate_budget,
@@ -101,7 +103,7 @@ def build_extralt_assets(
     owners: Sequence[str] | None = None,
     description: str | None = None,
     schema: str = DEFAULT_SCHEMA,
-    export_format: Literal["parquet", "jsonl"] = "parquet",
+    export_format: ExportFormatName = "parquet",
     null_price_warn_ratio: float = 0.05,
     duckdb_memory_limit: str | None = None,
     preserve_insertion_order: bool = False,
@@ -124,9 +126,10 @@ def build_extralt_assets(
         raise ExtraltValidationError(
             f"poll_timeout_seconds must be positive, got {poll_timeout_seconds!r}."
         )
-    if export_format not in ("parquet", "jsonl"):
+    if export_format not in EXPORT_FORMATS:
         raise ExtraltValidationError(
-            f"export_format must be 'parquet' or 'jsonl', got {export_format!r}."
+            f"export_format must be {' or '.join(map(repr, EXPORT_FORMATS))}, "
+            f"got {export_format!r}."
         )
     if not 0 <= null_price_warn_ratio <= 1:
         raise ExtraltValidationError(

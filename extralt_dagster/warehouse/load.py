@@ -77,7 +77,12 @@ from typing import Any
 import duckdb
 
 from ..api.errors import ExtraltError
-from ..api.models import CREDITS_PER_CAPTURE, ExtraltRun, validate_identifier
+from ..api.models import (
+    CREDITS_PER_CAPTURE,
+    EXPORT_FORMATS,
+    ExtraltRun,
+    validate_identifier,
+)
 
 __all__ = [
     "DEFAULT_SCHEMA",
@@ -127,7 +132,6 @@ META_COLUMNS: tuple[str, ...] = ("run_id", "robot_id", "loaded_at")
 #: view's), and DuckDB's ``rowid`` (a column of that name would hide the row id the products
 #: view relies on). Such columns are left out of history and reported (``columns_ignored``).
 _RESERVED = frozenset((*META_COLUMNS, "product_key", "rowid"))
-FORMATS = ("parquet", "jsonl")
 _GLOB_CHARACTERS = ("*", "?", "[")
 
 _BLANKS = "' ' || chr(9) || chr(10) || chr(13)"
@@ -1237,8 +1241,8 @@ def _child(t: _Type, name: str) -> _Type | None:
 
 def _check_format(fmt: str) -> str:
     value = str(fmt).lower()
-    if value not in FORMATS:
-        raise WarehouseError(f"format must be one of {FORMATS}, got {fmt!r}")
+    if value not in EXPORT_FORMATS:
+        raise WarehouseError(f"format must be one of {EXPORT_FORMATS}, got {fmt!r}")
     return value
 
 
