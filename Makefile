@@ -24,8 +24,12 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# The suite runs on every core (pytest-xdist; TEST_WORKERS=1 runs it in one process). Tests are
+# independent: each starts its own emulator on a free port and its own Dagster instance.
+TEST_WORKERS ?= auto
+
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal
 
 # The export-shape property test (tests/test_export_properties.py) over many seeds: `make test`
 # runs a fixed few. `make fuzz SEEDS=500`; replay one with `pytest ... --export-seed=N`.
