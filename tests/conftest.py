@@ -26,10 +26,15 @@ _MUTATION_ORDER = [
 ]
 
 
+# `make test` (pytest-xdist): the files whose tests run for tens of seconds to minutes start
+# first, so no worker is left with the CI-sized soak when the rest is done.
+_LONGEST_FIRST = ["test_soak.py", "test_demo.py", "test_component.py", "test_termination.py"]
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if os.environ.get("MUTANT_UNDER_TEST"):
-        rank = {name: i for i, name in enumerate(_MUTATION_ORDER)}
-        items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+    order = _MUTATION_ORDER if os.environ.get("MUTANT_UNDER_TEST") else _LONGEST_FIRST
+    rank = {name: i for i, name in enumerate(order)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
