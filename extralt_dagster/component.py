@@ -37,14 +37,12 @@ from pydantic import BaseModel, Field, WithJsonSchema
 from .api.errors import ExtraltAuthError
 from .sources import (
     API_KEY_ENV,
-    ExtraltSources,
-    SourceDefaults,
     SourcesFileError,
-    SourceSpec,
     build_sources_definitions,
     resolve_connection,
     validate_sources,
 )
+from .spec import ExtraltSources, SourceDefaults, SourceSpec
 
 logger = logging.getLogger("extralt_dagster.component")
 _DEFS_FILES = ("defs.yaml", "defs.yml", "component.yaml")

@@ -6,7 +6,8 @@ Environment:
   points at the local emulator, and says so in the log; a key never goes to the emulator
   unless `EXTRALT_BASE_URL` says so.
 - `EXTRALT_BASE_URL`: default https://api.extralt.com (or the emulator, see above).
-- `EXTRALT_DUCKDB_PATH`: default `data/warehouse.duckdb` under the working directory.
+- `EXTRALT_DUCKDB_PATH`: default `data/warehouse.duckdb` under the working directory (read,
+  and its folder created, by `load_extralt_definitions`).
 """
 
 import logging
@@ -19,7 +20,6 @@ from .sources import Connection as Connection
 from .sources import resolve_connection
 
 DEMO_SOURCES = Path(__file__).with_name("demo_sources.yaml")
-DEFAULT_DUCKDB_PATH = os.path.join("data", "warehouse.duckdb")
 
 logger = logging.getLogger("extralt_dagster.definitions")
 
@@ -29,7 +29,6 @@ def build_definitions():
 
     conn = resolve_connection()
     sources = Path(os.environ.get("EXTRALT_SOURCES") or DEMO_SOURCES)
-    duckdb_path = os.environ.get("EXTRALT_DUCKDB_PATH") or DEFAULT_DUCKDB_PATH
     if conn.emulated:
         logger.warning(
             "EXTRALT_API_KEY is not set: this code location talks to the local Extralt emulator "
@@ -37,12 +36,9 @@ def build_definitions():
             "Set EXTRALT_API_KEY to use your Extralt account.",
             conn.base_url,
         )
-    if duckdb_path != ":memory:" and not duckdb_path.startswith("md:"):
-        Path(duckdb_path).parent.mkdir(parents=True, exist_ok=True)
     # A real key stays an EnvVar (None here), so the UI shows its name, never its value.
     return load_extralt_definitions(
         sources,
-        duckdb_path=duckdb_path,
         api_key=conn.api_key if conn.emulated else None,
         base_url=conn.base_url,
     )

@@ -7,17 +7,16 @@ is still queued or running: back-to-back runs would each spend credits on the sa
 
 import functools
 import re
-import warnings
 from collections.abc import Sequence
 from datetime import UTC
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import dagster as dg
 
 from .api.errors import ExtraltValidationError
 from .api.models import validate_budget, validate_identifier
 from .naming import KEY_PREFIX, captures_asset_key, run_asset_key
+from .spec import DEFAULT_TIMEZONE, SourceSpec, validate_cron, validate_timezone
 
 SOURCE_TAG = "extralt/source"
 SCHEDULE_TAG = "extralt/schedule"
@@ -46,14 +45,22 @@ def run_op_name(name: str) -> str:
     return f"{KEY_PREFIX}__{name}__run"
 
 
-@functools.cache
 def build_extralt_job(name: str) -> AssetJob:
     """The `extralt_<name>_job` asset job: the source's run and captures assets.
 
-    Cached per name, so every schedule and loader of one source shares one job object
-    (Dagster rejects two different jobs with the same name in one code location).
+    One job object per name, so every schedule and loader of one source shares it (Dagster
+    rejects two different jobs with the same name in one code location).
     """
-    validate_identifier(name, "name")
+    return _asset_job(validate_identifier(name, "name"))
+
+
+def source_job(spec: SourceSpec) -> AssetJob:
+    """The job of a checked spec: the same object `build_extralt_job` returns, unchecked."""
+    return _asset_job(spec.name)
+
+
+@functools.cache
+def _asset_job(name: str) -> AssetJob:
     return dg.define_asset_job(
         job_name(name),
         selection=[run_asset_key(name), captures_asset_key(name)],
@@ -62,93 +69,11 @@ def build_extralt_job(name: str) -> AssetJob:
     )
 
 
-#: (name, lowest, highest) of each cron field, in order. Day-of-week 0 and 7 are both Sunday.
-_CRON_FIELDS = (
-    ("minute", 0, 59),
-    ("hour", 0, 23),
-    ("day-of-month", 1, 31),
-    ("month", 1, 12),
-    ("day-of-week", 0, 7),
-)
-_CRON_SHAPE = "minute hour day-of-month month day-of-week"
-
-
-def validate_cron(value: object, field_name: str = "cron_schedule") -> str:
-    """A standard 5-field cron expression, as Dagster's scheduler accepts it."""
-    if isinstance(value, str) and value.strip():
-        if _dagster_accepts(value):
-            return value
-        fields = value.split()
-        if len(fields) == 5 and not value.startswith("@"):
-            raise ExtraltValidationError(
-                f"{field_name} {value!r} is not a valid cron expression: "
-                f"{_cron_field_problems(fields)}. The 5 fields are {_CRON_SHAPE}, "
-                "e.g. '0 3 * * *' for 03:00 every day."
-            )
-        count = f" ({len(fields)} field{'s' if len(fields) != 1 else ''})"
-    else:
-        count = ""
-    raise ExtraltValidationError(
-        f"{field_name} must be a 5-field cron expression such as '0 3 * * *' "
-        f"({_CRON_SHAPE}) or @hourly, @daily, @weekly, @monthly; got {value!r}{count}."
-    )
-
-
-def _dagster_accepts(cron: str) -> bool:
-    # Dagster's own check, so we accept exactly what its scheduler accepts.
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # e.g. "*/61": accepted, with a warning of its own
-            dg.ScheduleDefinition(name="extralt_cron_check", cron_schedule=cron, job_name="x")
-    except dg.DagsterInvalidDefinitionError:
-        return False
-    return True
-
-
-def _cron_field_problems(fields: list[str]) -> str:
-    """'minute 61 is out of range (0-59); hour 25 is out of range (0-23)'."""
-
-    def probe(index: int, item: str) -> bool:
-        return _dagster_accepts(" ".join(item if i == index else "*" for i in range(5)))
-
-    problems = []
-    for index, (label, low, high) in enumerate(_CRON_FIELDS):
-        if probe(index, fields[index]):
-            continue
-        items = fields[index].split(",")
-        for item in [i for i in items if not probe(index, i)] or [fields[index]]:
-            out = [n for n in map(int, re.findall(r"\d+", item)) if not low <= n <= high]
-            if out:
-                problems.append(f"{label} {out[0]} is out of range ({low}-{high})")
-            else:
-                problems.append(
-                    f"{label} {item!r} is not valid (use *, a number {low}-{high}, a range "
-                    "such as 1-5, a list such as 1,15 or a step such as */15)"
-                )
-    # Each field is fine alone: the combination never occurs, e.g. "0 3 30 2 *".
-    never = f"day-of-month {fields[2]} never occurs in month {fields[3]}"
-    return "; ".join(problems) or never
-
-
-def validate_timezone(value: object, field_name: str = "execution_timezone") -> str:
-    """An IANA time zone name such as 'UTC' or 'Europe/Paris'."""
-    if isinstance(value, str) and value.strip():
-        try:
-            ZoneInfo(value)
-            return value
-        except (ZoneInfoNotFoundError, ValueError):
-            pass
-    raise ExtraltValidationError(
-        f"{field_name} must be an IANA time zone name such as 'UTC' or 'Europe/Paris', "
-        f"got {value!r}."
-    )
-
-
 def build_extralt_schedule(
     assets_or_name: Sequence[dg.AssetsDefinition] | str,
     cron_schedule: str,
     *,
-    execution_timezone: str = "UTC",
+    execution_timezone: str = DEFAULT_TIMEZONE,
     budget: int | None = None,
     default_status: dg.DefaultScheduleStatus = dg.DefaultScheduleStatus.STOPPED,
     name: str | None = None,
@@ -172,6 +97,26 @@ def build_extralt_schedule(
         raise ExtraltValidationError(
             f"name must contain only letters, digits and underscores, got {sched_name!r}."
         )
+    return _schedule(source, cron_schedule, execution_timezone, budget, default_status, sched_name)
+
+
+def source_schedule(spec: SourceSpec) -> dg.ScheduleDefinition:
+    """The schedule of a checked spec with a cron (a sources file's): nothing is checked again."""
+    assert spec.cron is not None
+    status = dg.DefaultScheduleStatus
+    running = status.RUNNING if spec.schedule_running else status.STOPPED
+    timezone = spec.timezone or DEFAULT_TIMEZONE
+    return _schedule(spec.name, spec.cron, timezone, None, running, schedule_name(spec.name))
+
+
+def _schedule(
+    source: str,
+    cron_schedule: str,
+    execution_timezone: str,
+    budget: int | None,
+    default_status: dg.DefaultScheduleStatus,
+    sched_name: str,
+) -> dg.ScheduleDefinition:
     run_config = {"ops": {run_op_name(source): {"config": {"budget": budget}}}} if budget else {}
     tags = {SOURCE_TAG: source, SCHEDULE_TAG: sched_name}
 
@@ -193,7 +138,7 @@ def build_extralt_schedule(
         name=sched_name,
         cron_schedule=cron_schedule,
         execution_timezone=execution_timezone,
-        job=build_extralt_job(source),
+        job=_asset_job(source),
         execution_fn=_tick,
         default_status=default_status,
         description=(
@@ -227,6 +172,8 @@ def _source_name(assets_or_name: Sequence[dg.AssetsDefinition] | str) -> str:
 __all__ = [
     "build_extralt_job",
     "build_extralt_schedule",
+    "source_job",
+    "source_schedule",
     "validate_cron",
     "validate_timezone",
 ]

@@ -2,14 +2,12 @@
 
 The file is checked completely at load time, before Dagster sees a definition: every problem
 is reported with the file, the line, the source and the field, so a typo fails
-`dagster definitions validate` instead of a 3 a.m. run, and never costs an API call.
-
-No `from __future__ import annotations` here: the component derives its schema from these models.
+`dagster definitions validate` instead of a 3 a.m. run, and never costs an API call. The
+models and their checks live in `spec.py`; this module reads the file and words the errors.
 """
 
 import difflib
 import os
-import re
 import reprlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -20,225 +18,33 @@ from urllib.parse import urlsplit
 import dagster as dg
 import yaml
 from dagster_duckdb import DuckDBResource
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ValidationError
 
 from .api.client import DEFAULT_BASE_URL, is_loopback, validate_base_url
 from .api.errors import ExtraltAuthError, ExtraltError
-from .api.models import (
-    ExportFormatName,
-    validate_budget,
-    validate_identifier,
-    validate_robot_id,
-    validate_start_urls,
-)
-from .assets.run import build_extralt_assets
-from .naming import DEFAULT_SCHEMA, captures_asset_key, run_asset_key
+from .assets.run import build_source_assets
+from .naming import captures_asset_key, run_asset_key
 from .resource import ExtraltResource
-from .schedules import build_extralt_job, build_extralt_schedule, validate_cron, validate_timezone
+from .schedules import source_job, source_schedule
+from .spec import DuplicateNameError, ExtraltSources, SourceDefaults, SourceSpec
 
 API_KEY_ENV = "EXTRALT_API_KEY"
 BASE_URL_ENV = "EXTRALT_BASE_URL"
 DUCKDB_PATH_ENV = "EXTRALT_DUCKDB_PATH"
 DEFAULT_DUCKDB_PATH = os.path.join("data", "warehouse.duckdb")
 ALL_SOURCES_JOB = "extralt_job"
-DEFAULT_LOCK_TIMEOUT_SECONDS = 60.0
 #: Where `extralt-dagster emulator` listens, and the demo key it accepts (the same value as
 #: `extralt_dagster.emulator.DEMO_API_KEY`, kept here so loading never imports the server).
 EMULATOR_URL = "http://127.0.0.1:8765"
 EMULATOR_API_KEY = "extralt-demo-key"
-_GROUP_RE = re.compile(r"^[A-Za-z0-9_]+$")
 #: Bounded reprs of bad values in messages: a value may be huge (or a YAML alias bomb).
 _SHORT = reprlib.Repr()
 _SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict = 2, 5, 5
 _SHORT.maxstring = _SHORT.maxother = 120
-_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 class SourcesFileError(ExtraltError, ValueError):
     """The sources file (or a component's `sources`) is unreadable or invalid."""
-
-
-class _Strict(BaseModel):
-    # strict: `budget: "200"` is a mistake to report, not a string to coerce.
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class SourceDefaults(_Strict):
-    """Settings applied to every source unless the source sets its own."""
-
-    schema_: str = Field(
-        default=DEFAULT_SCHEMA,
-        alias="schema",
-        description="DuckDB schema of every source that sets none.",
-    )
-    group: str | None = Field(default="extralt", description="Dagster asset group.")
-    timezone: str = Field(default="UTC", description="Time zone of the sources' cron schedules.")
-    lock_timeout_seconds: float = Field(
-        default=DEFAULT_LOCK_TIMEOUT_SECONDS,
-        description="How long a load waits for another process to release the DuckDB file.",
-    )
-
-    @field_validator("schema_")
-    @classmethod
-    def _schema(cls, v: str) -> str:
-        return validate_identifier(v, "schema")
-
-    @field_validator("lock_timeout_seconds")
-    @classmethod
-    def _lock_timeout(cls, v: float) -> float:
-        return _validate_lock_timeout(v)
-
-    @field_validator("group")
-    @classmethod
-    def _group(cls, v: str | None) -> str | None:
-        return _validate_group(v)
-
-    @field_validator("timezone")
-    @classmethod
-    def _timezone(cls, v: str) -> str:
-        return validate_timezone(v, "timezone")
-
-
-class SourceSpec(_Strict):
-    """One Extralt source: a robot, what to ask of it, and when."""
-
-    name: str = Field(description="Asset key part and table prefix: [a-z][a-z0-9_]*, unique.")
-    robot_id: str = Field(description="The Extralt robot, e.g. rbt_abc123.")
-    start_urls: list[str] | None = Field(
-        default=None, description="Absolute http(s) URLs; omit to use the robot's entry points."
-    )
-    budget: int | None = Field(default=None, description="Most captures per run (2 credits each).")
-    auto_enrich: bool = Field(default=False, description="Run enrichment after the run.")
-    cron: str | None = Field(default=None, description="5-field cron; no cron, no schedule.")
-    timezone: str | None = Field(default=None, description="Cron time zone (default: defaults).")
-    owners: list[str] | None = Field(default=None, description="e.g. team:data or a@b.com.")
-    tags: dict[str, str] | None = Field(default=None, description="Asset tags.")
-    group: str | None = Field(default=None, description="Asset group (default: defaults).")
-    schedule_running: bool = Field(
-        default=False, description="Start the schedule running; by default it starts stopped."
-    )
-    poll_timeout_seconds: float | None = Field(
-        default=None, description="Give up waiting for a run after this many seconds."
-    )
-    export_format: ExportFormatName = Field(default="parquet", description="Export to load.")
-    schema_: str | None = Field(
-        default=None,
-        alias="schema",
-        description="DuckDB schema of this source's tables (default: defaults, else extralt).",
-    )
-    lock_timeout_seconds: float | None = Field(
-        default=None,
-        description="How long this source's load waits for the DuckDB file's lock "
-        "(default: defaults, else 60).",
-    )
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        return validate_identifier(v, "name")
-
-    @field_validator("robot_id")
-    @classmethod
-    def _robot_id(cls, v: str) -> str:
-        return validate_robot_id(v, "robot_id")
-
-    @field_validator("start_urls")
-    @classmethod
-    def _start_urls(cls, v: list[str] | None) -> list[str] | None:
-        return validate_start_urls(v, "start_urls")
-
-    @field_validator("budget")
-    @classmethod
-    def _budget(cls, v: int | None) -> int | None:
-        return validate_budget(v, "budget")
-
-    @field_validator("poll_timeout_seconds")
-    @classmethod
-    def _poll_timeout(cls, v: float | None) -> float | None:
-        if v is not None and v <= 0:
-            raise ValueError(
-                f"poll_timeout_seconds must be a positive number of seconds, got {v!r}."
-            )
-        return v
-
-    @field_validator("schema_")
-    @classmethod
-    def _schema(cls, v: str | None) -> str | None:
-        return None if v is None else validate_identifier(v, "schema")
-
-    @field_validator("lock_timeout_seconds")
-    @classmethod
-    def _lock_timeout(cls, v: float | None) -> float | None:
-        return None if v is None else _validate_lock_timeout(v)
-
-    @field_validator("cron")
-    @classmethod
-    def _cron(cls, v: str | None) -> str | None:
-        return None if v is None else validate_cron(v, "cron")
-
-    @field_validator("timezone")
-    @classmethod
-    def _timezone(cls, v: str | None) -> str | None:
-        return None if v is None else validate_timezone(v, "timezone")
-
-    @field_validator("group")
-    @classmethod
-    def _group(cls, v: str | None) -> str | None:
-        return _validate_group(v)
-
-    @field_validator("owners")
-    @classmethod
-    def _owners(cls, v: list[str] | None) -> list[str] | None:
-        for i, owner in enumerate(v or []):
-            is_team = owner.startswith("team:") and len(owner) > len("team:")
-            if not is_team and not _EMAIL_RE.fullmatch(owner):
-                raise ValueError(
-                    f"owners[{i}] must be an email address or 'team:<name>', got {owner!r}."
-                )
-        return v
-
-
-class ExtraltSources(_Strict):
-    """The whole schema: shared by the YAML file and `ExtraltComponent`."""
-
-    defaults: SourceDefaults | None = Field(
-        default=None, description="Settings applied to every source."
-    )
-    sources: list[SourceSpec] = Field(min_length=1, description="The sources, one per robot run.")
-
-    @field_validator("sources")
-    @classmethod
-    def _unique_names(cls, v: list[SourceSpec]) -> list[SourceSpec]:
-        first: dict[str, int] = {}
-        for i, source in enumerate(v):
-            if source.name in first:
-                raise _DuplicateNameError(i, source.name, first[source.name])
-            first[source.name] = i
-        return v
-
-
-class _DuplicateNameError(ValueError):
-    def __init__(self, index: int, name: str, first: int) -> None:
-        super().__init__(
-            f"sources[{index}] reuses the name {name!r} of sources[{first}]; names must be "
-            "unique (they become asset keys and table names). Rename one of them."
-        )
-        self.index = index
-
-
-def _validate_lock_timeout(v: float) -> float:
-    if not 0 <= v < float("inf"):
-        raise ValueError(
-            "lock_timeout_seconds must be a number of seconds, 0 or more (0: fail at once "
-            f"when another process holds the DuckDB file), got {v!r}."
-        )
-    return v
-
-
-def _validate_group(v: str | None) -> str | None:
-    if v is not None and not _GROUP_RE.fullmatch(v):
-        raise ValueError(f"group must contain only letters, digits and underscores, got {v!r}.")
-    return v
 
 
 # --- Loading -------------------------------------------------------------------------------
@@ -349,42 +155,19 @@ def build_sources_definitions(
     assets: list[dg.AssetsDefinition] = []
     schedules: list[dg.ScheduleDefinition] = []
     jobs = []
-    for i, source in enumerate(spec.sources):
+    for i, entry in enumerate(spec.sources):
+        source = entry.with_defaults(defaults)
         try:
-            assets += build_extralt_assets(
-                source.name,
-                source.robot_id,
-                source.start_urls,
-                source.budget,
-                source.auto_enrich,
-                poll_timeout_seconds=source.poll_timeout_seconds,
-                group_name=source.group or defaults.group,
-                tags=source.tags,
-                owners=source.owners,
-                schema=source.schema_ or defaults.schema_,
-                export_format=source.export_format,
-                lock_timeout_seconds=defaults.lock_timeout_seconds
-                if source.lock_timeout_seconds is None
-                else source.lock_timeout_seconds,
-            )
+            assets += build_source_assets(source)
             if source.cron:
-                schedules.append(
-                    build_extralt_schedule(
-                        source.name,
-                        source.cron,
-                        execution_timezone=source.timezone or defaults.timezone,
-                        default_status=dg.DefaultScheduleStatus.RUNNING
-                        if source.schedule_running
-                        else dg.DefaultScheduleStatus.STOPPED,
-                    )
-                )
+                schedules.append(source_schedule(source))
         except (ValueError, dg.DagsterInvalidDefinitionError) as exc:
             # What only Dagster checks (e.g. tag formats), with the file and source named.
             raise SourcesFileError(
                 f"{where}: source {source.name!r} (sources[{i}]): {exc} "
                 "Fix this source's settings. No Extralt API call was made."
             ) from None
-        jobs.append(build_extralt_job(source.name))
+        jobs.append(source_job(source))
     keys = [k for s in spec.sources for k in (run_asset_key(s.name), captures_asset_key(s.name))]
     jobs.append(
         dg.define_asset_job(
@@ -456,7 +239,7 @@ def _describe(exc: ValidationError, where: str, data: Any, line_of: LineFinder, 
     for err in errors:
         loc = tuple(err["loc"])
         cause = (err.get("ctx") or {}).get("error")
-        if isinstance(cause, _DuplicateNameError):
+        if isinstance(cause, DuplicateNameError):
             loc = (*loc, cause.index, "name")
         line = line_of(loc)
         at = f"line {line}: " if line else ""

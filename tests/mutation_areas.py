@@ -50,6 +50,7 @@ AREAS: dict[str, list[str]] = {
     "warehouse_load": [f"{_W}x_load_export__mutmut_*", f"{_W}x__load__mutmut_*"],
     "schedules": [
         "extralt_dagster.schedules.x_build_extralt_schedule__mutmut_*",
+        "extralt_dagster.schedules.x__schedule__mutmut_*",  # the tick, for checked arguments
         "extralt_dagster.schedules.x__source_name__mutmut_*",
         "extralt_dagster.schedules.x_build_extralt_job__mutmut_*",
     ],

@@ -1,11 +1,13 @@
 """`build_extralt_assets`: the `run` asset (spend credits once) and the `captures` asset (load).
 
+Both are built from a checked `SourceSpec` (`spec.py`): nothing here checks a setting again; a
+run's config makes a new spec through `SourceSpec.overridden`.
+
 No `from __future__ import annotations` here: Dagster must resolve the `dg.Config` classes.
 """
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
 from typing import Any
 
 import dagster as dg
@@ -17,17 +19,7 @@ from ..api.errors import (
     ExtraltTimeoutError,
     ExtraltValidationError,
 )
-from ..api.models import (
-    CREDITS_PER_CAPTURE,
-    EXPORT_FORMATS,
-    ExportFormatName,
-    ExtraltRun,
-    RunStatus,
-    validate_budget,
-    validate_identifier,
-    validate_robot_id,
-    validate_start_urls,
-)
+from ..api.models import CREDITS_PER_CAPTURE, ExportFormatName, ExtraltRun, RunStatus
 from ..api.run_handler import ExtraltRunHandler
 from ..naming import (
     DEFAULT_SCHEMA,
@@ -41,30 +33,13 @@ from ..naming import (
     run_ids_tag,
 )
 from ..resource import ExtraltResource
+from ..spec import (
+    DEFAULT_LOCK_TIMEOUT_SECONDS,
+    DEFAULT_NULL_PRICE_WARN_RATIO,
+    LoadOptions,
+    SourceSpec,
+)
 from .captures import build_captures_asset
-
-
-@dataclass(frozen=True)
-class ExtractionParams:
-    """What one source asks Extralt for; validated before any request."""
-
-    robot_id: str
-    start_urls: list[str] | None = None
-    budget: int | None = None
-    auto_enrich: bool = False
-
-    def validated(self, where: str = "") -> "ExtractionParams":
-        prefix = f"{where}." if where else ""
-        if not isinstance(self.auto_enrich, bool):
-            raise ExtraltValidationError(
-                f"{prefix}auto_enrich must be true or false, got {self.auto_enrich!r}."
-            )
-        return ExtractionParams(
-            robot_id=validate_robot_id(self.robot_id, f"{prefix}robot_id"),
-            start_urls=validate_start_urls(self.start_urls, f"{prefix}start_urls"),
-            budget=validate_budget(self.budget, f"{prefix}budget"),
-            auto_enrich=self.auto_enrich,
-        )
 
 
 class ExtraltRunConfig(dg.Config):
@@ -104,113 +79,117 @@ def build_extralt_assets(
     description: str | None = None,
     schema: str = DEFAULT_SCHEMA,
     export_format: ExportFormatName = "parquet",
-    null_price_warn_ratio: float = 0.05,
+    null_price_warn_ratio: float = DEFAULT_NULL_PRICE_WARN_RATIO,
     duckdb_memory_limit: str | None = None,
     preserve_insertion_order: bool = False,
-    lock_timeout_seconds: float = 60.0,
+    lock_timeout_seconds: float = DEFAULT_LOCK_TIMEOUT_SECONDS,
     export_dir: str | None = None,
 ) -> list[dg.AssetsDefinition]:
     """The `extralt/<name>/run` and `extralt/<name>/captures` assets (with checks) for one source.
 
     Everything is validated here, at definition time, so a typo never costs an API call.
     """
-    validate_identifier(name, "name")
-    validate_identifier(schema, "schema")
-    params = ExtractionParams(
-        robot_id,
-        list(start_urls) if start_urls is not None else None,
-        budget,
-        auto_enrich,
-    ).validated()
-    if poll_timeout_seconds is not None and poll_timeout_seconds <= 0:
-        raise ExtraltValidationError(
-            f"poll_timeout_seconds must be positive, got {poll_timeout_seconds!r}."
-        )
-    if export_format not in EXPORT_FORMATS:
-        raise ExtraltValidationError(
-            f"export_format must be {' or '.join(map(repr, EXPORT_FORMATS))}, "
-            f"got {export_format!r}."
-        )
-    if not 0 <= null_price_warn_ratio <= 1:
-        raise ExtraltValidationError(
-            f"null_price_warn_ratio must be between 0 and 1, got {null_price_warn_ratio!r}."
-        )
-    source = _Source(
+    spec = SourceSpec.from_keywords(
         name=name,
-        params=params,
+        schema_=schema,
+        auto_enrich=auto_enrich,
+        robot_id=robot_id,
+        start_urls=start_urls,
+        budget=budget,
         poll_timeout_seconds=poll_timeout_seconds,
-        accept_stopped=accept_stopped,
-    )
-    run_asset = _build_run_asset(
-        source,
-        group_name=group_name,
-        retry_policy=retry_policy,
-        pool=pool,
-        tags=tags,
-        owners=owners,
-        description=description,
-    )
-
-    captures_asset = build_captures_asset(
-        name,
-        run_key=run_asset_key(name),
-        schema=schema,
         export_format=export_format,
-        group_name=group_name,
-        retry_policy=retry_policy,
-        pool=captures_pool,
-        tags=tags,
-        owners=owners,
+        lock_timeout_seconds=lock_timeout_seconds,
+        group=group_name,
+        tags=dict(tags) if tags is not None else None,
+        owners=list(owners) if owners is not None else None,
+    )
+    load = spec.load_options(
         null_price_warn_ratio=null_price_warn_ratio,
         duckdb_memory_limit=duckdb_memory_limit,
         preserve_insertion_order=preserve_insertion_order,
-        lock_timeout_seconds=lock_timeout_seconds,
         export_dir=export_dir,
+    )
+    return build_source_assets(
+        spec,
+        load,
+        accept_stopped=accept_stopped,
+        retry_policy=retry_policy,
+        pool=pool,
+        captures_pool=captures_pool,
+        description=description,
+    )
+
+
+def build_source_assets(
+    spec: SourceSpec,
+    load: LoadOptions | None = None,
+    *,
+    accept_stopped: bool = False,
+    retry_policy: dg.RetryPolicy | None = None,
+    pool: str | None = RUN_POOL,
+    captures_pool: str | None = WAREHOUSE_POOL,
+    description: str | None = None,
+) -> list[dg.AssetsDefinition]:
+    """The two assets of a checked spec (a sources file's, or `build_extralt_assets`')."""
+    load = load or spec.load_options()
+    run_asset = _build_run_asset(
+        spec,
+        accept_stopped=accept_stopped,
+        retry_policy=retry_policy,
+        pool=pool,
+        description=description,
+    )
+    captures_asset = build_captures_asset(
+        spec.name,
+        run_key=run_asset_key(spec.name),
+        schema=load.schema,
+        export_format=load.export_format,
+        group_name=spec.group,
+        retry_policy=retry_policy,
+        pool=captures_pool,
+        tags=spec.tags,
+        owners=spec.owners,
+        null_price_warn_ratio=load.null_price_warn_ratio,
+        duckdb_memory_limit=load.duckdb_memory_limit,
+        preserve_insertion_order=load.preserve_insertion_order,
+        lock_timeout_seconds=load.lock_timeout_seconds,
+        export_dir=load.export_dir,
     )
     return [run_asset, captures_asset]
 
 
-@dataclass(frozen=True)
-class _Source:
-    name: str
-    params: ExtractionParams
-    poll_timeout_seconds: float | None
-    accept_stopped: bool
-
-
 def _build_run_asset(
-    source: _Source,
+    spec: SourceSpec,
     *,
-    group_name: str | None,
+    accept_stopped: bool,
     retry_policy: dg.RetryPolicy | None,
     pool: str | None,
-    tags: Mapping[str, str] | None,
-    owners: Sequence[str] | None,
     description: str | None,
 ) -> dg.AssetsDefinition:
-    p = source.params
-    budget_text = f"budget {p.budget:,} captures" if p.budget else "the robot's default budget"
+    budget_text = (
+        f"budget {spec.budget:,} captures" if spec.budget else "the robot's default budget"
+    )
     default_description = (
-        f"Extralt run of robot `{p.robot_id}` with {budget_text}"
-        + (f" from {len(p.start_urls)} start URL(s)" if p.start_urls else "")
+        f"Extralt run of robot `{spec.robot_id}` with {budget_text}"
+        + (f" from {len(spec.start_urls)} start URL(s)" if spec.start_urls else "")
         + ". Materializing starts a run (or resumes the one a retry left behind) and waits for it."
     )
 
     @dg.asset(
-        key=run_asset_key(source.name),
+        key=run_asset_key(spec.name),
         description=description or default_description,
-        group_name=group_name,
+        group_name=spec.group,
         retry_policy=retry_policy,
         pool=pool,
-        tags=dict(tags or {}),
-        owners=list(owners or []),
+        tags=dict(spec.tags or {}),
+        owners=list(spec.owners or []),
         kinds={"extralt"},
-        metadata={"extralt/robot_id": p.robot_id, "extralt/budget": p.budget or 0},
+        metadata={"extralt/robot_id": spec.robot_id, "extralt/budget": spec.budget or 0},
     )
     def _run(
         context: dg.AssetExecutionContext, config: ExtraltRunConfig, extralt: ExtraltResource
     ) -> dg.MaterializeResult:
-        return _RunStep(context, config, extralt, source).execute()
+        return _RunStep(context, config, extralt, spec, accept_stopped).execute()
 
     return _run
 
@@ -223,37 +202,17 @@ class _RunStep:
         context: dg.AssetExecutionContext,
         config: ExtraltRunConfig,
         extralt: ExtraltResource,
-        source: _Source,
+        spec: SourceSpec,
+        accept_stopped: bool,
     ) -> None:
         self.context = context
         self.extralt = extralt
-        self.source = source
-        self.params = self._resolve_params(config)
+        self.spec = _configured(spec, config)
         self.accept_stopped = (
-            config.accept_stopped if config.accept_stopped is not None else source.accept_stopped
+            config.accept_stopped if config.accept_stopped is not None else accept_stopped
         )
-        timeout = config.poll_timeout_seconds or source.poll_timeout_seconds
-        if timeout is not None and timeout <= 0:
-            raise _config_failure(f"poll_timeout_seconds must be positive, got {timeout!r}.")
-        self.settings = extralt.poll_settings(timeout)
+        self.settings = extralt.poll_settings(self.spec.poll_timeout_seconds)
         self.client = extralt.get_client()
-
-    def _resolve_params(self, config: ExtraltRunConfig) -> ExtractionParams:
-        base = self.source.params
-        overrides = {
-            k: v
-            for k, v in {
-                "robot_id": config.robot_id,
-                "start_urls": config.start_urls,
-                "budget": config.budget,
-                "auto_enrich": config.auto_enrich,
-            }.items()
-            if v is not None
-        }
-        try:
-            return replace(base, **overrides).validated("config")
-        except ExtraltValidationError as exc:
-            raise _config_failure(str(exc)) from None
 
     # --- choosing the run -------------------------------------------------------------
 
@@ -262,7 +221,7 @@ class _RunStep:
             handler, how = self._follow()
         except Exception:
             # E.g. the last attempt cannot even read the run an earlier attempt left running.
-            recorded = self._recorded(run_id_tag(self.source.name))
+            recorded = self._recorded(run_id_tag(self.spec.name))
             if recorded:
                 self._on_unexpected_failure(self._handler(recorded))
             raise
@@ -285,17 +244,17 @@ class _RunStep:
         return self._finish(handler, final, how)
 
     def _follow(self) -> tuple[ExtraltRunHandler, str]:
-        recorded = self._recorded(run_id_tag(self.source.name))
+        recorded = self._recorded(run_id_tag(self.spec.name))
         if recorded:
             followed = self._resume(recorded)
             if followed is not None:
                 return followed
-        sent_at = self._recorded(create_sent_tag(self.source.name))
+        sent_at = self._recorded(create_sent_tag(self.spec.name))
         if sent_at and not recorded:
             adopted = self.client.find_started_run(
-                self.params.robot_id,
-                self.params.budget,
-                self.params.start_urls,
+                self.spec.robot_id,
+                self.spec.budget,
+                self.spec.start_urls,
                 since=float(sent_at),
                 exclude=self._known_runs(),
             )
@@ -323,7 +282,7 @@ class _RunStep:
             )
             return self._handler(run_id), "resumed"
         if run.status in (RunStatus.FAILED, RunStatus.STOPPED):
-            new_id = self.client.restart_run(run_id, budget=self.params.budget)
+            new_id = self.client.restart_run(run_id, budget=self.spec.budget)
             self._record(new_id)
             self.context.log.info(
                 f"Restarted Extralt run {run_id} ({run.status.value}) as {new_id} "
@@ -336,9 +295,9 @@ class _RunStep:
         return self._handler(run_id), "reused"
 
     def _create(self) -> ExtraltRunHandler:
-        p = self.params
+        p = self.spec
         known = self._known_runs()
-        self._add_tags({create_sent_tag(self.source.name): f"{time.time():.3f}"})
+        self._add_tags({create_sent_tag(self.spec.name): f"{time.time():.3f}"})
         try:
             run_id = self.client.create_run(
                 p.robot_id, p.start_urls, p.budget, p.auto_enrich, exclude_run_ids=known
@@ -347,7 +306,7 @@ class _RunStep:
             # No run id to name yet: name the robot, and say what the next attempt will do.
             exc.add_note(
                 f"While starting an Extralt run of robot {p.robot_id} for source "
-                f"{self.source.name!r}: no run is recorded, so a retry looks for one this "
+                f"{self.spec.name!r}: no run is recorded, so a retry looks for one this "
                 "request may have started before it creates another."
             )
             raise
@@ -361,12 +320,12 @@ class _RunStep:
     def _known_runs(self) -> set[str]:
         """Every Extralt run this source has recorded, in any Dagster run, restarted ones too:
         never mistaken for a run that an ambiguous create has just started."""
-        tags = self.context.instance.get_run_tags(tag_keys=[run_ids_tag(self.source.name)])
+        tags = self.context.instance.get_run_tags(tag_keys=[run_ids_tag(self.spec.name)])
         return {run_id for _, values in tags for value in values for run_id in value.split(",")}
 
     def _already_materialized(self, run_id: str) -> bool:
         event = self.context.instance.get_latest_materialization_event(
-            run_asset_key(self.source.name)
+            run_asset_key(self.spec.name)
         )
         if event is None or event.asset_materialization is None:
             return False
@@ -427,7 +386,7 @@ class _RunStep:
             "run_id": run.id,
             "dashboard_url": dg.MetadataValue.url(handler.dashboard_url),
             "status": run.status.value,
-            "robot_id": run.robot_id or self.params.robot_id,
+            "robot_id": run.robot_id or self.spec.robot_id,
             "extracted": run.extracted,
             "credits_spent": run.credits_spent,
             "credits_per_capture": CREDITS_PER_CAPTURE,
@@ -437,7 +396,7 @@ class _RunStep:
         }
         optional = {
             "robot_name": run.robot_name,
-            "budget": run.budget if run.budget is not None else self.params.budget,
+            "budget": run.budget if run.budget is not None else self.spec.budget,
             "duration_seconds": run.duration,
             "in_queue": run.in_queue,
             "created_at": run.created_at and dg.MetadataValue.timestamp(run.created_at),
@@ -477,16 +436,34 @@ class _RunStep:
 
     def _record(self, run_id: str) -> None:
         current = self.context.instance.get_run_by_id(self.context.run.run_id)
-        followed = (current.tags if current else {}).get(run_ids_tag(self.source.name), "")
+        followed = (current.tags if current else {}).get(run_ids_tag(self.spec.name), "")
         ids = [i for i in followed.split(",") if i]
         if run_id not in ids:
             ids.append(run_id)
         self._add_tags(
-            {run_id_tag(self.source.name): run_id, run_ids_tag(self.source.name): ",".join(ids)}
+            {run_id_tag(self.spec.name): run_id, run_ids_tag(self.spec.name): ",".join(ids)}
         )
 
     def _handler(self, run_id: str) -> ExtraltRunHandler:
         return ExtraltRunHandler(self.client, run_id, log=self.context.log)
+
+
+def _configured(spec: SourceSpec, config: ExtraltRunConfig) -> SourceSpec:
+    """The spec this run follows: the run config's overrides, checked, as a new spec."""
+    changes = {
+        "robot_id": config.robot_id,
+        "start_urls": config.start_urls,
+        "budget": config.budget,
+        "auto_enrich": config.auto_enrich,
+        # 0, like unset, keeps the source's own timeout.
+        "poll_timeout_seconds": config.poll_timeout_seconds or None,
+    }
+    try:
+        return spec.overridden(
+            {k: v for k, v in changes.items() if v is not None}, prefix="config."
+        )
+    except ExtraltValidationError as exc:
+        raise _config_failure(str(exc)) from None
 
 
 def _config_failure(message: str) -> dg.Failure:
