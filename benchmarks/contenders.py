@@ -76,21 +76,12 @@ def ctas(p: dict[str, Any]) -> dict[str, Any]:
 
 def ours_bare(p: dict[str, Any]) -> dict[str, Any]:
     """``ExtraltClient.download_export`` then ``warehouse.load_export``, as the captures asset
-    calls them. With ``history_only`` the variants insert is switched off (the warehouse has
-    no history-only entry point), so the same transaction loads history, the run log and the
-    view, runs the checks and commits: the history load on its own, through the real code."""
+    calls them. With ``history_only`` the load runs with ``include_variants=False``, so the
+    same transaction loads history, the run log and the view, runs the checks and commits: the
+    history load on its own, through the real code."""
     from extralt_dagster import warehouse
     from extralt_dagster.api.client import ExtraltClient
 
-    if p.get("history_only"):
-        from extralt_dagster.warehouse import load as warehouse_load
-
-        if not hasattr(warehouse_load, "_variants_insert_sql"):
-            raise RuntimeError(
-                "warehouse._variants_insert_sql is gone: update benchmarks/contenders.py to "
-                "switch the variants insert off another way"
-            )
-        warehouse_load._variants_insert_sql = lambda *args, **kwargs: None  # type: ignore[attr-defined]
     fresh_db(p["db"])
     client = ExtraltClient(p["api_key"], p["base_url"])
     run = client.get_run(p["run_id"])  # the asset reads this from Dagster metadata instead
@@ -104,7 +95,12 @@ def ours_bare(p: dict[str, Any]) -> dict[str, Any]:
         conn = warehouse.connect(p["db"])
         t2 = time.perf_counter()
         result = warehouse.load_export(
-            conn, path, target=warehouse.Target(SOURCE), run=record, bytes_downloaded=size
+            conn,
+            path,
+            target=warehouse.Target(SOURCE),
+            run=record,
+            bytes_downloaded=size,
+            include_variants=not p.get("history_only"),
         )
         t3 = time.perf_counter()
         conn.close()

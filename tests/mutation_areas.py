@@ -47,7 +47,25 @@ AREAS: dict[str, list[str]] = {
         f"{_A}xǁ_RunStepǁ_record__mutmut_*",
     ],
     "poll_loop": ["extralt_dagster.api.run_handler.*"],
-    "warehouse_load": [f"{_W}x_load_export__mutmut_*", f"{_W}x__load__mutmut_*"],
+    # load_export and the load's steps (one function each; `_load` runs them in order).
+    "warehouse_load": [
+        f"{_W}x_load_export__mutmut_*",
+        f"{_W}x__begin__mutmut_*",
+        f"{_W}x__commit__mutmut_*",
+        f"{_W}x__load_error__mutmut_*",
+        f"{_W}x__load__mutmut_*",
+        f"{_W}x__prepare__mutmut_*",
+        f"{_W}x__export_columns__mutmut_*",
+        f"{_W}x__evolve__mutmut_*",
+        f"{_W}x__history__mutmut_*",
+        f"{_W}x__history_types__mutmut_*",
+        f"{_W}x__variants__mutmut_*",
+        f"{_W}x__products__mutmut_*",
+        f"{_W}x__run_log__mutmut_*",
+        f"{_W}x__run_log_row__mutmut_*",
+        f"{_W}x__result__mutmut_*",
+        f"{_W}xǁ_Clockǁlap__mutmut_*",
+    ],
     "schedules": [
         "extralt_dagster.schedules.x_build_extralt_schedule__mutmut_*",
         "extralt_dagster.schedules.x__schedule__mutmut_*",  # the tick, for checked arguments

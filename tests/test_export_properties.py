@@ -41,7 +41,7 @@ from extralt_dagster.assets.captures import (
 )
 from extralt_dagster.emulator.datagen import CAPTURE_COLUMNS, read_captures
 from extralt_dagster.warehouse import RunRecord, Target, WarehouseError, WarehouseSchemaError
-from extralt_dagster.warehouse import load as warehouse_load
+from extralt_dagster.warehouse import quote as warehouse_quote
 
 #: The seeds `make test` runs (each loads LOADS exports in a row).
 DEFAULT_SEEDS = (1, 2, 3, 38)  # 38 alone makes every kind of change
@@ -287,7 +287,7 @@ def history_types(conn: duckdb.DuckDBPyConnection) -> dict[str, str]:
 
 def nested_type(conn, column: str) -> Any:
     try:
-        rel = conn.sql(f"SELECT {warehouse_load._q(column)} FROM {SOURCE.captures} LIMIT 0")
+        rel = conn.sql(f"SELECT {warehouse_quote._q(column)} FROM {SOURCE.captures} LIMIT 0")
     except duckdb.Error:
         return None
     return rel.types[0]
@@ -399,7 +399,7 @@ def check_tables(conn, model: Model, where: str) -> None:
                 f"{where}\nhistory's {column} is {types[column]}, not {' or '.join(allowed)}"
             )
     present = [c for c in COMPARED if c in types]
-    select = ", ".join(warehouse_load._q(c) for c in ("run_id", *present))
+    select = ", ".join(warehouse_quote._q(c) for c in ("run_id", *present))
     by_capture = {
         (row[0], row[present.index("id") + 1]): dict(zip(present, row[1:], strict=True))
         for row in conn.execute(f"SELECT {select} FROM {SOURCE.captures}").fetchall()

@@ -27,7 +27,8 @@ from extralt_dagster.assets.captures import CHECK_DRIFT, CHECK_EXTRACTED_AT
 from extralt_dagster.emulator.datagen import write_captures
 from extralt_dagster.naming import captures_asset_key
 from extralt_dagster.warehouse import RunRecord, Target, load_export
-from extralt_dagster.warehouse import load as warehouse_load
+from extralt_dagster.warehouse import quote as warehouse_quote
+from extralt_dagster.warehouse import sql as warehouse_sql
 
 from .support import event_log_text, failure_messages, materialization_metadata, resources
 
@@ -375,7 +376,7 @@ def test_ignored_columns_are_in_the_metadata_and_the_log(emulator, instance, tmp
             spoofed = path.with_name("spoofed.parquet")
             con.execute(
                 "COPY (SELECT *, 1 AS rowid, 'x' AS loaded_at FROM read_parquet(?)) TO "
-                f"{warehouse_load._lit(str(spoofed))} (FORMAT parquet)",
+                f"{warehouse_quote._lit(str(spoofed))} (FORMAT parquet)",
                 [str(path)],
             )
         spoofed.replace(path)
@@ -493,7 +494,7 @@ def test_a_variants_table_of_an_earlier_release_gets_the_new_key(conn, tmp_path)
         else (n, t)
         for n, t in warehouse.VARIANT_COLUMNS
     ]
-    conn.execute(f"CREATE TABLE {SHOES.variants} ({warehouse_load._ddl_columns(old_columns)})")
+    conn.execute(f"CREATE TABLE {SHOES.variants} ({warehouse_sql._ddl_columns(old_columns)})")
     conn.execute(
         f"INSERT INTO {SHOES.variants} (product_id, url, run_id) VALUES ('', 'https://s/1', 'old')"
     )

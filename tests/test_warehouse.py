@@ -21,7 +21,7 @@ from extralt_dagster.warehouse import (
     WarehouseSchemaError,
     load_export,
 )
-from extralt_dagster.warehouse import load as warehouse_load
+from extralt_dagster.warehouse import quote as warehouse_quote
 
 DAY = 86_400.0
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
@@ -777,7 +777,7 @@ def test_any_file_name_loads_whatever_the_schema(tmp_path, file_name, schema):
             == 30
         )
     with duckdb.connect() as other:
-        other.execute(f"ATTACH {warehouse_load._lit(str(path))} AS elsewhere (READ_ONLY)")
+        other.execute(f"ATTACH {warehouse_quote._lit(str(path))} AS elsewhere (READ_ONLY)")
         assert count(other, f"elsewhere.{quoted(schema)}.shoes_products") == 40
         assert count(other, f"elsewhere.{quoted(schema)}.shoes_captures") == 70
 

@@ -1,35 +1,35 @@
 """The warehouse in plain Python and duckdb: no Dagster.
 
-Where a source's tables live, how an export is loaded into them in one transaction, and their
-row counts; see `load` for the objects and the rules of a load.
+Where a source's tables live and how to open them (``target``), how an export is loaded into
+them in one transaction (``load``, which also lists the objects and the rules of a load), and
+their row counts (``stats``).
 """
 
-from .load import (
-    DEFAULT_SCHEMA,
-    DEFAULT_SETTINGS,
-    DOCUMENTED_TYPES,
-    META_COLUMNS,
-    OLDEST_READER,
-    STORAGE_COMPATIBILITY_VERSION,
-    VARIANT_COLUMNS,
-    CheapOffer,
-    LoadResult,
-    RunRecord,
-    SourceSummary,
-    Summary,
-    Target,
+from .errors import (
     WarehouseError,
     WarehouseExportError,
     WarehouseLockedError,
     WarehouseSchemaError,
-    WarehouseStats,
+)
+from .load import load_export
+from .records import LoadResult, RunRecord
+from .schema import DOCUMENTED_TYPES
+from .sql import META_COLUMNS, VARIANT_COLUMNS
+from .stats import CheapOffer, SourceSummary, Summary, WarehouseStats, summarize, table_stats
+from .target import (
+    DEFAULT_DUCKDB_PATH,
+    DEFAULT_SCHEMA,
+    DEFAULT_SETTINGS,
+    OLDEST_READER,
+    STORAGE_COMPATIBILITY_VERSION,
+    Capabilities,
+    Target,
     connect,
-    load_export,
-    summarize,
-    table_stats,
+    ensure_folder,
 )
 
 __all__ = [
+    "DEFAULT_DUCKDB_PATH",
     "DEFAULT_SCHEMA",
     "DEFAULT_SETTINGS",
     "DOCUMENTED_TYPES",
@@ -37,6 +37,7 @@ __all__ = [
     "OLDEST_READER",
     "STORAGE_COMPATIBILITY_VERSION",
     "VARIANT_COLUMNS",
+    "Capabilities",
     "CheapOffer",
     "LoadResult",
     "RunRecord",
@@ -49,6 +50,7 @@ __all__ = [
     "WarehouseSchemaError",
     "WarehouseStats",
     "connect",
+    "ensure_folder",
     "load_export",
     "summarize",
     "table_stats",

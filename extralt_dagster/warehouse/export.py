@@ -1,0 +1,154 @@
+"""Reading an export file: its checks, its columns, and the errors that say where it is damaged.
+
+The export is read by DuckDB itself (``read_parquet``, or ``read_json`` for JSON lines);
+pyarrow only reads a Parquet footer DuckDB refuses (a file with no columns: a run with no
+captures) and finds the damaged row group of a file DuckDB cannot decode.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import duckdb
+
+from ..api.models import EXPORT_FORMATS
+from .errors import WarehouseError, WarehouseExportError
+from .schema import _documented, _from_duckdb, _json_read_type, _Type
+
+_GLOB_CHARACTERS = ("*", "?", "[")
+
+
+def _check_format(fmt: str) -> str:
+    value = str(fmt).lower()
+    if value not in EXPORT_FORMATS:
+        raise WarehouseError(f"format must be one of {EXPORT_FORMATS}, got {fmt!r}")
+    return value
+
+
+def _check_path(path: str | os.PathLike[str]) -> str:
+    """``path`` as a string, if it names a file DuckDB reads as itself and nothing else."""
+    file_path = os.fspath(path)
+    if not os.path.isfile(file_path):
+        raise WarehouseError(f"Export file {file_path!r} does not exist or is not a file.")
+    if any(c in file_path for c in _GLOB_CHARACTERS):
+        # DuckDB would expand the name as a glob pattern and might read other files.
+        raise WarehouseError(
+            f"Export file {file_path!r} has a glob character ({' '.join(_GLOB_CHARACTERS)}) in "
+            "its path, which DuckDB would expand; save the download under a plain name."
+        )
+    return file_path
+
+
+def _reader(fmt: str, *, json_columns: bool = False) -> str:
+    """The table function reading the export; ``?`` is the path (and the JSON column types)."""
+    if fmt == "parquet":
+        return "read_parquet(?)"
+    columns = ", columns = ?" if json_columns else ""
+    return f"read_json(?, format = 'newline_delimited'{columns})"
+
+
+def _file_columns(
+    conn: duckdb.DuckDBPyConnection,
+    path: str,
+    fmt: str,
+    table_cols: Sequence[tuple[str, _Type]] | None,
+) -> list[tuple[str, _Type]]:
+    """The export's columns, with the types to read them as (reads only the parquet footer,
+    or a sample of the JSON lines)."""
+    rel = conn.sql(f"SELECT * FROM {_reader(fmt)}", params=[path])
+    cols = [(name, _from_duckdb(t)) for name, t in zip(rel.columns, rel.types, strict=True)]
+    if fmt != "jsonl":
+        return cols
+    table = {n.lower(): t for n, t in table_cols or ()}
+    # Where history has no such column, the documented type stands in for it: JSON lines
+    # give no type for a column that is NULL everywhere.
+    return [(n, _json_read_type(t, table.get(n.lower()) or _documented(n))) for n, t in cols]
+
+
+def _blank(path: str) -> bool:
+    """An empty file, or one of only blank lines: a JSON lines export of no captures."""
+    size = os.path.getsize(path)
+    if size > 65536:
+        return False
+    with open(path, "rb") as f:
+        return not f.read().strip()
+
+
+def _parquet_without_columns(path: str) -> bool:
+    """True for a Parquet file with no columns (what ``pyarrow`` writes for an empty table,
+    and DuckDB cannot read: "Need at least one non-root column"). Without a column there is
+    no capture to load, whatever row count the footer claims: ``matches_run_count`` tells."""
+    try:
+        import pyarrow.parquet as pq
+
+        return pq.read_metadata(path).num_columns == 0
+    except Exception:  # not even pyarrow reads the footer: the caller reports DuckDB's error
+        return False
+
+
+#: Words of DuckDB's messages for a file it cannot decode (thrift page headers, compression,
+#: encodings, offsets, JSON syntax).
+_CORRUPTION_HINTS = (
+    "ttype",
+    "tprotocolexception",
+    "don't know what type",
+    "decompression",
+    "corrupt",
+    "invalid string encoding",
+    "out of buffer",
+    "page size",
+    "dictionary",
+    "malformed json",
+    "failed to read file",
+    "magic bytes",
+    "not a parquet file",
+)
+
+
+def _unreadable(exc: duckdb.Error, path: str, fmt: str, run_id: str) -> WarehouseError:
+    """The error for an export whose columns DuckDB cannot read."""
+    return _corrupt(exc, path, fmt, run_id) or WarehouseError(
+        f"Cannot read {path!r} as a {fmt} export of run {run_id}; nothing was loaded. "
+        f"DuckDB said: {exc}"
+    )
+
+
+def _corrupt(exc: duckdb.Error, path: str, fmt: str, run_id: str) -> WarehouseExportError | None:
+    """A ``WarehouseExportError`` saying where the export is damaged, if ``exc`` is DuckDB
+    failing to decode it; else None. DuckDB does not say which row group it was reading:
+    pyarrow reads the file again, a row group and a column at a time, to find it."""
+    if isinstance(exc, duckdb.OutOfMemoryException | duckdb.InterruptException):
+        return None
+    location = _damaged_row_group(path) if fmt == "parquet" else None
+    if location is None and not any(h in str(exc).lower() for h in _CORRUPTION_HINTS):
+        return None
+    where = f" ({location})" if location else ""
+    return WarehouseExportError(
+        f"The export of run {run_id} is corrupt{where}: {path!r} cannot be decoded, and "
+        f"nothing was loaded. Loading the same file again cannot help; download the export "
+        f"again, and if it is still corrupt, the run's export is damaged at Extralt. "
+        f"DuckDB said: {exc}",
+        path=path,
+        location=location,
+    )
+
+
+def _damaged_row_group(path: str) -> str | None:
+    """Where a Parquet file first fails to decode ("row group 2 of 10, counting from 0;
+    column description"), or None when pyarrow reads it all."""
+    try:
+        import pyarrow.parquet as pq
+
+        parquet = pq.ParquetFile(path)
+        names = parquet.schema_arrow.names
+        groups = parquet.num_row_groups
+    except Exception:
+        return None
+    for group in range(groups):
+        for name in names:
+            try:
+                parquet.read_row_group(group, columns=[name])
+            except Exception:
+                return f"row group {group} of {groups}, counting from 0; column {name}"
+    return None
