@@ -47,6 +47,8 @@ from .spec import ExtraltSources, SourceDefaults, SourceSpec
 logger = logging.getLogger("extralt_dagster.component")
 _DEFS_FILES = ("defs.yaml", "defs.yml", "component.yaml")
 _WARNED: set[tuple[str, str]] = set()
+#: The attributes last checked, and the result: `defaults` and `sources` resolve from one check.
+_LAST_CHECKED: list[tuple[BaseModel, ExtraltSources]] = []
 
 
 class ExtraltComponentError(SourcesFileError, ResolutionException):
@@ -76,7 +78,16 @@ def _checked_as_a_whole(
 
 
 def _validated(context: dg.ResolutionContext, attributes: BaseModel) -> ExtraltSources:
-    """`defaults` and `sources`, templates rendered, checked as the sources file is."""
+    """`defaults` and `sources`, templates rendered, checked as the sources file is: once per
+    component, though both fields' resolvers ask (the last result is kept for the second)."""
+    if _LAST_CHECKED and _LAST_CHECKED[0][0] is attributes:
+        return _LAST_CHECKED[0][1]
+    checked = _check(context, attributes)
+    _LAST_CHECKED[:] = [(attributes, checked)]
+    return checked
+
+
+def _check(context: dg.ResolutionContext, attributes: BaseModel) -> ExtraltSources:
     data = {
         key: _render_templates(context.at_path(key), getattr(attributes, key))
         for key in ("defaults", "sources")
