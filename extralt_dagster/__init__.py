@@ -1,24 +1,7 @@
 """extralt-dagster: Extralt runs as Dagster assets, loaded into DuckDB."""
 
-from .api.client import DEFAULT_BASE_URL, ExtraltClient
-from .api.errors import (
-    ExtraltAPIError,
-    ExtraltAuthError,
-    ExtraltConflictError,
-    ExtraltConnectionError,
-    ExtraltError,
-    ExtraltExportError,
-    ExtraltInsufficientCreditsError,
-    ExtraltNotFoundError,
-    ExtraltRateLimitError,
-    ExtraltRunFailedError,
-    ExtraltServerError,
-    ExtraltTimeoutError,
-    ExtraltUnknownStatusError,
-    ExtraltValidationError,
-)
-from .api.models import ExportFormat, ExtraltRun, RunStatus
-from .api.run_handler import ExtraltRunHandler, PollSettings
+from . import api
+from .api import *  # noqa: F403 - the plain API's public names, listed once in api.__all__
 from .assets.captures import ExtraltCapturesConfig
 from .assets.run import ExtraltRunConfig, build_extralt_assets
 from .component import ExtraltComponent
@@ -33,32 +16,12 @@ from .sources import (
 )
 
 __all__ = [
-    "DEFAULT_BASE_URL",
-    "ExportFormat",
-    "ExtraltAPIError",
-    "ExtraltAuthError",
+    *api.__all__,
     "ExtraltCapturesConfig",
-    "ExtraltClient",
     "ExtraltComponent",
-    "ExtraltConflictError",
-    "ExtraltConnectionError",
-    "ExtraltError",
-    "ExtraltExportError",
-    "ExtraltInsufficientCreditsError",
-    "ExtraltNotFoundError",
-    "ExtraltRateLimitError",
     "ExtraltResource",
-    "ExtraltRun",
     "ExtraltRunConfig",
-    "ExtraltRunFailedError",
-    "ExtraltRunHandler",
-    "ExtraltServerError",
     "ExtraltSources",
-    "ExtraltTimeoutError",
-    "ExtraltUnknownStatusError",
-    "ExtraltValidationError",
-    "PollSettings",
-    "RunStatus",
     "SourceDefaults",
     "SourceSpec",
     "SourcesFileError",

@@ -15,11 +15,11 @@ from typing import IO, TextIO
 
 import dagster as dg
 
+from .api.models import TERMINAL_STATUSES
 from .emulator import DEMO_API_KEY, Emulator
 from .instance import INSTANCE_YAML
 
 DEMO_SPEED = 10.0  # a 300-capture demo run takes ~2 s instead of ~17 s
-TERMINAL = {"completed", "failed", "stopped"}
 DEMO_COMMAND = ("asset", "materialize", "-m", "extralt_dagster.definitions", "--select", "*")
 
 #: How often the demo reads the instance for new materializations and failures.
@@ -159,7 +159,7 @@ def run_demo(project: Path, *, port: int = 0, speed: float = DEMO_SPEED) -> int:
         seconds = time.monotonic() - started
         creates = emulator.count_requests("POST", "/v0/extract/runs")
         stops = emulator.count_requests("POST", "/v0/extract/runs/*/stop")
-        live = [r.id for r in emulator.runs.values() if r.status not in TERMINAL]
+        live = [r.id for r in emulator.runs.values() if r.status not in TERMINAL_STATUSES]
     if code != 0:
         print(
             f"\nDemo FAILED: dagster asset materialize exited with {code}. "

@@ -5,9 +5,10 @@ from typing import Any
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
-from .api.client import DEFAULT_BASE_URL, ExtraltClient, validate_base_url
+from .api.client import ExtraltClient
 from .api.errors import ExtraltAuthError
-from .api.run_handler import ExtraltRunHandler, LogSink, PollSettings
+from .api.models import DEFAULT_BASE_URL, validate_base_url
+from .api.run_handler import PollSettings
 
 DEFAULT_POLL_TIMEOUT_SECONDS = 6 * 3600.0
 
@@ -122,6 +123,3 @@ class ExtraltResource(dg.ConfigurableResource):
             stop_on_timeout=self.stop_on_timeout,
             stop_timeout_seconds=self.stop_timeout_seconds,
         )
-
-    def handler(self, run_id: str, log: LogSink | None = None) -> ExtraltRunHandler:
-        return ExtraltRunHandler(self.get_client(), run_id, log=log)

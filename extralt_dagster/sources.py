@@ -20,8 +20,8 @@ import yaml
 from dagster_duckdb import DuckDBResource
 from pydantic import ValidationError
 
-from .api.client import DEFAULT_BASE_URL, is_loopback, validate_base_url
 from .api.errors import ExtraltAuthError, ExtraltError
+from .api.models import DEFAULT_BASE_URL, is_loopback, validate_base_url
 from .assets.run import build_source_assets
 from .naming import captures_asset_key, run_asset_key
 from .resource import ExtraltResource

@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 
 import dagster as dg
 
+from extralt_dagster.api.models import TERMINAL_STATUSES
 from extralt_dagster.assets.captures import EXPORT_FOLDER_PREFIX, export_folder_owner
 from extralt_dagster.emulator import Emulator, RunView
 
@@ -46,7 +47,6 @@ MAX_REEXECUTIONS = 3
 ATTEMPT_TIMEOUT_SECONDS = 300.0
 ACTION_TIMEOUT_SECONDS = 90.0
 DEFAULT_SEED = 20_261_129
-TERMINAL = ("completed", "failed", "stopped")
 #: How long step_killed's run may go unpolled before the runner lets it complete.
 UNWATCHED_SECONDS = 5.0  # above a slow poll (read_timeout: 3 s)
 #: The events that carry a step process's pid: its first attempt, and each retry.
@@ -408,7 +408,7 @@ class RoundController:
                 polls, quiet_since = seen, time.monotonic()
             elif time.monotonic() - quiet_since > UNWATCHED_SECONDS:
                 return "unwatched"
-            if seen < 2 or self.emu.run(view.id).status in TERMINAL:
+            if seen < 2 or self.emu.run(view.id).status in TERMINAL_STATUSES:
                 return None
             starts = [
                 e
@@ -425,7 +425,7 @@ class RoundController:
             return pid
 
         outcome = self._wait_for(kill, f"{step}'s step process, polling its live run")
-        if self.emu.run(view.id).status not in TERMINAL:
+        if self.emu.run(view.id).status not in TERMINAL_STATUSES:
             self.emu.finish_run(view.id)
         if isinstance(outcome, int):
             self.actions.append(

@@ -28,6 +28,7 @@ import duckdb
 import pyarrow.parquet as pq
 
 from extralt_dagster import ExtraltClient
+from extralt_dagster.api.models import TERMINAL_STATUSES
 from extralt_dagster.emulator.datagen import NESTED_FIELD, TYPELESS_COLUMNS
 from extralt_dagster.warehouse import DOCUMENTED_TYPES
 
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
     from .run_soak import RoundResult, Soak
 
 RUN_ID = re.compile(r"run_[0-9a-f]{24}")
-TERMINAL = {"completed", "failed", "stopped"}
 ROBOT_SOURCE = {s.robot_id: s.name for s in SOURCES}
 STEP_SOURCE = {run_op(s.name): s.name for s in SOURCES} | {
     captures_op(s.name): s.name for s in SOURCES
@@ -194,7 +194,7 @@ class _Checker:
     # --- 2. Nothing left crawling -----------------------------------------------------------
 
     def terminal(self) -> None:
-        live = [v for v in self.runs.values() if v.true_status not in TERMINAL]
+        live = [v for v in self.runs.values() if v.true_status not in TERMINAL_STATUSES]
         for view in live:
             self.fail(f"crawling: Extralt run {view.id} is still {view.true_status}")
         self.figures["terminal"] = {

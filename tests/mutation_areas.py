@@ -21,18 +21,20 @@ from collections import Counter
 from pathlib import Path
 
 _C = "extralt_dagster.api.client."
+_T = "extralt_dagster.api.transport."
 _A = "extralt_dagster.assets.run."
 _W = "extralt_dagster.warehouse.load."
 AREAS: dict[str, list[str]] = {
     "client": [
         f"{_C}xǁExtraltClientǁcreate_run__mutmut_*",
+        f"{_C}xǁExtraltClientǁ_adopt_or_raise__mutmut_*",  # create_run's ambiguous half
         f"{_C}xǁExtraltClientǁfind_started_run__mutmut_*",
         f"{_C}xǁExtraltClientǁrestart_run__mutmut_*",
-        f"{_C}xǁExtraltClientǁ_with_retries__mutmut_*",
-        f"{_C}xǁExtraltClientǁ_delay_for__mutmut_*",
-        f"{_C}x__is_retryable__mutmut_*",
-        f"{_C}x__maybe_reached_server__mutmut_*",
         f"{_C}x__id_from__mutmut_*",
+        f"{_T}xǁTransportǁwith_retries__mutmut_*",
+        f"{_T}xǁRetryPolicyǁdelay_for__mutmut_*",
+        f"{_T}x__is_retryable__mutmut_*",
+        f"{_T}x_maybe_reached_server__mutmut_*",
     ],
     "run_step": [
         f"{_A}xǁ_RunStepǁexecute__mutmut_*",
@@ -73,8 +75,9 @@ AREAS: dict[str, list[str]] = {
         "extralt_dagster.schedules.x_build_extralt_job__mutmut_*",
     ],
 }
-MODULES = {
-    "client": "extralt_dagster/api/client.py",
+#: The files each area mutates (a list when its functions span several).
+MODULES: dict[str, str | list[str]] = {
+    "client": ["extralt_dagster/api/client.py", "extralt_dagster/api/transport.py"],
     "run_step": "extralt_dagster/assets/run.py",
     "poll_loop": "extralt_dagster/api/run_handler.py",
     "warehouse_load": "extralt_dagster/warehouse/load.py",
@@ -115,6 +118,11 @@ def results() -> dict[str, int | None]:
     return out
 
 
+def modules_of(area: str) -> list[str]:
+    modules = MODULES[area]
+    return [modules] if isinstance(modules, str) else list(modules)
+
+
 def _area_config(pyproject: str, area: str) -> str:
     """The project's `[tool.mutmut]`, narrowed to one area's module and test files."""
 
@@ -126,7 +134,7 @@ def _area_config(pyproject: str, area: str) -> str:
     body = section.group(1)
     body = re.sub(r"^only_mutate = \[.*?\]\n", "", body, flags=re.M | re.S)
     body = re.sub(r"^pytest_add_cli_args_test_selection = \[.*?\]\n", "", body, flags=re.M | re.S)
-    body += f"only_mutate = {toml_list([MODULES[area]])}\n"
+    body += f"only_mutate = {toml_list(modules_of(area))}\n"
     body += f"pytest_add_cli_args_test_selection = {toml_list(TESTS[area])}\n\n"
     return pyproject[: section.start(1)] + body + pyproject[section.end(1) :]
 
@@ -146,7 +154,9 @@ def run(areas: list[str]) -> int:
             check=False,
         ).stdout.strip()
         (work / "MEASURED_AT").write_text(f"{head or 'not a git checkout'}\n")
-        print(f"== {area}: {MODULES[area]} against {' '.join(TESTS[area])}", flush=True)
+        print(
+            f"== {area}: {' '.join(modules_of(area))} against {' '.join(TESTS[area])}", flush=True
+        )
         subprocess.run(
             [str(mutmut), "run", "--max-children", "2", *AREAS[area]], cwd=work, check=False
         )

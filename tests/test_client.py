@@ -16,11 +16,13 @@ from extralt_dagster import (
     ExtraltAuthError,
     ExtraltClient,
     ExtraltConflictError,
+    ExtraltConnectError,
     ExtraltConnectionError,
     ExtraltExportError,
     ExtraltInsufficientCreditsError,
     ExtraltNotFoundError,
     ExtraltRateLimitError,
+    ExtraltReadError,
     ExtraltServerError,
     ExtraltUnknownStatusError,
     ExtraltValidationError,
@@ -161,7 +163,9 @@ def test_server_side_validation_errors_are_not_retried(client, emulator, status)
     emulator.set_faults(error_status=status, error_count=5, match="POST /v0/extract/runs")
     with pytest.raises(ExtraltValidationError) as info:
         client.create_run("rbt_shoes", budget=5)
-    assert info.value.status_code == status and info.value.message == "Injected fault"
+    assert info.value.status_code == status and info.value.server_message == "Injected fault"
+    assert info.value.message == str(info.value)  # the exception's own message, the server's within
+    assert str(info.value).startswith(f"Extralt POST /v0/extract/runs returned {status} (")
     assert emulator.count_requests(*CREATE) == 1
 
 
@@ -290,7 +294,7 @@ def test_create_read_timeout_is_not_blindly_retried(make_emulator, sleeps):
     emu.set_faults(latency_seconds=0.5, match="POST /v0/extract/runs")
     with (
         ExtraltClient(emu.api_key, emu.url, timeout=0.1, max_retries=3, sleep=sleeps.append) as c,
-        pytest.raises(ExtraltConnectionError, match=r"ReadTimeout.*not re-sent"),
+        pytest.raises(ExtraltConnectionError, match=r"(?s)ReadTimeout.*not re-sent"),
     ):
         c.create_run("rbt_shoes", budget=5)
     assert emu.count_requests(*CREATE) == 1 and sleeps == []
@@ -592,6 +596,7 @@ def test_a_create_refused_with_503_past_its_retries_raises_without_a_look_up(cli
     with pytest.raises(ExtraltServerError) as info:
         client.create_run("rbt_shoes", budget=5)
     assert info.value.status_code == 503 and "not re-sent" not in str(info.value)
+    assert getattr(info.value, "__notes__", []) == []  # no note about an ambiguous create
     assert emulator.count_requests(*CREATE) == 4  # 1 + max_retries
     assert emulator.count_requests("GET", "/v0/extract/runs") == 0 and emulator.runs == {}
 
@@ -625,3 +630,83 @@ def test_a_create_asks_for_enrichment_only_when_told(client, emulator):
         client.create_run("rbt_shoes", budget=5, auto_enrich="yes")
     assert str(info.value) == "auto_enrich must be true or false, got 'yes'."
     assert emulator.count_requests(*CREATE) == 1
+
+
+# --- what goes over the wire: the bodies the emulator received ---------------------------------
+
+
+def _bodies(emulator, method, path):
+    return [r.json for r in emulator.requests if r.method == method and r.path == path]
+
+
+def test_a_restart_sends_a_budget_only_when_given_one(frozen, frozen_client):
+    """The API documents the restart body as an optional `{"budget": int}`: no budget, no key."""
+    run_id = frozen_client.create_run("rbt_shoes", budget=5)
+    frozen.stop_run_externally(run_id)
+    frozen.clear_requests()
+    plain = frozen_client.restart_run(run_id)
+    assert _bodies(frozen, "POST", f"/v0/extract/runs/{run_id}/restart") == [None]
+    assert frozen.run(plain).budget == 5  # the original's budget, not overridden with null
+    frozen.stop_run_externally(plain)
+    overridden = frozen_client.restart_run(plain, budget=10)
+    assert _bodies(frozen, "POST", f"/v0/extract/runs/{plain}/restart") == [{"budget": 10}]
+    assert frozen.run(overridden).budget == 10
+
+
+def test_a_create_sends_only_the_fields_it_was_given(frozen, frozen_client):
+    frozen_client.create_run("rbt_shoes")
+    frozen_client.create_run("rbt_shoes", URLS, budget=5, auto_enrich=True)
+    assert _bodies(frozen, *CREATE) == [
+        {"robot_id": "rbt_shoes"},
+        {"robot_id": "rbt_shoes", "start_urls": URLS, "budget": 5, "auto_enrich": True},
+    ]
+
+
+# --- the error tree: branch on the class, not on a string ----------------------------------------
+
+
+def test_a_refused_connection_is_a_connect_error_and_a_slow_answer_a_read_error(make_emulator):
+    closed = make_emulator()
+    url = closed.url
+    closed.stop()
+    with (
+        ExtraltClient("k", url, max_retries=0) as c,
+        pytest.raises(ExtraltConnectError) as refused,
+    ):
+        c.get_run("run_x")
+    assert not isinstance(refused.value, ExtraltReadError)
+    slow = make_emulator()
+    slow.set_faults(latency_seconds=0.5, match="GET *")
+    with (
+        ExtraltClient(slow.api_key, slow.url, timeout=0.1, max_retries=0) as c,
+        pytest.raises(ExtraltReadError) as timed_out,
+    ):
+        c.get_run("run_x")
+    assert not isinstance(timed_out.value, ExtraltConnectError)
+    assert isinstance(timed_out.value, ExtraltConnectionError)
+
+
+def test_an_api_error_declares_the_retry_after_it_was_sent(client, emulator):
+    emulator.set_faults(error_status=429, error_count=100, retry_after=7)
+    with pytest.raises(ExtraltRateLimitError) as info:
+        client.get_run("run_x")
+    assert info.value.retry_after == 7.0
+    emulator.set_faults(error_status=404, error_count=1)
+    with pytest.raises(ExtraltNotFoundError) as info:
+        client.get_run("run_x")
+    assert info.value.retry_after is None
+
+
+def test_an_ambiguous_create_says_so_in_a_note_and_keeps_its_own_message(client, emulator):
+    emulator.set_faults(error_status=502, error_count=1, match="POST /v0/extract/runs")
+    with pytest.raises(ExtraltServerError) as info:
+        client.create_run("rbt_shoes", budget=5)
+    assert (
+        str(info.value)
+        == info.value.message
+        == ("Extralt POST /v0/extract/runs returned 502 (BadGateway: Injected fault).")
+    )
+    assert info.value.__notes__ == [
+        "The create request may still start a run; none was found yet, so it was not re-sent. "
+        "A later attempt should call find_started_run() first (the Dagster asset does)."
+    ]

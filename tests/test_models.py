@@ -15,12 +15,13 @@ from extralt_dagster import (
     ExtraltValidationError,
     RunStatus,
 )
-from extralt_dagster.api.client import TokenBucket, _parse_retry_after, safe_export_filename
+from extralt_dagster.api.exports import safe_export_filename
 from extralt_dagster.api.models import (
     ExportFormat,
     validate_budget,
     validate_start_urls,
 )
+from extralt_dagster.api.transport import TokenBucket, _parse_retry_after
 
 
 def test_run_status_covers_the_seven_statuses():
@@ -129,7 +130,7 @@ def test_export_filename_never_comes_from_outside_the_run_id():
 def test_the_fallback_export_name_is_the_same_in_every_process():
     """Python salts str hashes per process (PYTHONHASHSEED): the name must not depend on it."""
     script = (
-        "from extralt_dagster.api.client import safe_export_filename\n"
+        "from extralt_dagster.api.exports import safe_export_filename\n"
         "from extralt_dagster.api.models import ExportFormat\n"
         "print(safe_export_filename('../run 1', ExportFormat.JSONL))\n"
     )

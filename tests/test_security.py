@@ -40,7 +40,7 @@ from extralt_dagster import (
     build_extralt_assets,
     warehouse,
 )
-from extralt_dagster.api import client as client_module
+from extralt_dagster.api import transport as transport_module
 from extralt_dagster.api.models import validate_identifier
 from extralt_dagster.emulator import write_captures
 from extralt_dagster.emulator.state import ApiError
@@ -463,7 +463,7 @@ def test_an_answer_that_never_ends_stops_at_the_request_timeout(secret_emulator,
 
 
 def test_an_api_answer_larger_than_the_cap_is_refused(secret_emulator, client, monkeypatch):
-    monkeypatch.setattr(client_module, "MAX_RESPONSE_BYTES", 256 << 10)
+    monkeypatch.setattr(transport_module, "MAX_RESPONSE_BYTES", 256 << 10)
     run_id = completed_run(client, secret_emulator)
     secret_emulator.set_faults(
         endless_body=True,

@@ -1,7 +1,27 @@
 """Typed errors: callers branch on the class, people read the message.
 
-No message, repr or attribute ever holds the API key: errors are built from the
-server's JSON body and our own text, never from request headers.
+The tree, like httpx's: catch a branch to handle everything under it.
+
+    ExtraltError                          anything this package raises on purpose
+    ├── ExtraltAPIError                   the API answered with an error status, or an unreadable body
+    │   ├── ExtraltAuthError              401, 403 (and a missing key, before any request)
+    │   ├── ExtraltInsufficientCreditsError   402
+    │   ├── ExtraltNotFoundError          404
+    │   ├── ExtraltConflictError          409
+    │   ├── ExtraltValidationError        400, 422, and bad input caught before any request
+    │   ├── ExtraltRateLimitError         429 past every retry
+    │   └── ExtraltServerError            5xx past every retry
+    ├── ExtraltConnectionError            no complete HTTP answer
+    │   ├── ExtraltConnectError           never reached the server: safe to send again
+    │   └── ExtraltReadError              sent, but the answer did not arrive whole: a create may
+    │                                     have been processed
+    ├── ExtraltUnknownStatusError         a run status this client does not know
+    ├── ExtraltRunFailedError             the remote run ended failed or stopped
+    ├── ExtraltTimeoutError               the remote run outlived the poll timeout
+    └── ExtraltExportError                the export is cut, too large or unreadable
+
+No message, repr or attribute ever holds the API key: errors are built from the server's JSON
+body and our own text, never from request headers.
 """
 
 from __future__ import annotations
@@ -12,7 +32,12 @@ class ExtraltError(Exception):
 
 
 class ExtraltAPIError(ExtraltError):
-    """The API answered with an error status, or with a body we cannot read."""
+    """The API answered with an error status, or with a body we cannot read.
+
+    `message` is this exception's own message; `server_message` is the text the server sent
+    (its JSON `message`), `error` its error type. `retry_after` is the server's Retry-After in
+    seconds, when it sent one.
+    """
 
     def __init__(
         self,
@@ -23,13 +48,16 @@ class ExtraltAPIError(ExtraltError):
         server_message: str | None = None,
         method: str | None = None,
         path: str | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
+        self.message = message
         self.status_code = status_code
         self.error = error
-        self.message = server_message
+        self.server_message = server_message
         self.method = method
         self.path = path
+        self.retry_after = retry_after
 
 
 class ExtraltAuthError(ExtraltAPIError):
@@ -61,16 +89,24 @@ class ExtraltServerError(ExtraltAPIError):
 
 
 class ExtraltConnectionError(ExtraltError):
-    """The request never got an HTTP answer (connect error, read timeout, cut body).
+    """The request never got a complete HTTP answer.
 
-    `cause_kind` names what went wrong (httpx's exception name, e.g. "ConnectError" or
-    "ReadTimeout"): a create that failed to connect was never processed, one that timed out
-    reading may have been.
+    Branch on the subclass: `ExtraltConnectError` never reached the server, `ExtraltReadError`
+    may have. `cause_kind` is the name of what went wrong underneath (httpx's exception name,
+    e.g. "ConnectError" or "ReadTimeout"), for people and logs.
     """
 
     def __init__(self, message: str, *, cause_kind: str | None = None) -> None:
         super().__init__(message)
         self.cause_kind = cause_kind or type(self).__name__
+
+
+class ExtraltConnectError(ExtraltConnectionError):
+    """No connection was made (refused, DNS, connect or pool timeout): nothing was sent."""
+
+
+class ExtraltReadError(ExtraltConnectionError):
+    """The request went out but its answer did not come whole (read timeout, cut body)."""
 
 
 class ExtraltUnknownStatusError(ExtraltError):

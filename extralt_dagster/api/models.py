@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from urllib.parse import urlsplit
 from .errors import ExtraltAPIError, ExtraltUnknownStatusError, ExtraltValidationError
 
 CREDITS_PER_CAPTURE = 2
+DEFAULT_BASE_URL = "https://api.extralt.com"
 
 
 class RunStatus(StrEnum):
@@ -26,7 +28,7 @@ class RunStatus(StrEnum):
 
     @property
     def is_terminal(self) -> bool:
-        return self in _TERMINAL
+        return self in TERMINAL_STATUSES
 
     @property
     def is_live(self) -> bool:
@@ -41,7 +43,9 @@ class RunStatus(StrEnum):
             raise ExtraltUnknownStatusError(str(value), run_id) from None
 
 
-_TERMINAL = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.STOPPED})
+#: The statuses a run never leaves by itself (the only definition: a StrEnum, so the plain
+#: strings "completed", "failed" and "stopped" are members too).
+TERMINAL_STATUSES = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.STOPPED})
 
 
 #: The export formats as users write them (YAML, run config, `build_extralt_assets`); the
@@ -141,6 +145,31 @@ def _opt_str(value: object) -> str | None:
 
 
 # --- Input checks: they run before any request, so bad input never costs a call. ---
+
+
+def validate_base_url(base_url: str) -> str:
+    """The key travels in a header: refuse plain http anywhere but loopback."""
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ExtraltValidationError(
+            f"base_url must be an absolute https:// URL such as {DEFAULT_BASE_URL!r}, got {base_url!r}."
+        )
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        raise ExtraltValidationError(
+            f"base_url {base_url!r} uses plain http to a remote host, which would send the API key "
+            "in clear. Use https:// (plain http is allowed only for 127.0.0.1/localhost)."
+        )
+    return base_url.rstrip("/")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
 
 IDENTIFIER_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 

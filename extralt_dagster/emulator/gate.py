@@ -14,7 +14,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -25,6 +25,7 @@ from .faults import FaultInjector, RequestFault
 ADMIN_PREFIX = "/_emulator"
 RUN_PAGE_PREFIX = "/runs/"  # the dashboard links the client logs: `<base_url>/runs/<run id>`
 MAX_RECORDED = 1_000_000  # requests kept in the log, so a long CLI session stays bounded
+MAX_RECORDED_BODY = 64 << 10  # bytes of a request body kept (an API request body is small)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -41,11 +42,21 @@ class RecordedRequest:
     status: int  # 0 while no response has started
     at: float  # emulated epoch seconds when the request arrived
     user_agent: str = ""  # what the client says it is (never the key: no other header is kept)
+    body: bytes = b""  # the body as far as it was read (its first MAX_RECORDED_BODY bytes)
+
+    @property
+    def json(self) -> Any:
+        """The body parsed as JSON; None when there was no body (or it is not JSON)."""
+        try:
+            return json.loads(self.body) if self.body else None
+        except ValueError:
+            return None
 
 
 @dataclass
 class LoggedRequest:
-    """A request in the log; the gate fills in `status` when the response starts."""
+    """A request in the log; the gate fills in `status` when the response starts, and `body`
+    as the request's body is read."""
 
     method: str
     path: str
@@ -53,11 +64,30 @@ class LoggedRequest:
     at: float
     status: int = 0
     user_agent: str = ""
+    body: bytearray = field(default_factory=bytearray)
 
     def snapshot(self) -> RecordedRequest:
         return RecordedRequest(
-            self.method, self.path, dict(self.query), self.status, self.at, self.user_agent
+            self.method,
+            self.path,
+            dict(self.query),
+            self.status,
+            self.at,
+            self.user_agent,
+            bytes(self.body),
         )
+
+    def receiving(self, receive: Receive) -> Receive:
+        """`receive`, keeping a copy of the body it delivers."""
+
+        async def recorded() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                room = MAX_RECORDED_BODY - len(self.body)
+                self.body += message.get("body", b"")[: max(room, 0)]
+            return message
+
+        return recorded
 
 
 class RequestLog:
@@ -143,6 +173,7 @@ class Gate:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), True))
         entry = self.log.record(method, path, query, headers.get("user-agent", ""))
+        receive = entry.receiving(receive)
 
         async def send_recorded(message: Message) -> None:
             if message["type"] == "http.response.start":
