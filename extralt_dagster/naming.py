@@ -1,15 +1,23 @@
-"""Every name the integration gives Dagster: asset keys, pools, run tags, metadata keys.
+"""Every name the integration gives Dagster: asset keys, op, job and schedule names, pools, run
+tags, metadata keys, and the schema its tables go in.
 
-One module, so the assets, the schedules, the sensor-to-come and the soak spell them alike.
+One module, so the assets, the schedules, the sensor-to-come and the soak spell them alike. The
+warehouse names its own tables (`warehouse.Target`) and owns `DEFAULT_SCHEMA`: it cannot import
+this module, which imports Dagster.
 """
 
 import dagster as dg
 
+from .warehouse import DEFAULT_SCHEMA
+
 KEY_PREFIX = "extralt"
 METADATA_PREFIX = "extralt/"
-DEFAULT_SCHEMA = "extralt"
 RUN_POOL = "extralt"
 WAREHOUSE_POOL = "duckdb"
+
+#: Run tags every run of a source's job carries, and a scheduled one also names its schedule.
+SOURCE_TAG = "extralt/source"
+SCHEDULE_TAG = "extralt/schedule"
 
 
 def run_asset_key(name: str) -> dg.AssetKey:
@@ -20,17 +28,74 @@ def captures_asset_key(name: str) -> dg.AssetKey:
     return dg.AssetKey([KEY_PREFIX, name, "captures"])
 
 
+def run_op_name(name: str) -> str:
+    """The `run` asset's op name (and step key): where run config for that asset goes."""
+    return f"{KEY_PREFIX}__{name}__run"
+
+
+def captures_op_name(name: str) -> str:
+    """The `captures` asset's op name (and step key)."""
+    return f"{KEY_PREFIX}__{name}__captures"
+
+
+def job_name(name: str) -> str:
+    return f"{KEY_PREFIX}_{name}_job"
+
+
+def schedule_name(name: str) -> str:
+    return f"{KEY_PREFIX}_{name}_schedule"
+
+
 def run_id_tag(name: str) -> str:
     """Run tag holding the Extralt run this source follows; survives re-execution."""
-    return f"extralt/{name}.run_id"
+    return f"{METADATA_PREFIX}{name}.run_id"
 
 
 def run_ids_tag(name: str) -> str:
     """Run tag listing every Extralt run this Dagster run has followed for the source, comma
     separated: a restart replaces `run_id_tag`, and the old run must stay known."""
-    return f"extralt/{name}.run_ids"
+    return f"{METADATA_PREFIX}{name}.run_ids"
 
 
 def create_sent_tag(name: str) -> str:
     """Run tag set just before a create, so a retry can find a run whose create timed out."""
-    return f"extralt/{name}.create_sent_at"
+    return f"{METADATA_PREFIX}{name}.create_sent_at"
+
+
+def metadata_key(field: str) -> str:
+    """`extralt/<field>`: the key of one of our values in a materialization's metadata."""
+    return f"{METADATA_PREFIX}{field}"
+
+
+#: The metadata keys read back by another asset, the soak or the tests; the rest are written in
+#: one place (`assets.metadata`) and only shown.
+RUN_ID_KEY = metadata_key("run_id")
+RUN_DOCUMENT_KEY = metadata_key("run_document")
+HOW_KEY = metadata_key("how")
+COLUMNS_ADDED_KEY = metadata_key("columns_added")
+EXPORT_DAMAGE_KEY = metadata_key("export_damage")
+
+__all__ = [
+    "COLUMNS_ADDED_KEY",
+    "DEFAULT_SCHEMA",
+    "EXPORT_DAMAGE_KEY",
+    "HOW_KEY",
+    "KEY_PREFIX",
+    "METADATA_PREFIX",
+    "RUN_DOCUMENT_KEY",
+    "RUN_ID_KEY",
+    "RUN_POOL",
+    "SCHEDULE_TAG",
+    "SOURCE_TAG",
+    "WAREHOUSE_POOL",
+    "captures_asset_key",
+    "captures_op_name",
+    "create_sent_tag",
+    "job_name",
+    "metadata_key",
+    "run_asset_key",
+    "run_id_tag",
+    "run_ids_tag",
+    "run_op_name",
+    "schedule_name",
+]

@@ -15,11 +15,17 @@ import dagster as dg
 
 from .api.errors import ExtraltValidationError
 from .api.models import validate_budget, validate_identifier
-from .naming import KEY_PREFIX, captures_asset_key, run_asset_key
+from .naming import (
+    SCHEDULE_TAG,
+    SOURCE_TAG,
+    captures_asset_key,
+    job_name,
+    run_asset_key,
+    run_op_name,
+    schedule_name,
+)
 from .spec import DEFAULT_TIMEZONE, SourceSpec, validate_cron, validate_timezone
 
-SOURCE_TAG = "extralt/source"
-SCHEDULE_TAG = "extralt/schedule"
 _DAGSTER_NAME_RE = re.compile(r"^[A-Za-z0-9_]+$")
 #: What `dg.define_asset_job` returns (`UnresolvedAssetJobDefinition`, not exported by dagster).
 AssetJob = Any
@@ -30,19 +36,6 @@ _IN_FLIGHT = [
     dg.DagsterRunStatus.STARTED,
     dg.DagsterRunStatus.CANCELING,
 ]
-
-
-def job_name(name: str) -> str:
-    return f"extralt_{name}_job"
-
-
-def schedule_name(name: str) -> str:
-    return f"extralt_{name}_schedule"
-
-
-def run_op_name(name: str) -> str:
-    """The `run` asset's op name: where run config for that asset goes."""
-    return f"{KEY_PREFIX}__{name}__run"
 
 
 def build_extralt_job(name: str) -> AssetJob:
@@ -157,7 +150,7 @@ def _source_name(assets_or_name: Sequence[dg.AssetsDefinition] | str) -> str:
     keys = [key for a in items for key in getattr(a, "keys", ())]
     for key in keys:
         path = key.path
-        if len(path) == 3 and path[0] == KEY_PREFIX and path[2] == "run":
+        if len(path) == 3 and key == run_asset_key(path[1]):
             name = path[1]
             if captures_asset_key(name) not in keys:
                 break

@@ -30,7 +30,8 @@ import pyarrow.parquet as pq
 from extralt_dagster import ExtraltClient
 from extralt_dagster.api.models import TERMINAL_STATUSES
 from extralt_dagster.emulator.datagen import NESTED_FIELD, TYPELESS_COLUMNS
-from extralt_dagster.warehouse import DOCUMENTED_TYPES
+from extralt_dagster.naming import COLUMNS_ADDED_KEY, HOW_KEY, run_id_tag
+from extralt_dagster.warehouse import DOCUMENTED_TYPES, Target
 
 from .config import EMULATOR_RATE_LIMIT, SOURCES, captures_op, run_op
 from .plan import ALL_KINDS, Fault
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
 
 RUN_ID = re.compile(r"run_[0-9a-f]{24}")
 ROBOT_SOURCE = {s.robot_id: s.name for s in SOURCES}
+#: The run log, shared by every source of the schema.
+RUN_LOG = Target(SOURCES[0].name).table_names["runs"]
 STEP_SOURCE = {run_op(s.name): s.name for s in SOURCES} | {
     captures_op(s.name): s.name for s in SOURCES
 }
@@ -142,7 +145,7 @@ class _Checker:
             for attempt in result.attempts:
                 run = self.instance.get_run_by_id(attempt.run_id) if attempt.run_id else None
                 for source in result.round.sources if run else ():
-                    tagged = run.tags.get(f"extralt/{source}.run_id")  # type: ignore[union-attr]
+                    tagged = run.tags.get(run_id_tag(source))  # type: ignore[union-attr]
                     if tagged is None:
                         continue
                     expected = per_pair.get((result.round.index, source), [])
@@ -158,11 +161,10 @@ class _Checker:
             if (e.step_key or "").endswith("__run")
         )
         how = Counter(
-            str(e.asset_materialization.metadata["extralt/how"].value)
+            str(e.asset_materialization.metadata[HOW_KEY].value)
             for run_id in self.attempt_ids
             for e in self._events(run_id, dg.DagsterEventType.ASSET_MATERIALIZATION)
-            if e.asset_materialization is not None
-            and "extralt/how" in e.asset_materialization.metadata
+            if e.asset_materialization is not None and HOW_KEY in e.asset_materialization.metadata
         )
         spent = sum(v.credits_used for v in self.runs.values())
         loaded = sum(v.credits_used for v in self.runs.values() if v.true_status == "completed")
@@ -269,13 +271,13 @@ class _Checker:
             tempfile.TemporaryDirectory(prefix="soak-verify-") as tmp,
         ):
             logged = Counter(
-                con.execute("SELECT source || '/' || run_id FROM extralt.runs").fetchall()
+                con.execute(f"SELECT source || '/' || run_id FROM {RUN_LOG}").fetchall()
             )
             for (key,), n in logged.items():
                 if n > 1:
                     self.fail(f"lost: the run log has {key} {n} times")
             for source in {ROBOT_SOURCE[v.robot_id] for v in self.runs.values()}:
-                history = f"extralt.{source}_captures"
+                history = _table(source, "captures")
                 loaded = {
                     r for (r,) in con.execute(f"SELECT DISTINCT run_id FROM {history}").fetchall()
                 }
@@ -287,7 +289,7 @@ class _Checker:
             for source, expected in newest.items():
                 self._check_products(con, source, expected, figures)
             figures["variants"] = sum(
-                con.execute(f"SELECT count(*) FROM extralt.{s}_variants").fetchone()[0]  # type: ignore[index]
+                con.execute(f"SELECT count(*) FROM {_table(s, 'variants')}").fetchone()[0]  # type: ignore[index]
                 for s in newest
             )
 
@@ -310,11 +312,11 @@ class _Checker:
         history = Counter(
             i
             for (i,) in con.execute(
-                f"SELECT id FROM extralt.{source}_captures WHERE run_id = ?", [run_id]
+                f"SELECT id FROM {_table(source, 'captures')} WHERE run_id = ?", [run_id]
             ).fetchall()
         )
         logged = con.execute(
-            "SELECT rows_loaded FROM extralt.runs WHERE source = ? AND run_id = ?",
+            f"SELECT rows_loaded FROM {RUN_LOG} WHERE source = ? AND run_id = ?",
             [source, run_id],
         ).fetchall()
         figures["captures_exported"] += len(exported)
@@ -342,7 +344,7 @@ class _Checker:
         )
         figures["variant_offers_exported"] += offers
         [(flat,)] = con.execute(
-            f"SELECT count(*) FROM extralt.{source}_variants WHERE run_id = ?", [run_id]
+            f"SELECT count(*) FROM {_table(source, 'variants')} WHERE run_id = ?", [run_id]
         ).fetchall()
         if flat != offers:
             self.fail(f"lost: {source}_variants has {flat} rows of {run_id}, the export {offers}")
@@ -363,7 +365,7 @@ class _Checker:
         figures: dict[str, int],
     ) -> None:
         view = dict(
-            con.execute(f"SELECT product_key, id FROM extralt.{source}_products").fetchall()
+            con.execute(f"SELECT product_key, id FROM {_table(source, 'products')}").fetchall()
         )
         figures["products"] += len(view)
         if set(view) != set(expected):
@@ -527,7 +529,7 @@ class _Checker:
             for v in self.runs.values()
             if v.robot_id == fault.victim_robot and lo <= v.created_at <= hi
         ]
-        table = f"extralt.{fault.victim}_captures"
+        table = _table(fault.victim, "captures")
         if not run_ids or not self.soak.paths.duckdb.exists():
             return []
         with duckdb.connect(str(self.soak.paths.duckdb), read_only=True) as con:
@@ -583,7 +585,7 @@ class _Checker:
                 elif NESTED_PATH not in reported.get(source, set()):
                     self.fail(
                         f"shapes: {source}'s history gained {NESTED_PATH}, but no "
-                        "materialization reported it in extralt/columns_added"
+                        f"materialization reported it in {COLUMNS_ADDED_KEY}"
                     )
                 else:
                     figures["nested_fields_reported"] += 1
@@ -593,10 +595,10 @@ class _Checker:
         for run_id in self.attempt_ids:
             for e in self._events(run_id, dg.DagsterEventType.ASSET_MATERIALIZATION):
                 mat = e.asset_materialization
-                if mat is None or "extralt/columns_added" not in mat.metadata:
+                if mat is None or COLUMNS_ADDED_KEY not in mat.metadata:
                     continue
                 source = mat.asset_key.path[1]
-                text = str(mat.metadata["extralt/columns_added"].value)
+                text = str(mat.metadata[COLUMNS_ADDED_KEY].value)
                 added[source].update(p.strip() for p in text.split(",") if p.strip() != "none")
         return added
 
@@ -648,11 +650,18 @@ def _sqlite_occurrences(path: Path, needle: bytes) -> int:
 NESTED_PATH = f"variants[].offers[].{NESTED_FIELD}"
 
 
+def _table(source: str, kind: str) -> str:
+    """`schema.table` of one of a source's tables (captures, products, variants), as the
+    warehouse names it."""
+    return Target(source).table_names[kind]
+
+
 def _column_types(con: duckdb.DuckDBPyConnection, source: str) -> list[tuple[str, str]]:
+    schema, table = _table(source, "captures").split(".")
     return con.execute(
-        "SELECT column_name, data_type FROM duckdb_columns() WHERE schema_name = 'extralt' "
+        "SELECT column_name, data_type FROM duckdb_columns() WHERE schema_name = ? "
         "AND table_name = ? ORDER BY column_index",
-        [f"{source}_captures"],
+        [schema, table],
     ).fetchall()
 
 
@@ -664,7 +673,7 @@ def _undocumented_types(con: duckdb.DuckDBPyConnection, source: str) -> list[str
         if column not in TYPELESS_COLUMNS or _documented(column, type_):
             continue
         [(values,)] = con.execute(
-            f'SELECT count("{column}") FROM extralt."{source}_captures"'
+            f'SELECT count("{column}") FROM {Target(source).captures}'
         ).fetchall()
         if values:
             wrong.append(f"{column} {type_}")

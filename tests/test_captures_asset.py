@@ -12,15 +12,17 @@ import pytest
 
 from extralt_dagster import build_extralt_assets
 from extralt_dagster.assets.captures import (
+    EXPORT_FOLDER_PREFIX,
+    _export_folder_prefix,
+    export_folder_owner,
+)
+from extralt_dagster.assets.checks import (
     CHECK_DRIFT,
     CHECK_EXTRACTED_AT,
     CHECK_HAS_CAPTURES,
     CHECK_PRICES,
     CHECK_RUN_COUNT,
     CHECK_UNIQUE_IDS,
-    EXPORT_FOLDER_PREFIX,
-    _export_folder_prefix,
-    export_folder_owner,
 )
 from extralt_dagster.naming import captures_asset_key
 

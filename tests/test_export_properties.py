@@ -32,13 +32,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from extralt_dagster import warehouse
-from extralt_dagster.assets.captures import (
+from extralt_dagster.assets.checks import (
     CHECK_DRIFT,
     CHECK_HAS_CAPTURES,
     CHECK_RUN_COUNT,
-    _check_results,
-    _metadata,
 )
+from extralt_dagster.assets.checks import check_results as _check_results
+from extralt_dagster.assets.metadata import captures_metadata as _metadata
 from extralt_dagster.emulator.datagen import CAPTURE_COLUMNS, read_captures
 from extralt_dagster.warehouse import RunRecord, Target, WarehouseError, WarehouseSchemaError
 from extralt_dagster.warehouse import quote as warehouse_quote

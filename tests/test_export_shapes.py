@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from extralt_dagster import ExtraltClient, build_extralt_assets, warehouse
-from extralt_dagster.assets.captures import (
+from extralt_dagster.assets.checks import (
     CHECK_DRIFT,
     CHECK_HAS_CAPTURES,
     CHECK_RUN_COUNT,

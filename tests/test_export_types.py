@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from extralt_dagster import build_extralt_assets, warehouse
-from extralt_dagster.assets.captures import CHECK_DRIFT, CHECK_EXTRACTED_AT
+from extralt_dagster.assets.checks import CHECK_DRIFT, CHECK_EXTRACTED_AT
 from extralt_dagster.emulator.datagen import write_captures
 from extralt_dagster.naming import captures_asset_key
 from extralt_dagster.warehouse import RunRecord, Target, load_export
@@ -448,7 +448,7 @@ def test_the_check_warns_and_the_metadata_counts(emulator, instance, tmp_path):
     check = {e.check_name: e for e in result.get_asset_check_evaluations()}[CHECK_EXTRACTED_AT]
     assert check.passed and check.severity == dg.AssetCheckSeverity.WARN
 
-    from extralt_dagster.assets.captures import _check_results
+    from extralt_dagster.assets.checks import check_results as _check_results
 
     rows = rows_of(normal_export(tmp_path, "run_9", 10, "parquet"))
     rows[0] = {**rows[0], "extracted_at": math.nan}

@@ -19,15 +19,15 @@ from ..api.errors import (
     ExtraltTimeoutError,
     ExtraltValidationError,
 )
-from ..api.models import CREDITS_PER_CAPTURE, ExportFormatName, ExtraltRun, RunStatus
+from ..api.models import ExportFormatName, ExtraltRun, RunStatus
 from ..api.run_handler import ExtraltRunHandler
 from ..naming import (
     DEFAULT_SCHEMA,
-    METADATA_PREFIX,
     RUN_POOL,
     WAREHOUSE_POOL,
     captures_asset_key,
     create_sent_tag,
+    metadata_key,
     run_asset_key,
     run_id_tag,
     run_ids_tag,
@@ -40,6 +40,7 @@ from ..spec import (
     SourceSpec,
 )
 from .captures import build_captures_asset
+from .metadata import RunMaterialization, latest_materialized_run_id, run_failure_metadata
 
 
 class ExtraltRunConfig(dg.Config):
@@ -139,22 +140,7 @@ def build_source_assets(
         pool=pool,
         description=description,
     )
-    captures_asset = build_captures_asset(
-        spec.name,
-        run_key=run_asset_key(spec.name),
-        schema=load.schema,
-        export_format=load.export_format,
-        group_name=spec.group,
-        retry_policy=retry_policy,
-        pool=captures_pool,
-        tags=spec.tags,
-        owners=spec.owners,
-        null_price_warn_ratio=load.null_price_warn_ratio,
-        duckdb_memory_limit=load.duckdb_memory_limit,
-        preserve_insertion_order=load.preserve_insertion_order,
-        lock_timeout_seconds=load.lock_timeout_seconds,
-        export_dir=load.export_dir,
-    )
+    captures_asset = build_captures_asset(spec, load, retry_policy=retry_policy, pool=captures_pool)
     return [run_asset, captures_asset]
 
 
@@ -184,7 +170,10 @@ def _build_run_asset(
         tags=dict(spec.tags or {}),
         owners=list(spec.owners or []),
         kinds={"extralt"},
-        metadata={"extralt/robot_id": spec.robot_id, "extralt/budget": spec.budget or 0},
+        metadata={
+            metadata_key("robot_id"): spec.robot_id,
+            metadata_key("budget"): spec.budget or 0,
+        },
     )
     def _run(
         context: dg.AssetExecutionContext, config: ExtraltRunConfig, extralt: ExtraltResource
@@ -324,13 +313,7 @@ class _RunStep:
         return {run_id for _, values in tags for value in values for run_id in value.split(",")}
 
     def _already_materialized(self, run_id: str) -> bool:
-        event = self.context.instance.get_latest_materialization_event(
-            run_asset_key(self.spec.name)
-        )
-        if event is None or event.asset_materialization is None:
-            return False
-        value = event.asset_materialization.metadata.get(f"{METADATA_PREFIX}run_id")
-        return value is not None and value.value == run_id
+        return latest_materialized_run_id(self.context.instance, self.spec.name) == run_id
 
     # --- finishing --------------------------------------------------------------------
 
@@ -382,34 +365,17 @@ class _RunStep:
     def _run_metadata(
         self, run: ExtraltRun, how: str, handler: ExtraltRunHandler
     ) -> dict[str, Any]:
-        md: dict[str, Any] = {
-            "run_id": run.id,
-            "dashboard_url": dg.MetadataValue.url(handler.dashboard_url),
-            "status": run.status.value,
-            "robot_id": run.robot_id or self.spec.robot_id,
-            "extracted": run.extracted,
-            "credits_spent": run.credits_spent,
-            "credits_per_capture": CREDITS_PER_CAPTURE,
-            "how": how,
-            "polls": handler.polls,
-            "run_document": dg.MetadataValue.json(dict(run.raw)),
-        }
-        optional = {
-            "robot_name": run.robot_name,
-            "budget": run.budget if run.budget is not None else self.spec.budget,
-            "duration_seconds": run.duration,
-            "in_queue": run.in_queue,
-            "created_at": run.created_at and dg.MetadataValue.timestamp(run.created_at),
-            "started_at": run.started_at and dg.MetadataValue.timestamp(run.started_at),
-        }
-        md.update({k: v for k, v in optional.items() if v is not None})
-        return {f"{METADATA_PREFIX}{k}": v for k, v in md.items()}
+        return RunMaterialization(
+            run=run,
+            how=how,
+            dashboard_url=handler.dashboard_url,
+            polls=handler.polls,
+            robot_id=run.robot_id or self.spec.robot_id,
+            budget=run.budget if run.budget is not None else self.spec.budget,
+        ).to_metadata()
 
     def _failure_metadata(self, handler: ExtraltRunHandler) -> dict[str, Any]:
-        return {
-            f"{METADATA_PREFIX}run_id": handler.run_id,
-            f"{METADATA_PREFIX}dashboard_url": dg.MetadataValue.url(handler.dashboard_url),
-        }
+        return run_failure_metadata(handler.run_id, handler.dashboard_url)
 
     # --- tags -------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ import pytest
 from dagster import DagsterRunStatus
 from playwright.sync_api import Page, expect
 
-from extralt_dagster.schedules import SOURCE_TAG, job_name, schedule_name
+from extralt_dagster.naming import SOURCE_TAG, job_name, schedule_name
 from extralt_dagster.sources import load_extralt_definitions
 
 from ..support import wait_until

@@ -18,7 +18,7 @@ import yaml
 from dagster_graphql import DagsterGraphQLClient
 
 from extralt_dagster.emulator import Emulator
-from extralt_dagster.schedules import job_name
+from extralt_dagster.naming import job_name
 
 from ..support import wait_until
 from .conftest import PROJECT, TERMINAL, serving_dagster
