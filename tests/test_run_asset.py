@@ -460,6 +460,30 @@ def test_a_recorded_failed_run_is_restarted_with_this_attempts_budget(emulator, 
     ) in event_log_text(instance)
 
 
+def test_a_source_without_a_budget_restarts_its_run_sending_no_budget(emulator, instance, tmp_path):
+    """The API's restart body is an optional `{"budget": int}`: no budget is no key, not null."""
+    emulator.set_faults(fail_runs=True)
+    with ExtraltClient(emulator.api_key, emulator.url) as client:
+        failed = client.create_run("rbt_shoes", budget=5)
+    emulator.clock.advance(60)
+    emulator.clear_faults()
+    result = dg.materialize(
+        [run_only()],
+        instance=instance,
+        resources=resources(emulator, tmp_path),
+        tags={run_id_tag("shoes"): failed},
+    )
+    md = materialization_metadata(result, run_asset_key("shoes"))
+    assert md["extralt/how"] == "restarted"
+    restarts = [
+        r
+        for r in emulator.requests
+        if (r.method, r.path) == (RESTART[0], f"/v0/extract/runs/{failed}/restart")
+    ]
+    assert [(r.status, r.body) for r in restarts] == [(202, b"")]
+    assert emulator.run(md["extralt/run_id"]).budget == 5  # the failed run's, not overridden
+
+
 def step_failures(result):
     return [e.step_failure_data for e in result.all_events if e.is_step_failure]
 
