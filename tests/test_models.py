@@ -160,3 +160,27 @@ def test_client_repr_hides_the_key_and_a_blank_key_is_refused_naming_the_variabl
             "No Extralt API key given. Set the EXTRALT_API_KEY environment variable "
             "(or pass api_key) to the key from your Extralt dashboard."
         )
+
+
+def test_the_error_tree_drawn_in_errors_py_is_the_class_tree():
+    """The docstring's drawing is the documentation of what to catch: it must stay true."""
+    import extralt_dagster
+    from extralt_dagster.api import errors
+
+    drawn: dict[str, str | None] = {}
+    parents: list[str] = []  # the class at each depth of the drawing
+    for line in errors.__doc__.splitlines():
+        match = re.match(r"^ {4}([│ ]*)(?:[├└]── )?(Extralt\w+)", line)
+        if not match:
+            continue
+        depth = len(match.group(1)) // 4 + ("──" in line)
+        del parents[depth:]
+        drawn[match.group(2)] = parents[-1] if parents else None
+        parents.append(match.group(2))
+    defined = {
+        name: cls.__bases__[0].__name__ if cls is not errors.ExtraltError else None
+        for name, cls in vars(errors).items()
+        if isinstance(cls, type) and issubclass(cls, errors.ExtraltError)
+    }
+    assert drawn == defined
+    assert set(defined) <= set(extralt_dagster.__all__)  # every class importable from the top
