@@ -657,11 +657,11 @@ def _table(source: str, kind: str) -> str:
 
 
 def _column_types(con: duckdb.DuckDBPyConnection, source: str) -> list[tuple[str, str]]:
-    schema, table = _table(source, "captures").split(".")
+    target = Target(source)
     return con.execute(
         "SELECT column_name, data_type FROM duckdb_columns() WHERE schema_name = ? "
         "AND table_name = ? ORDER BY column_index",
-        [schema, table],
+        [target.schema, target.table("captures")],
     ).fetchall()
 
 

@@ -237,7 +237,7 @@ def _prepare(job: _Job) -> tuple[list[tuple[str, _Type]] | None, _Plan]:
     conn.execute(f"CREATE TABLE IF NOT EXISTS {target.variants} ({variant_columns})")
     if job.caps.generated_columns:
         _migrate_variants_key(conn, target)
-    has_table = exists(conn, target, f"{target.source}_captures")
+    has_table = exists(conn, target, target.table("captures"))
     table_cols = _table_columns(conn, target.captures) if has_table else None
     file_cols = _export_columns(job, table_cols)
     if not file_cols:

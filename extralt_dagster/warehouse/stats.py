@@ -34,7 +34,7 @@ class WarehouseStats:
 def table_stats(conn: duckdb.DuckDBPyConnection, target: Target) -> WarehouseStats:
     """Row counts of ``target``'s objects; zeros before the first load."""
     target = bind(conn, target)
-    if not exists(conn, target, f"{target.source}_captures"):
+    if not exists(conn, target, target.table("captures")):
         # No capture loaded yet, but runs with none may be logged.
         runs = 0
         if exists(conn, target, "runs"):
@@ -142,7 +142,7 @@ def _column_types(conn: duckdb.DuckDBPyConnection, target: Target) -> tuple[tupl
         "SELECT column_name, data_type FROM duckdb_columns() "
         "WHERE database_name = ? AND schema_name = ? AND table_name = ? "
         "ORDER BY column_index",
-        [target.catalog or attached_catalog(conn), target.schema, f"{target.source}_captures"],
+        [target.catalog or attached_catalog(conn), target.schema, target.table("captures")],
     ).fetchall()
     return tuple((str(n), str(t)) for n, t in rows)
 

@@ -22,7 +22,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import duckdb
 
@@ -76,6 +76,10 @@ STORAGE_COMPATIBILITY_VERSION = "v1.2.0"
 OLDEST_READER = "1.2.0"
 
 
+#: The objects of one source, by kind (``Target.table``).
+TableKind = Literal["captures", "products", "variants", "runs"]
+
+
 # --- The names of one source's objects ---------------------------------------------------------
 
 
@@ -114,43 +118,43 @@ class Target:
         """Quoted ``catalog.schema.table`` for any table of the schema."""
         return f"{self.schema_sql}.{_q(table)}"
 
+    def table(self, kind: TableKind) -> str:
+        """The bare name of one of the source's objects: ``<source>_captures`` (history),
+        ``<source>_products`` (view), ``<source>_variants``; ``runs`` is the schema's run log."""
+        return "runs" if kind == "runs" else f"{self.source}_{kind}"
+
     @property
     def captures_in_schema(self) -> str:
         """Quoted ``source_captures`` alone: how the products view names its table. A view
         resolves a bare name in its own schema first, and DuckDB stores a view's catalog-
         qualified references without the catalog, which makes ``extralt.t`` ambiguous again
         when the catalog and the schema share a name."""
-        return _q(f"{self.source}_captures")
+        return _q(self.table("captures"))
 
     @property
     def captures(self) -> str:
         """Quoted ``schema.source_captures`` (history table)."""
-        return self.qualified(f"{self.source}_captures")
+        return self.qualified(self.table("captures"))
 
     @property
     def products(self) -> str:
         """Quoted ``schema.source_products`` (view)."""
-        return self.qualified(f"{self.source}_products")
+        return self.qualified(self.table("products"))
 
     @property
     def variants(self) -> str:
         """Quoted ``schema.source_variants`` (table)."""
-        return self.qualified(f"{self.source}_variants")
+        return self.qualified(self.table("variants"))
 
     @property
     def runs(self) -> str:
         """Quoted ``schema.runs`` (run log, shared by the schema's sources)."""
-        return self.qualified("runs")
+        return self.qualified(self.table("runs"))
 
     @property
     def table_names(self) -> dict[str, str]:
         """Plain dotted names, for display: captures, products, variants, runs."""
-        return {
-            "captures": f"{self.schema}.{self.source}_captures",
-            "products": f"{self.schema}.{self.source}_products",
-            "variants": f"{self.schema}.{self.source}_variants",
-            "runs": f"{self.schema}.runs",
-        }
+        return {kind: f"{self.schema}.{self.table(kind)}" for kind in get_args(TableKind)}
 
 
 # --- The database: a file, :memory: or md: ----------------------------------------------------
