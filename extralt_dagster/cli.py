@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from .warehouse import DEFAULT_SCHEMA
+
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -33,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     init.add_argument("home", nargs="?", help="the folder (default: $DAGSTER_HOME)")
     summary = sub.add_parser("summary", help="summarize an Extralt DuckDB warehouse")
     summary.add_argument("database", help="path of the DuckDB file")
-    summary.add_argument("--schema", default="extralt")
+    summary.add_argument("--schema", default=DEFAULT_SCHEMA)
     args = parser.parse_args(argv)
 
     if args.command == "demo":

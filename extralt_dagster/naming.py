@@ -15,6 +15,10 @@ METADATA_PREFIX = "extralt/"
 RUN_POOL = "extralt"
 WAREHOUSE_POOL = "duckdb"
 
+#: The asset group of every source unless configured, and the job of all sources together.
+DEFAULT_GROUP = KEY_PREFIX
+ALL_SOURCES_JOB = f"{KEY_PREFIX}_job"
+
 #: Run tags every run of a source's job carries, and a scheduled one also names its schedule.
 SOURCE_TAG = "extralt/source"
 SCHEDULE_TAG = "extralt/schedule"
@@ -76,7 +80,9 @@ COLUMNS_ADDED_KEY = metadata_key("columns_added")
 EXPORT_DAMAGE_KEY = metadata_key("export_damage")
 
 __all__ = [
+    "ALL_SOURCES_JOB",
     "COLUMNS_ADDED_KEY",
+    "DEFAULT_GROUP",
     "DEFAULT_SCHEMA",
     "EXPORT_DAMAGE_KEY",
     "HOW_KEY",

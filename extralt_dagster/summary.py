@@ -8,7 +8,9 @@ from pathlib import Path
 from . import warehouse
 
 
-def print_summary(database: str | Path, schema: str = "extralt", out=sys.stdout) -> int:
+def print_summary(
+    database: str | Path, schema: str = warehouse.DEFAULT_SCHEMA, out=sys.stdout
+) -> int:
     """Print sources, runs, captures, products, credits and the cheapest in-stock products.
 
     Returns 0 when there is data to show, 1 otherwise (so `make demo` fails on an empty load).
