@@ -206,16 +206,24 @@ _CHECKS: dict[str, Callable[[Any, str], Any]] = {
 }
 
 
+#: The fields where None means "unset" and passes; a None name, robot or schema is a mistake.
+_NONE_IS_UNSET = frozenset(
+    {"start_urls", "budget", "poll_timeout_seconds", "lock_timeout_seconds", "cron", "timezone"}
+    | {"group", "owners"}
+)
+
+
 def check_fields(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Each value through its field's check, in order; None means unset and passes.
+    """Each value through its field's check, in order.
 
     Raises the first `ExtraltValidationError`, naming the field as `prefix` + its YAML name
     (`config.budget`, `schema`)."""
     checked = {}
     for field_name, value in values.items():
         check = _CHECKS.get(field_name)
+        unset = value is None and field_name in _NONE_IS_UNSET
         label = prefix + field_name.rstrip("_")
-        checked[field_name] = value if value is None or check is None else check(value, label)
+        checked[field_name] = value if unset or check is None else check(value, label)
     return checked
 
 
@@ -229,8 +237,9 @@ class _Strict(BaseModel):
     @field_validator("*")
     @classmethod
     def _check(cls, v: Any, info: ValidationInfo) -> Any:
+        # A None got here through the field's type: an optional field left unset.
         assert info.field_name is not None
-        return check_fields({info.field_name: v})[info.field_name]
+        return v if v is None else check_fields({info.field_name: v})[info.field_name]
 
 
 class SourceDefaults(_Strict):
