@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from .api.errors import ExtraltAuthError, ExtraltError
 from .api.models import DEFAULT_BASE_URL, is_loopback, validate_base_url
 from .assets.run import build_source_assets
-from .naming import captures_asset_key, run_asset_key
+from .naming import ALL_SOURCES_JOB, captures_asset_key, run_asset_key
 from .resource import ExtraltResource
 from .schedules import source_job, source_schedule
 from .spec import DuplicateNameError, ExtraltSources, SourceDefaults, SourceSpec
@@ -32,7 +32,6 @@ API_KEY_ENV = "EXTRALT_API_KEY"
 BASE_URL_ENV = "EXTRALT_BASE_URL"
 DUCKDB_PATH_ENV = "EXTRALT_DUCKDB_PATH"
 DEFAULT_DUCKDB_PATH = os.path.join("data", "warehouse.duckdb")
-ALL_SOURCES_JOB = "extralt_job"
 #: Where `extralt-dagster emulator` listens, and the demo key it accepts (the same value as
 #: `extralt_dagster.emulator.DEMO_API_KEY`, kept here so loading never imports the server).
 EMULATOR_URL = "http://127.0.0.1:8765"

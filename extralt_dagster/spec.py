@@ -41,7 +41,7 @@ from .api.models import (
     validate_robot_id,
     validate_start_urls,
 )
-from .naming import DEFAULT_SCHEMA
+from .naming import DEFAULT_GROUP, DEFAULT_SCHEMA
 
 DEFAULT_LOCK_TIMEOUT_SECONDS = 60.0
 DEFAULT_NULL_PRICE_WARN_RATIO = 0.05
@@ -250,7 +250,7 @@ class SourceDefaults(_Strict):
         alias="schema",
         description="DuckDB schema of every source that sets none.",
     )
-    group: str | None = Field(default="extralt", description="Dagster asset group.")
+    group: str | None = Field(default=DEFAULT_GROUP, description="Dagster asset group.")
     timezone: str = Field(
         default=DEFAULT_TIMEZONE, description="Time zone of the sources' cron schedules."
     )
