@@ -7,7 +7,7 @@ from pydantic import Field, PrivateAttr
 
 from .api.client import ExtraltClient
 from .api.errors import ExtraltAuthError
-from .api.models import DEFAULT_BASE_URL, validate_base_url
+from .api.models import DEFAULT_BASE_URL
 from .api.run_handler import PollSettings
 
 DEFAULT_POLL_TIMEOUT_SECONDS = 6 * 3600.0
@@ -94,8 +94,7 @@ class ExtraltResource(dg.ConfigurableResource):
                 "ExtraltResource.api_key is empty. Set EXTRALT_API_KEY to your Extralt API key "
                 "(or run the local emulator: see the README)."
             )
-        validate_base_url(self.base_url)
-        return ExtraltClient(
+        return ExtraltClient(  # which checks base_url before any request
             self.api_key,
             self.base_url,
             timeout=self.request_timeout_seconds,
