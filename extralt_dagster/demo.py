@@ -18,6 +18,7 @@ import dagster as dg
 from .api.models import TERMINAL_STATUSES
 from .emulator import DEMO_API_KEY, Emulator
 from .instance import INSTANCE_YAML
+from .warehouse import DEFAULT_DUCKDB_PATH, ensure_folder
 
 DEMO_SPEED = 10.0  # a 300-capture demo run takes ~2 s instead of ~17 s
 DEMO_COMMAND = ("asset", "materialize", "-m", "extralt_dagster.definitions", "--select", "*")
@@ -124,7 +125,7 @@ def _copy(source: IO[str], log: TextIO) -> None:
 
 def run_demo(project: Path, *, port: int = 0, speed: float = DEMO_SPEED) -> int:
     duckdb_path = (project / "data" / "demo.duckdb").resolve()
-    duckdb_path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_folder(duckdb_path)
     log_path = duckdb_path.with_name("demo.log")
     with Emulator(port=port, speed=speed) as emulator:
         print(f"Extralt emulator on {emulator.url} (demo key, clock x{speed:g})", flush=True)
@@ -194,8 +195,8 @@ def second_shell_lines(shared: dict[str, str], *, select: str = "extralt/shoes/r
 
 def run_dev(project: Path, *, port: int = 8765, speed: float = DEMO_SPEED) -> int:
     """Emulator in this process, `dagster dev` in its own process group; both end together."""
-    duckdb_path = (project / "data" / "warehouse.duckdb").resolve()
-    duckdb_path.parent.mkdir(parents=True, exist_ok=True)
+    duckdb_path = (project / DEFAULT_DUCKDB_PATH).resolve()
+    ensure_folder(duckdb_path)
     with Emulator(port=port, speed=speed) as emulator:
         print(f"Extralt emulator on {emulator.url} (demo key, clock x{speed:g})", flush=True)
         shared = shared_env(emulator, project, duckdb_path)

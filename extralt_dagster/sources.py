@@ -27,11 +27,11 @@ from .naming import ALL_SOURCES_JOB, captures_asset_key, run_asset_key
 from .resource import ExtraltResource
 from .schedules import source_job, source_schedule
 from .spec import DuplicateNameError, ExtraltSources, SourceDefaults, SourceSpec
+from .warehouse import DEFAULT_DUCKDB_PATH, ensure_folder
 
 API_KEY_ENV = "EXTRALT_API_KEY"
 BASE_URL_ENV = "EXTRALT_BASE_URL"
 DUCKDB_PATH_ENV = "EXTRALT_DUCKDB_PATH"
-DEFAULT_DUCKDB_PATH = os.path.join("data", "warehouse.duckdb")
 #: Where `extralt-dagster emulator` listens, and the demo key it accepts (the same value as
 #: `extralt_dagster.emulator.DEMO_API_KEY`, kept here so loading never imports the server).
 EMULATOR_URL = "http://127.0.0.1:8765"
@@ -223,10 +223,8 @@ def resolve_connection(
 
 
 def _duckdb_path(explicit: str | None) -> str:
-    path = explicit or os.environ.get(DUCKDB_PATH_ENV) or DEFAULT_DUCKDB_PATH
-    if path != ":memory:" and not path.startswith("md:"):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)  # DuckDB won't create folders
-    return path
+    # DuckDB creates no folders: a first load into data/warehouse.duckdb needs data/.
+    return ensure_folder(explicit or os.environ.get(DUCKDB_PATH_ENV) or DEFAULT_DUCKDB_PATH)
 
 
 # --- Error messages ------------------------------------------------------------------------
