@@ -272,17 +272,17 @@ def _migrate_variants_key(conn: duckdb.DuckDBPyConnection, target: Target) -> No
     row = conn.execute(
         "SELECT sql FROM duckdb_tables() WHERE database_name = ? AND schema_name = ? "
         "AND table_name = ?",
-        [target.catalog, target.schema, f"{target.source}_variants"],
+        [target.catalog, target.schema, target.table("variants")],
     ).fetchone()
     if row is None or "nullif" in str(row[0]).lower():
         return
-    rebuilt = target.qualified(f"{target.source}_variants__rekeyed")
+    rebuilt = target.qualified(f"{target.table('variants')}__rekeyed")
     stored = [n for n, _ in VARIANT_COLUMNS if n != "product_key"]
     names = ", ".join(_q(n) for n in stored)
     conn.execute(f"CREATE TABLE {rebuilt} ({_ddl_columns(VARIANT_COLUMNS)})")
     conn.execute(f"INSERT INTO {rebuilt} ({names}) SELECT {names} FROM {target.variants}")
     conn.execute(f"DROP TABLE {target.variants}")
-    conn.execute(f"ALTER TABLE {rebuilt} RENAME TO {_q(f'{target.source}_variants')}")
+    conn.execute(f"ALTER TABLE {rebuilt} RENAME TO {_q(target.table('variants'))}")
 
 
 def _evolve(job: _Job, plan: _Plan) -> None:

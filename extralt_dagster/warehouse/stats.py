@@ -46,7 +46,7 @@ def table_stats(conn: duckdb.DuckDBPyConnection, target: Target) -> WarehouseSta
     cols = {n.lower(): t for n, t in _table_columns(conn, target.captures)}
     variants = (
         f"(SELECT count(*) FROM {target.variants})"
-        if exists(conn, target, f"{target.source}_variants")
+        if exists(conn, target, target.table("variants"))
         else "0"
     )
     has_runs = exists(conn, target, "runs")
