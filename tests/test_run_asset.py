@@ -1,15 +1,23 @@
 """The `run` asset, through real Dagster materializations against the emulator over HTTP."""
 
 import importlib
+import os
+import signal
 import threading
 
 import dagster as dg
 import pytest
 
-from extralt_dagster import ExtraltClient, ExtraltValidationError, build_extralt_assets
+from extralt_dagster import (
+    ExtraltClient,
+    ExtraltResource,
+    ExtraltValidationError,
+    build_extralt_assets,
+)
 from extralt_dagster.naming import run_asset_key, run_id_tag, run_ids_tag
 
 from .support import (
+    FAST_POLL,
     event_log_text,
     failure_messages,
     materialization_metadata,
@@ -95,12 +103,18 @@ def test_with_stop_on_timeout_off_a_poll_timeout_leaves_the_run_alone(emulator, 
     assert run_id in message and "it was NOT stopped" in message
 
 
-def stop_once_running(emulator):
-    """Stop the only run, as a person would on the dashboard, once it is running."""
+def stop_once_running(emulator, *, clear_faults=False):
+    """Stop the only run, as a person would on the dashboard, once it is running.
+
+    `clear_faults` clears the faults first (a run's marks are set when it is created, so this
+    one still never finishes): a run restarted after the stop would then complete, and a
+    wrongly retried step ends at once instead of waiting on a stalled run."""
 
     def stop():
         run_id = wait_until(lambda: next(iter(emulator.runs), None), what="a run")
         wait_until(lambda: emulator.run(run_id).status == "running", what="running")
+        if clear_faults:
+            emulator.clear_faults()
         emulator.stop_run_externally(run_id)
 
     thread = threading.Thread(target=stop)
@@ -330,23 +344,34 @@ def test_asset_declares_kinds_pool_and_description():
     assert asset.op.pool == "extralt"
 
 
+@pytest.mark.parametrize(
+    "start_urls", [None, ["https://shoes.example/c/sale"]], ids=["robot_urls", "own_urls"]
+)
 def test_retry_after_an_ambiguous_create_adopts_the_run_instead_of_paying_twice(
-    emulator, instance, tmp_path
+    emulator, instance, tmp_path, start_urls
 ):
     # The create lands but answers 502, and the client's own look-up fails too (2 tries):
-    # the step fails. Its retry must find the run through the recorded create time.
+    # the step fails. Its retry must find the run through the recorded create time, matching
+    # it on robot, budget and start URLs.
     emulator.set_faults(
         error_status=502, error_count=3, error_after_handling=True, match="* /v0/extract/runs"
     )
-    asset = run_only(budget=20, retry_policy=dg.RetryPolicy(max_retries=1))
+    asset = run_only(budget=20, start_urls=start_urls, retry_policy=dg.RetryPolicy(max_retries=1))
     result = dg.materialize(
         [asset], instance=instance, resources=resources(emulator, tmp_path, max_retries=1)
     )
     assert result.success
     assert emulator.count_requests(*CREATE) == 1 and len(emulator.runs) == 1
+    [run_id] = list(emulator.runs)
+    assert emulator.run(run_id).start_urls == start_urls
     md = materialization_metadata(result, run_asset_key("shoes"))
-    assert md["extralt/how"] == "adopted"
-    assert md["extralt/run_id"] in emulator.runs
+    assert (md["extralt/how"], md["extralt/run_id"]) == ("adopted", run_id)
+    tags = instance.get_run_by_id(result.run_id).tags
+    assert (tags[run_id_tag("shoes")], tags[run_ids_tag("shoes")]) == (run_id, run_id)
+    assert (
+        "A previous attempt's create request timed out after reaching Extralt; adopting run "
+        f"{run_id} instead of starting a second one."
+    ) in event_log_text(instance)
 
 
 def test_an_ambiguous_create_never_adopts_a_run_an_earlier_materialization_restarted_away(
@@ -488,11 +513,15 @@ def step_failures(result):
     return [e.step_failure_data for e in result.all_events if e.is_step_failure]
 
 
+def step_retries(result):
+    return [e for e in result.all_events if e.is_step_up_for_retry]
+
+
 def test_a_run_stopped_outside_dagster_fails_once_naming_it_with_its_metadata(
     emulator, instance, tmp_path
 ):
     emulator.set_faults(never_finish=True)
-    stopper = stop_once_running(emulator)
+    stopper = stop_once_running(emulator, clear_faults=True)
     result = dg.materialize(
         [run_only(budget=20, retry_policy=dg.RetryPolicy(max_retries=2))],
         instance=instance,
@@ -500,8 +529,13 @@ def test_a_run_stopped_outside_dagster_fails_once_naming_it_with_its_metadata(
         raise_on_error=False,
     )
     stopper.join()
-    [failure] = step_failures(result)  # not retried: a retry cannot un-stop it
+    # Not retried: a retry would restart the run someone stopped, and pay for it again.
+    [failure] = step_failures(result)
+    assert step_retries(result) == []
     [run_id] = list(emulator.runs)
+    assert emulator.run(run_id).status == "stopped"
+    assert emulator.count_requests(*CREATE) == 1 and emulator.count_requests(*RESTART) == 0
+    assert emulator.count_requests(*STOP) == 0  # already stopped: nothing to stop
     extracted = emulator.run(run_id).extracted
     assert failure.error.message.strip().endswith(
         f"Extralt run {run_id} was stopped outside Dagster after {extracted} captures. See "
@@ -588,3 +622,187 @@ def test_a_create_that_fails_says_what_a_retry_will_do(make_emulator, instance, 
         "recorded, so a retry looks for one this request may have started before it creates "
         "another."
     ) in message
+
+
+# --- Guards found by `make mutate` (TESTING.md, run_step) ------------------------------------
+
+
+def failure_metadata(failure):
+    return {k: v.value for k, v in failure.user_failure_data.metadata.items()}
+
+
+def test_a_retry_reuses_a_run_completed_on_the_sources_first_materialization(
+    make_emulator, instance, tmp_path
+):
+    """The first attempt's polls fail past the client's bound while its run completes; the
+    source was never materialized, so nothing says the run was loaded already: the retry
+    materializes it instead of paying for another."""
+    # 20 captures take 3 s of emulated time, 30 us of real time: done long before the two
+    # failed polls and the step's retry are over.
+    emulator = make_emulator(speed=100_000)
+    emulator.set_faults(error_status=503, error_count=2, match="GET /v0/extract/runs/*")
+    asset = run_only(budget=20, retry_policy=dg.RetryPolicy(max_retries=1))
+    result = dg.materialize(
+        [asset], instance=instance, resources=resources(emulator, tmp_path, max_retries=1)
+    )
+    assert result.success
+    assert len(step_retries(result)) == 1
+    [run_id] = list(emulator.runs)
+    assert emulator.count_requests(*CREATE) == 1
+    assert emulator.count_requests(*RESTART) == 0 and emulator.count_requests(*STOP) == 0
+    md = materialization_metadata(result, run_asset_key("shoes"))
+    assert (md["extralt/how"], md["extralt/run_id"], md["extralt/extracted"]) == (
+        "reused",
+        run_id,
+        20,
+    )
+    text = event_log_text(instance)
+    assert f"Leaving Extralt run {run_id} running: the step's retry will resume it." in text
+    assert f"Extralt run {run_id} already completed; materializing it." in text
+
+
+@pytest.mark.parametrize("emulator", [{"speed": 0}], indirect=True)
+def test_a_poll_timeout_is_not_retried_and_its_failure_names_the_run(emulator, instance, tmp_path):
+    """A retry of a timed-out step would restart the run the timeout just stopped: paying
+    again for a run that already took too long. The failure names the run in its metadata."""
+    result = dg.materialize(
+        [run_only(budget=20, retry_policy=dg.RetryPolicy(max_retries=2))],
+        instance=instance,
+        resources=resources(emulator, tmp_path),
+        run_config={"ops": {"extralt__shoes__run": {"config": {"poll_timeout_seconds": 0.05}}}},
+        raise_on_error=False,
+    )
+    assert not result.success
+    [failure] = step_failures(result)
+    assert step_retries(result) == []
+    [run_id] = list(emulator.runs)
+    assert (
+        f"Extralt run {run_id} was still starting after 0s (poll_timeout_seconds); it was "
+        "stopped so it spends no more credits. 0 captures were extracted. See "
+        f"{emulator.url}/runs/{run_id}"
+    ) in failure.error.message
+    assert failure_metadata(failure) == {
+        "extralt/run_id": run_id,
+        "extralt/dashboard_url": f"{emulator.url}/runs/{run_id}",
+    }
+    assert emulator.run(run_id).status == "stopped"
+    assert emulator.count_requests(*CREATE) == 1 and emulator.count_requests(*STOP) == 1
+    assert emulator.count_requests(*RESTART) == 0
+
+
+#: A stop that fails asks for a retry in 2 s: more than the step's 1.5 s stop bound, well
+#: inside the client's 300 s retry budget. Within the bound, the stop is sent once.
+FAILING_STOP = {"error_status": 503, "error_count": 100, "retry_after": 2, "match": "POST */stop"}
+STOP_BOUND = {"max_retries": 1, "stop_timeout_seconds": 1.5}
+
+
+def interrupt_once_polled(emulator, instance, polls):
+    """Terminate the Dagster run once its step has read the run `polls` times: marked
+    canceling, then interrupted, as the run launcher does; in process the interrupt is a
+    SIGINT, which Dagster raises in the step as DagsterExecutionInterruptedError."""
+
+    def interrupt():
+        run_id = wait_until(lambda: next(iter(emulator.runs), None), what="a run")
+        wait_until(
+            lambda: emulator.count_requests("GET", f"/v0/extract/runs/{run_id}") >= polls,
+            what=f"{polls} reads of the run",
+        )
+        [dagster_run] = instance.get_runs()
+        instance.report_run_canceling(dagster_run)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    thread = threading.Thread(target=interrupt)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("emulator", [{"speed": 0}], indirect=True)
+def test_a_terminated_step_stops_its_run_within_stop_timeout_seconds(emulator, instance, tmp_path):
+    emulator.set_faults(**FAILING_STOP)
+    interrupter = interrupt_once_polled(emulator, instance, polls=2)
+    result = dg.materialize(
+        [run_only(budget=20)],
+        instance=instance,
+        resources=resources(emulator, tmp_path, **STOP_BOUND),
+        raise_on_error=False,
+    )
+    interrupter.join()
+    assert not result.success
+    assert instance.get_run_by_id(result.run_id).status == dg.DagsterRunStatus.CANCELED
+    [run_id] = list(emulator.runs)
+    assert emulator.count_requests(*STOP) == 1
+    assert emulator.run(run_id).status == "starting"  # the stop failed; the clock is frozen
+    text = event_log_text(instance)
+    assert f"Dagster run terminated; stopping Extralt run {run_id}" in text
+    assert f"Could not stop Extralt run {run_id} (ExtraltServerError: " in text
+
+
+@pytest.mark.parametrize("emulator", [{"speed": 0}], indirect=True)
+def test_the_stop_after_a_last_failed_attempt_is_bounded_by_stop_timeout_seconds(
+    emulator, instance, tmp_path
+):
+    """The recorded run (as a re-execution carries it) reports a status this client does not
+    know: the step fails with no retry left, and stops the run within its bound."""
+    with ExtraltClient(emulator.api_key, emulator.url) as client:
+        run_id = client.create_run("rbt_shoes", budget=20)
+    emulator.force_status(run_id, "paused")
+    emulator.set_faults(**FAILING_STOP)
+    result = dg.materialize(
+        [run_only(budget=20)],
+        instance=instance,
+        resources=resources(emulator, tmp_path, **STOP_BOUND),
+        tags={run_id_tag("shoes"): run_id},
+        raise_on_error=False,
+    )
+    [failure] = step_failures(result)
+    assert f"unknown run status 'paused' for run {run_id}" in failure.error.to_string()
+    assert emulator.count_requests(*STOP) == 1
+    assert emulator.count_requests(*CREATE) == 1  # the test's own: the step made none
+    text = event_log_text(instance)
+    assert (
+        f"Stopping Extralt run {run_id}: this step failed and no retry is left. Re-executing "
+        "it restarts the run."
+    ) in text
+    assert f"Could not stop Extralt run {run_id} (ExtraltServerError: " in text
+
+
+def shoes_job():
+    """For `dg.reconstructable`: a real re-execution (`dg.execute_job`) rebuilds its job. In
+    process, so it takes no subprocess; the resource reads the emulator from the environment."""
+    asset = run_only(budget=20)
+    extralt = ExtraltResource(
+        api_key=dg.EnvVar("EXTRALT_API_KEY"), base_url=os.environ["EXTRALT_BASE_URL"], **FAST_POLL
+    )
+    job = dg.define_asset_job(
+        "extract_shoes", selection=[asset.key], executor_def=dg.in_process_executor
+    )
+    defs = dg.Definitions(assets=[asset], jobs=[job], resources={"extralt": extralt})
+    return defs.resolve_job_def("extract_shoes")
+
+
+def test_a_reexecution_finds_its_parents_run_without_copied_tags(
+    emulator, instance, tmp_path, monkeypatch
+):
+    """`dg.execute_job` does not copy the parent's tags into a re-execution: the step walks
+    the parent chain to the run it owns, and restarts it rather than paying for a new one."""
+    monkeypatch.setenv("EXTRALT_API_KEY", emulator.api_key)
+    monkeypatch.setenv("EXTRALT_BASE_URL", emulator.url)
+    job = dg.reconstructable(shoes_job)
+    emulator.set_faults(fail_runs=True)
+    with dg.execute_job(job, instance=instance) as first:
+        assert not first.success
+    [failed_id] = list(emulator.runs)
+    assert emulator.run(failed_id).status == "failed"
+
+    emulator.clear_faults()
+    options = dg.ReexecutionOptions.from_failure(first.run_id, instance)
+    with dg.execute_job(job, instance=instance, reexecution_options=options) as second:
+        assert second.success
+        second_run = instance.get_run_by_id(second.run_id)
+        assert second_run.parent_run_id == first.run_id
+        md = materialization_metadata(second, run_asset_key("shoes"))
+    [new_id] = [r for r in emulator.runs if r != failed_id]
+    assert (md["extralt/how"], md["extralt/run_id"]) == ("restarted", new_id)
+    assert emulator.run(new_id).restarted_from == failed_id
+    assert emulator.count_requests(*CREATE) == 1 and emulator.count_requests(*RESTART) == 1
+    assert second_run.tags[run_id_tag("shoes")] == new_id

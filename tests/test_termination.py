@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from dagster import DagsterRunStatus
+from dagster import DagsterInstance, DagsterRunStatus
 from dagster_graphql import DagsterGraphQLClient
 
 from .processes import end_group, free_port, http_ok, start_group
-from .support import wait_until
+from .support import event_log_text, wait_until
 
 HERE = Path(__file__).parent
 
@@ -64,7 +64,7 @@ def webserver(emulator, tmp_path):
         end_group(proc)
 
 
-def test_terminating_the_dagster_run_stops_the_extralt_run(emulator, webserver):
+def test_terminating_the_dagster_run_stops_the_extralt_run(emulator, webserver, tmp_path):
     emulator.set_faults(never_finish=True)
     run_id = webserver.submit_job_execution("extract_shoes")
     extralt_id = wait_until(lambda: next(iter(emulator.runs), None), timeout=120, what="create")
@@ -85,3 +85,8 @@ def test_terminating_the_dagster_run_stops_the_extralt_run(emulator, webserver):
     assert emulator.run(extralt_id).status == "stopped"
     assert emulator.count_requests("POST", "/v0/extract/runs/*/stop") == 1
     assert emulator.count_requests("POST", "/v0/extract/runs") == 1
+    # The step said why it stopped the run (the webserver's instance: its DAGSTER_HOME).
+    with DagsterInstance.from_config(str(tmp_path / "dagster_home")) as instance:
+        text = event_log_text(instance)
+    assert f"Dagster run terminated; stopping Extralt run {extralt_id}" in text
+    assert f"Stopped Extralt run {extralt_id}" in text
