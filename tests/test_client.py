@@ -710,3 +710,42 @@ def test_an_ambiguous_create_says_so_in_a_note_and_keeps_its_own_message(client,
         "The create request may still start a run; none was found yet, so it was not re-sent. "
         "A later attempt should call find_started_run() first (the Dagster asset does)."
     ]
+
+
+def test_an_ambiguous_create_whose_look_up_fails_says_a_run_may_have_started(
+    client, emulator, sleeps
+):
+    # The create lands and answers 502; every look-up answers 502 too.
+    emulator.set_faults(
+        error_status=502, error_count=100, error_after_handling=True, match="* /v0/extract/runs"
+    )
+    with pytest.raises(ExtraltAPIError) as info:
+        client.create_run("rbt_shoes", budget=5)
+    assert str(info.value) == (
+        "Creating a run for robot rbt_shoes failed ambiguously (HTTP 502) and the follow-up "
+        "look-up failed too (ExtraltServerError). A run may have started: check the Extralt "
+        "dashboard before retrying."
+    )
+    assert isinstance(info.value.__cause__, ExtraltServerError)
+    assert emulator.count_requests(*CREATE) == 1 and len(emulator.runs) == 1
+
+
+def test_adopting_the_run_an_ambiguous_create_started_is_logged_naming_it(client, emulator, caplog):
+    emulator.set_faults(
+        error_status=502, error_count=1, error_after_handling=True, match="POST /v0/extract/runs"
+    )
+    with caplog.at_level(logging.WARNING, logger="extralt_dagster.client"):
+        run_id = client.create_run("rbt_shoes", budget=5)
+    assert [r.getMessage() for r in caplog.records if r.name == "extralt_dagster.client"] == [
+        f"Create request for robot rbt_shoes failed ambiguously (HTTP 502); adopting run "
+        f"{run_id} that it had already started instead of paying for a second run."
+    ]
+
+
+def test_an_ambiguous_create_with_start_urls_adopts_the_run_of_those_urls(client, emulator):
+    emulator.set_faults(
+        error_status=502, error_count=1, error_after_handling=True, match="POST /v0/extract/runs"
+    )
+    run_id = client.create_run("rbt_shoes", URLS, budget=5)
+    assert list(emulator.runs) == [run_id]
+    assert emulator.count_requests(*CREATE) == 1
