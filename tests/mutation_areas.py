@@ -47,6 +47,9 @@ AREAS: dict[str, list[str]] = {
         f"{_A}xǁ_RunStepǁ_on_unexpected_failure__mutmut_*",
         f"{_A}xǁ_RunStepǁ_recorded__mutmut_*",
         f"{_A}xǁ_RunStepǁ_record__mutmut_*",
+        # What _already_materialized asks: the run id of the source's newest materialization.
+        "extralt_dagster.assets.metadata.x_latest_materialized_run_id__mutmut_*",
+        "extralt_dagster.assets.metadata.x__latest_run_metadata__mutmut_*",
     ],
     "poll_loop": ["extralt_dagster.api.run_handler.*"],
     # load_export and the load's steps (one function each; `_load` runs them in order).
@@ -78,7 +81,7 @@ AREAS: dict[str, list[str]] = {
 #: The files each area mutates (a list when its functions span several).
 MODULES: dict[str, str | list[str]] = {
     "client": ["extralt_dagster/api/client.py", "extralt_dagster/api/transport.py"],
-    "run_step": "extralt_dagster/assets/run.py",
+    "run_step": ["extralt_dagster/assets/run.py", "extralt_dagster/assets/metadata.py"],
     "poll_loop": "extralt_dagster/api/run_handler.py",
     "warehouse_load": "extralt_dagster/warehouse/load.py",
     "schedules": "extralt_dagster/schedules.py",
