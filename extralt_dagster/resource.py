@@ -9,6 +9,7 @@ from .api.client import ExtraltClient
 from .api.errors import ExtraltAuthError
 from .api.models import DEFAULT_BASE_URL
 from .api.run_handler import PollSettings
+from .api.transport import RetryPolicy
 
 DEFAULT_POLL_TIMEOUT_SECONDS = 6 * 3600.0
 
@@ -25,16 +26,24 @@ class ExtraltResource(dg.ConfigurableResource):
     )
     request_timeout_seconds: float = Field(default=30.0, gt=0, description="Per-request timeout.")
     max_retries: int = Field(
-        default=5, ge=0, description="Retries of connect/read errors, 429 and 5xx per request."
+        default=RetryPolicy.max_retries,
+        ge=0,
+        description="Retries of connect/read errors, 429 and 5xx per request.",
     )
     retry_backoff_seconds: float = Field(
-        default=1.0, gt=0, description="Base of the exponential backoff (full jitter) for 5xx."
+        default=RetryPolicy.backoff_seconds,
+        gt=0,
+        description="Base of the exponential backoff (full jitter) for 5xx.",
     )
     rate_limit_backoff_seconds: float = Field(
-        default=15.0, gt=0, description="First wait after a 429 without Retry-After (doubles)."
+        default=RetryPolicy.rate_limit_backoff_seconds,
+        gt=0,
+        description="First wait after a 429 without Retry-After (doubles).",
     )
     retry_timeout_seconds: float = Field(
-        default=300.0, gt=0, description="Upper bound on the time one request may spend retrying."
+        default=RetryPolicy.retry_timeout_seconds,
+        gt=0,
+        description="Upper bound on the time one request may spend retrying.",
     )
     poll_interval_seconds: float = Field(
         default=10.0, gt=0, description="Longest wait between polls (the API's advice: 10 s)."
