@@ -55,6 +55,7 @@ from .export import (
     _reader,
     _unreadable,
 )
+from .latest import maintain_latest
 from .quote import _lit, _q
 from .records import LoadResult, RunRecord
 from .schema import _holds_no_value, _table_columns, _Type
@@ -63,7 +64,6 @@ from .sql import (
     META_COLUMN_TYPES,
     VARIANT_COLUMNS,
     _ddl_columns,
-    _products_view_sql,
     _variant_columns,
     _variants_insert_sql,
 )
@@ -218,7 +218,7 @@ def _load(job: _Job, started: float) -> LoadResult:
     if has_history:
         _products(job, cols)
     _run_log(job, rows)
-    clock.lap("products_view_and_run_log")
+    clock.lap("products_and_run_log")
     checks = _run_checks(job.conn, job.target, cols, job.run.run_id) if has_history else _Checks()
     result = _result(job, plan, table_cols, rows, variants_for_run, checks, has_history)
     clock.lap("checks")
@@ -345,17 +345,20 @@ def _variants(job: _Job, cols: Mapping[str, _Type], rows: int) -> int:
     insert = _variants_insert_sql(job.target, cols, job.caps)
     if insert is None or not rows:
         return 0
-    inserted = conn.execute(insert, [run_id, run_id]).fetchone()
+    inserted = conn.execute(insert, [run_id]).fetchone()
     return int(inserted[0]) if inserted else 0
 
 
 def _products(job: _Job, cols: Mapping[str, _Type]) -> None:
-    """Products: the view follows history's columns, so it is re-created on every load."""
-    if not job.caps.views:
-        raise WarehouseError(
-            f"Catalog {job.target.catalog!r} cannot hold views, and the products view is one."
-        )
-    job.conn.execute(_products_view_sql(job.target, cols))
+    """Products and current offers: the keys this run changed (``latest``)."""
+    maintain_latest(
+        job.conn,
+        job.target,
+        job.caps,
+        cols,
+        job.run.run_id,
+        include_variants=job.include_variants,
+    )
 
 
 def _run_log(job: _Job, rows: int) -> None:

@@ -86,7 +86,7 @@ class LoadResult:
     load_seconds: float
     #: Up to 5 captures of the run: title, brand, min_price, currency, available.
     preview: tuple[dict[str, Any], ...] = field(default=())
-    #: Seconds per step: prepare, history, variants, products_view_and_run_log, checks, commit.
+    #: Seconds per step: prepare, history, variants, products_and_run_log, checks, commit.
     phase_seconds: Mapping[str, float] = field(default_factory=dict)
     table_names: Mapping[str, str] = field(default_factory=dict)
     #: The DuckDB catalog loaded into (named after the file): ``catalog.schema.table`` always

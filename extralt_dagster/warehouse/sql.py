@@ -136,11 +136,19 @@ def _product_key_expr(cols: Mapping[str, _Type]) -> str:
 
 
 def _variants_insert_sql(
-    target: Target, cols: Mapping[str, _Type], caps: Capabilities
+    target: Target,
+    cols: Mapping[str, _Type],
+    caps: Capabilities,
+    *,
+    into: str | None = None,
+    source: str | None = None,
+    where: str = "run_id = ?",
 ) -> str | None:
-    """INSERT of this run's variant offers (two ``?``, both the run id), or None when history
-    has no list-of-struct ``variants`` column to flatten. Reads history, not the export: the
-    rows just inserted, found by ``run_id``."""
+    """INSERT of the variant offers of ``source``'s rows matching ``where`` (by default
+    history's rows of one run, one ``?``) into ``into`` (the variants table unless given), or
+    None when history has no list-of-struct ``variants`` column to flatten. Reads history, not
+    the export: the rows just inserted. ``source`` may be the products table, whose columns
+    are history's."""
     vtype = cols.get("variants")
     if vtype is None or vtype.kind != "list" or vtype.child.kind != "struct":
         return None
@@ -152,11 +160,11 @@ def _variants_insert_sql(
     if not caps.generated_columns:
         final.append(f"{_key_sql('product_id', 'url')} AS product_key")
     return (
-        f"INSERT INTO {target.variants} BY NAME\n"
+        f"INSERT INTO {into or target.variants} BY NAME\n"
         f"SELECT {', '.join(final)} FROM (\n"
         f"  SELECT {', '.join(_variant_level_columns(v, has_offers=o is not None))} FROM (\n"
         f"    SELECT {', '.join(_capture_level_columns(cols))}\n"
-        f"    FROM {target.captures} WHERE run_id = ?))"
+        f"    FROM {source or target.captures} WHERE {where}))"
     )
 
 
@@ -171,6 +179,7 @@ def _capture_level_columns(cols: Mapping[str, _Type]) -> list[str]:
         *(f"{cap(n)} AS {n}" for n in ("product_id", "group_id", "url", "title", "brand")),
         f"{cap('currency')} AS _capture_currency",
         f"{_timestamp_expr(_q('extracted_at'), cols.get('extracted_at'))} AS extracted_at",
+        "run_id",
         f"unnest({_q('variants')}) AS _v",
     ]
 
@@ -205,28 +214,7 @@ def _offer_columns(o: _Type | None) -> list[str]:
             f"{_path_expr('_o', o, [n], 'VARCHAR')} AS {n}"
             for n in ("condition", "seller", "seller_type")
         ),
-        "? AS run_id",
     ]
-
-
-def _products_view_sql(target: Target, cols: Mapping[str, _Type]) -> str:
-    key = _product_key_expr(cols)
-    order = []
-    if "extracted_at" in cols:
-        # The instant, not the raw value: a NaN would otherwise sort as the newest capture.
-        when = _timestamp_expr(_q("extracted_at"), cols["extracted_at"])
-        order.append(f"{when} DESC NULLS LAST")
-    order += ["loaded_at DESC", "run_id DESC"]
-    if "id" in cols:
-        order.append(f"{_q('id')} DESC NULLS LAST")
-    order.append("rowid DESC")
-    return (
-        f"CREATE OR REPLACE VIEW {target.products} AS\n"
-        f"SELECT {key} AS product_key, * FROM {target.captures_in_schema}\n"
-        f"WHERE rowid IN (\n"
-        f"  SELECT rowid FROM {target.captures_in_schema} WHERE {key} IS NOT NULL\n"
-        f"  QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY {', '.join(order)}) = 1)"
-    )
 
 
 def _ddl_columns(columns: Iterable[tuple[str, str]]) -> str:

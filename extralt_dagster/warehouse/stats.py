@@ -49,11 +49,18 @@ def table_stats(conn: duckdb.DuckDBPyConnection, target: Target) -> WarehouseSta
         if exists(conn, target, target.table("variants"))
         else "0"
     )
+    # The products table holds one row per key; before the first load of this release (a
+    # products view) the keys are counted in history.
+    products = (
+        f"(SELECT count(*) FROM {target.products})"
+        if exists(conn, target, target.table("products"))
+        else f"(SELECT count(DISTINCT {_product_key_expr(cols)}) FROM {target.captures})"
+    )
     has_runs = exists(conn, target, "runs")
     runs = f"(SELECT count(*) FROM {target.runs} WHERE source = ?)" if has_runs else "0"
     row = conn.execute(
         f"SELECT (SELECT count(*) FROM {target.captures}), "
-        f"(SELECT count(DISTINCT {_product_key_expr(cols)}) FROM {target.captures}), "
+        f"{products}, "
         f"{variants}, {runs}, (SELECT max(loaded_at) FROM {target.captures})",
         [target.source] if has_runs else [],
     ).fetchone()

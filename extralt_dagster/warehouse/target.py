@@ -77,7 +77,7 @@ OLDEST_READER = "1.2.0"
 
 
 #: The objects of one source, by kind (``Target.table``).
-TableKind = Literal["captures", "products", "variants", "runs"]
+TableKind = Literal["captures", "products", "variants", "current_variants", "runs"]
 
 
 # --- The names of one source's objects ---------------------------------------------------------
@@ -120,7 +120,8 @@ class Target:
 
     def table(self, kind: TableKind) -> str:
         """The bare name of one of the source's objects: ``<source>_captures`` (history),
-        ``<source>_products`` (view), ``<source>_variants``; ``runs`` is the schema's run log."""
+        ``<source>_products``, ``<source>_variants``, ``<source>_current_variants``; ``runs``
+        is the schema's run log."""
         return "runs" if kind == "runs" else f"{self.source}_{kind}"
 
     @property
@@ -138,7 +139,7 @@ class Target:
 
     @property
     def products(self) -> str:
-        """Quoted ``schema.source_products`` (view)."""
+        """Quoted ``schema.source_products`` (table: each product's newest capture)."""
         return self.qualified(self.table("products"))
 
     @property
@@ -147,13 +148,19 @@ class Target:
         return self.qualified(self.table("variants"))
 
     @property
+    def current_variants(self) -> str:
+        """Quoted ``schema.source_current_variants`` (table: the products' offers)."""
+        return self.qualified(self.table("current_variants"))
+
+    @property
     def runs(self) -> str:
         """Quoted ``schema.runs`` (run log, shared by the schema's sources)."""
         return self.qualified(self.table("runs"))
 
     @property
     def table_names(self) -> dict[str, str]:
-        """Plain dotted names, for display: captures, products, variants, runs."""
+        """Plain dotted names, for display: captures, products, variants, current_variants,
+        runs."""
         return {kind: f"{self.schema}.{self.table(kind)}" for kind in get_args(TableKind)}
 
 
