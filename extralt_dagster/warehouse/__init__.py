@@ -13,6 +13,7 @@ from .errors import (
 )
 from .load import load_export
 from .records import LoadResult, RunRecord
+from .retention import HistoryRetention
 from .schema import DOCUMENTED_TYPES
 from .sql import META_COLUMNS, VARIANT_COLUMNS
 from .stats import CheapOffer, SourceSummary, Summary, WarehouseStats, summarize, table_stats
@@ -39,6 +40,7 @@ __all__ = [
     "VARIANT_COLUMNS",
     "Capabilities",
     "CheapOffer",
+    "HistoryRetention",
     "LoadResult",
     "RunRecord",
     "SourceSummary",

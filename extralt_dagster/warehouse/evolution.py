@@ -34,9 +34,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import duckdb
+
 from .errors import WarehouseError, WarehouseSchemaError
+from .quote import _q
 from .schema import _concrete, _Conflict, _documented, _fill, _merge, _Type, _weaker
-from .sql import META_COLUMNS
+from .sql import META_COLUMNS, VARIANT_COLUMNS, _ddl_columns
+from .target import Target
 
 #: Names an export column cannot have: the loader's own columns, ``product_key`` (the products
 #: view's), and DuckDB's ``rowid`` (a column of that name would hide the row id the products
@@ -209,3 +213,23 @@ def _children(t: _Type, path: str) -> list[tuple[str, str, _Type]]:
 
 def _child(t: _Type, name: str) -> _Type | None:
     return t.field(name) if t.kind == "struct" else dict(t.children).get(name)
+
+
+def _migrate_variants_key(conn: duckdb.DuckDBPyConnection, target: Target) -> None:
+    """Give a variants table made by an earlier release (``product_key`` =
+    ``coalesce(product_id, url)``, which kept '' as a key) today's key. DuckDB cannot alter a
+    generated column: the table is rebuilt, in the load's transaction."""
+    row = conn.execute(
+        "SELECT sql FROM duckdb_tables() WHERE database_name = ? AND schema_name = ? "
+        "AND table_name = ?",
+        [target.catalog, target.schema, target.table("variants")],
+    ).fetchone()
+    if row is None or "nullif" in str(row[0]).lower():
+        return
+    rebuilt = target.qualified(f"{target.table('variants')}__rekeyed")
+    stored = [n for n, _ in VARIANT_COLUMNS if n != "product_key"]
+    names = ", ".join(_q(n) for n in stored)
+    conn.execute(f"CREATE TABLE {rebuilt} ({_ddl_columns(VARIANT_COLUMNS)})")
+    conn.execute(f"INSERT INTO {rebuilt} ({names}) SELECT {names} FROM {target.variants}")
+    conn.execute(f"DROP TABLE {target.variants}")
+    conn.execute(f"ALTER TABLE {rebuilt} RENAME TO {_q(target.table('variants'))}")

@@ -14,15 +14,14 @@ Objects, per source (``Target``), in schema ``extralt`` unless overridden:
 ``<schema>.<source>_variants`` -- TABLE. One row per variant offer, flat, with the fixed columns
     of ``VARIANT_COLUMNS``; maintained per load from this run's history rows only (the export
     is read once). A variant without offers has no row here; the capture keeps it.
-``<schema>.<source>_products`` -- VIEW. One row per product key (``product_id``, else ``url``,
-    an empty or blank value counting as none; captures with neither are left out): its newest
-    capture by ``extracted_at``, then ``loaded_at``, across all loaded runs. Columns:
-    ``product_key`` plus every history column, so it follows the history table's schema by
-    construction.
+``<schema>.<source>_products``, ``<schema>.<source>_current_variants`` -- TABLES. One row per
+    product key (``product_id``, else ``url``, blank counting as none): its newest capture
+    (``product_key`` plus every history column); and that capture's offers. Kept per load,
+    from this run's rows only: ``latest``.
 ``<schema>.runs`` -- TABLE. Run log shared by all sources of the schema: one row per
     (source, run_id) loaded, replaced on reload.
 
-Why products is a view and variants a table, measured: BENCHMARKS.md, "Why products is a view".
+History retention (off by default): ``retention``. Why products is a table: BENCHMARKS.md.
 
 All changes of one load run in one transaction: a corrupt or truncated file, a schema
 conflict or any error leaves every object exactly as it was.
@@ -44,7 +43,7 @@ from typing import Any
 import duckdb
 
 from .errors import _RETRYABLE_DUCKDB_ERRORS, WarehouseError, _setting
-from .evolution import _drift, _Plan, _plan
+from .evolution import _drift, _migrate_variants_key, _Plan, _plan
 from .export import (
     _blank,
     _check_format,
@@ -58,11 +57,11 @@ from .export import (
 from .latest import maintain_latest
 from .quote import _lit, _q
 from .records import LoadResult, RunRecord
+from .retention import HistoryRetention, apply_retention
 from .schema import _holds_no_value, _table_columns, _Type
 from .sql import (
     _RUNS_COLUMNS,
     META_COLUMN_TYPES,
-    VARIANT_COLUMNS,
     _ddl_columns,
     _variant_columns,
     _variants_insert_sql,
@@ -82,6 +81,7 @@ def load_export(
     format: str = "parquet",
     bytes_downloaded: int | None = None,
     include_variants: bool = True,
+    history_retention: HistoryRetention | None = None,
 ) -> LoadResult:
     """Load one run's export file into ``target``'s tables, in one transaction.
 
@@ -93,6 +93,9 @@ def load_export(
     ``include_variants=False`` loads history, the products view and the run log but not the
     variants table: this run's earlier variant rows are removed and none are written (the
     benchmark's history-only load).
+
+    ``history_retention`` (off by default) drops, in the same transaction, the source's runs
+    it no longer keeps (``retention``).
     """
     started = time.perf_counter()
     fmt = _check_format(format)
@@ -113,6 +116,7 @@ def load_export(
             empty_jsonl=empty_jsonl,
             bytes_downloaded=bytes_downloaded,
             include_variants=include_variants,
+            retention=history_retention,
         )
         return _commit(conn, _load(job, started), started)
     except BaseException as exc:
@@ -138,6 +142,7 @@ class _Job:
     empty_jsonl: bool
     bytes_downloaded: int | None
     include_variants: bool
+    retention: HistoryRetention | None = None
 
 
 def _begin(conn: duckdb.DuckDBPyConnection) -> None:
@@ -218,12 +223,16 @@ def _load(job: _Job, started: float) -> LoadResult:
     if has_history:
         _products(job, cols)
     _run_log(job, rows)
+    dropped = _retain(job, cols if has_history else None)
     clock.lap("products_and_run_log")
     checks = _run_checks(job.conn, job.target, cols, job.run.run_id) if has_history else _Checks()
     result = _result(job, plan, table_cols, rows, variants_for_run, checks, has_history)
     clock.lap("checks")
     return dataclasses.replace(
-        result, load_seconds=time.perf_counter() - started, phase_seconds=clock.phases
+        result,
+        load_seconds=time.perf_counter() - started,
+        phase_seconds=clock.phases,
+        runs_dropped=dropped,
     )
 
 
@@ -263,26 +272,6 @@ def _export_columns(
         if job.fmt == "parquet" and _parquet_without_columns(job.path):
             return []
         raise _unreadable(exc, job.path, job.fmt, job.run.run_id) from exc
-
-
-def _migrate_variants_key(conn: duckdb.DuckDBPyConnection, target: Target) -> None:
-    """Give a variants table made by an earlier release (``product_key`` =
-    ``coalesce(product_id, url)``, which kept '' as a key) today's key. DuckDB cannot alter a
-    generated column: the table is rebuilt, in the load's transaction."""
-    row = conn.execute(
-        "SELECT sql FROM duckdb_tables() WHERE database_name = ? AND schema_name = ? "
-        "AND table_name = ?",
-        [target.catalog, target.schema, target.table("variants")],
-    ).fetchone()
-    if row is None or "nullif" in str(row[0]).lower():
-        return
-    rebuilt = target.qualified(f"{target.table('variants')}__rekeyed")
-    stored = [n for n, _ in VARIANT_COLUMNS if n != "product_key"]
-    names = ", ".join(_q(n) for n in stored)
-    conn.execute(f"CREATE TABLE {rebuilt} ({_ddl_columns(VARIANT_COLUMNS)})")
-    conn.execute(f"INSERT INTO {rebuilt} ({names}) SELECT {names} FROM {target.variants}")
-    conn.execute(f"DROP TABLE {target.variants}")
-    conn.execute(f"ALTER TABLE {rebuilt} RENAME TO {_q(target.table('variants'))}")
 
 
 def _evolve(job: _Job, plan: _Plan) -> None:
@@ -357,6 +346,21 @@ def _products(job: _Job, cols: Mapping[str, _Type]) -> None:
         job.caps,
         cols,
         job.run.run_id,
+        include_variants=job.include_variants,
+    )
+
+
+def _retain(job: _Job, cols: Mapping[str, _Type] | None) -> tuple[str, ...]:
+    """Retention: drop the runs the source no longer keeps (none when it keeps all)."""
+    if job.retention is None:
+        return ()
+    return apply_retention(
+        job.conn,
+        job.target,
+        job.caps,
+        cols,
+        job.retention,
+        job.loaded_at,
         include_variants=job.include_variants,
     )
 

@@ -60,7 +60,7 @@ class LoadResult:
     #: Captures of this run now in history (= rows in the export).
     rows: int
     history_rows: int
-    #: Rows of the products view (distinct non-NULL product keys in history).
+    #: Rows of the products table (distinct non-NULL product keys in history).
     products: int
     variants: int
     variants_for_run: int
@@ -101,6 +101,9 @@ class LoadResult:
     #: Captures of this run whose ``extracted_at`` is set but is no instant (NaN, infinite, out
     #: of TIMESTAMPTZ's range, unparseable): history keeps the value, variants have NULL.
     unconverted_extracted_at: int = 0
+    #: Runs of this source that history retention dropped in this load (their captures,
+    #: variants and run log rows), newest first.
+    runs_dropped: tuple[str, ...] = ()
 
     @property
     def drifted(self) -> bool:

@@ -1,0 +1,245 @@
+"""The products and current-offers tables equal what ranking all of history gives, whatever the
+order of the loads, after a reload, a failed load and history retention."""
+
+import itertools
+from datetime import UTC, datetime, timedelta
+
+import duckdb
+import pytest
+
+from extralt_dagster import warehouse
+from extralt_dagster.emulator.datagen import write_captures
+from extralt_dagster.warehouse import (
+    HistoryRetention,
+    RunRecord,
+    Target,
+    WarehouseError,
+    load_export,
+)
+from extralt_dagster.warehouse import load as load_module
+
+DAY = 86_400.0
+T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+SHOES = Target("shoes")
+
+#: Runs of one robot: (run id, captures, day). The products overlap (a run's first N products
+#: are those of every longer run); "r_late" ran first but reports the newest captures.
+RUNS = {"r1": (30, 1), "r2": (50, 2), "r3": (40, 3), "r_late": (20, 9)}
+
+# The reference, written independently of the loader: every history row ranked per key.
+KEY = (
+    "coalesce(nullif(trim(product_id, ' ' || chr(9) || chr(10) || chr(13)), ''), "
+    "nullif(trim(url, ' ' || chr(9) || chr(10) || chr(13)), ''))"
+)
+NEWEST = f"""
+    SELECT {KEY} AS product_key, * FROM {SHOES.captures}
+    WHERE {KEY} IS NOT NULL
+    QUALIFY row_number() OVER (
+        PARTITION BY {KEY}
+        ORDER BY to_timestamp(extracted_at) DESC NULLS LAST, loaded_at DESC, run_id DESC,
+                 id DESC NULLS LAST, rowid DESC) = 1"""
+# The offers of those captures, from the variants table (each run has one capture per key).
+CURRENT_OFFERS = f"""
+    SELECT v.* FROM {SHOES.variants} v
+    JOIN ({NEWEST}) p ON v.run_id = p.run_id AND v.product_key = p.product_key"""
+
+
+@pytest.fixture
+def conn(tmp_path):
+    con = warehouse.connect(tmp_path / "wh.duckdb")
+    yield con
+    con.close()
+
+
+def export(tmp_path, run_id: str, count: int | None = None, day: int | None = None, **kw):
+    default_count, default_day = RUNS.get(run_id, (10, 0))
+    count = default_count if count is None else count
+    day = default_day if day is None else day
+    name = f"{run_id}_{count}_{day}_{'_'.join(f'{k}-{v}' for k, v in sorted(kw.items()))}.parquet"
+    return write_captures(
+        tmp_path / name, run_id=run_id, count=count, started_at=T0 + day * DAY, **kw
+    )
+
+
+def created(day: float) -> datetime:
+    return datetime.fromtimestamp(T0 + day * DAY, UTC)
+
+
+def load(conn, path, run_id, **kw):
+    day = RUNS.get(run_id, (0, 0))[1]
+    run = RunRecord(run_id=run_id, robot_id="rbt_shoes", created_at=created(day))
+    return load_export(conn, path, target=SHOES, run=run, **kw)
+
+
+def rows(conn, sql: str) -> list[tuple]:
+    return sorted(conn.execute(f"SELECT * FROM ({sql})").fetchall(), key=repr)
+
+
+def assert_current(conn) -> None:
+    """Products and current offers hold exactly what ranking all of history gives."""
+    products = rows(conn, f"SELECT * FROM {SHOES.products}")
+    assert products == rows(conn, NEWEST)
+    offers = rows(conn, f"SELECT * FROM {SHOES.current_variants}")
+    assert offers == rows(conn, CURRENT_OFFERS)
+    assert offers, "the current offers are not empty"
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(RUNS))[::5])
+def test_products_are_the_newest_captures_whatever_the_load_order(conn, tmp_path, order):
+    for run_id in order:
+        load(conn, export(tmp_path, run_id), run_id)
+        assert_current(conn)
+    winners = dict(conn.execute(f"SELECT product_key, run_id FROM {SHOES.products}").fetchall())
+    assert len(winners) == 50
+    # r_late's 20 products are newest there; r2 alone has products 41-50, r3 products 31-40.
+    assert sorted(set(winners.values())) == ["r2", "r3", "r_late"]
+
+
+def test_a_reload_of_an_old_run_reranks_what_it_held(conn, tmp_path):
+    for run_id in ("r1", "r2", "r3"):
+        load(conn, export(tmp_path, run_id), run_id)
+    # r3 held 40 products; reloaded with 10 captures, products 11-40 fall back to r2.
+    load(conn, export(tmp_path, "r3", count=10), "r3")
+    assert_current(conn)
+    runs = conn.execute(
+        f"SELECT run_id, count(*) FROM {SHOES.products} GROUP BY ALL ORDER BY 1"
+    ).fetchall()
+    assert runs == [("r2", 40), ("r3", 10)]
+    # r1, reloaded with captures newer than all the others, takes its 30 products.
+    load(conn, export(tmp_path, "r1", day=5), "r1")
+    assert_current(conn)
+    assert conn.execute(
+        f"SELECT count(*) FROM {SHOES.products} WHERE run_id = 'r1'"
+    ).fetchone() == (30,)
+
+
+@pytest.mark.parametrize("failure", ["truncated file", "error after the products step"])
+def test_a_failed_load_leaves_products_and_offers_unchanged(conn, tmp_path, monkeypatch, failure):
+    load(conn, export(tmp_path, "r1"), "r1")
+    load(conn, export(tmp_path, "r2"), "r2")
+    tables = (SHOES.products, SHOES.current_variants, SHOES.captures)
+    before = [rows(conn, f"SELECT * FROM {t}") for t in tables]
+    path = export(tmp_path, "r_late")
+    if failure == "truncated file":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    else:
+
+        def fail(job, rows):
+            raise duckdb.IOException("disk gone")
+
+        monkeypatch.setattr(load_module, "_run_log", fail)
+    with pytest.raises(WarehouseError):
+        load(conn, path, "r_late")
+    assert [rows(conn, f"SELECT * FROM {t}") for t in tables] == before
+    assert_current(conn)
+
+
+def test_products_follow_new_history_columns(conn, tmp_path):
+    load(conn, export(tmp_path, "r1"), "r1")
+    load(conn, export(tmp_path, "r2", extra_columns=True), "r2")
+    assert_current(conn)
+    history = [c for c, *_ in conn.execute(f"DESCRIBE {SHOES.captures}").fetchall()]
+    products = [c for c, *_ in conn.execute(f"DESCRIBE {SHOES.products}").fetchall()]
+    assert products == ["product_key", *history]
+    load(conn, export(tmp_path, "r3"), "r3")
+    assert_current(conn)
+
+
+def test_an_earlier_releases_products_view_becomes_a_table(conn, tmp_path):
+    load(conn, export(tmp_path, "r1"), "r1")
+    conn.execute(f"DROP TABLE {SHOES.products}")
+    conn.execute(f"DROP TABLE {SHOES.current_variants}")
+    conn.execute(f"CREATE VIEW {SHOES.products} AS SELECT * FROM {SHOES.captures}")
+    load(conn, export(tmp_path, "r2"), "r2")
+    kinds = conn.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE table_name LIKE 'shoes_%' "
+        "UNION ALL SELECT 'view:' || view_name FROM duckdb_views() WHERE view_name LIKE 'shoes_%'"
+    ).fetchall()
+    assert sorted(k for (k,) in kinds) == [
+        "shoes_captures",
+        "shoes_current_variants",
+        "shoes_products",
+        "shoes_variants",
+    ]
+    assert_current(conn)
+
+
+# --- Retention ----------------------------------------------------------------------------------
+
+
+def run_ids(conn, relation: str, where: str = "true") -> list[str]:
+    return [
+        r
+        for (r,) in conn.execute(
+            f"SELECT DISTINCT run_id FROM {relation} WHERE {where} ORDER BY 1"
+        ).fetchall()
+    ]
+
+
+def test_retention_keeps_the_last_runs_and_reranks_what_the_dropped_ones_held(conn, tmp_path):
+    other = Target("boots")
+    load_export(conn, export(tmp_path, "b1"), target=other, run=RunRecord("b1"))
+    for run_id in ("r1", "r2", "r3"):
+        load(conn, export(tmp_path, run_id), run_id)
+    boots_before = rows(conn, f"SELECT * FROM {other.products}")
+    # r_late (created day 9) and r3 (day 3) are the 2 newest runs: r1 and r2 leave.
+    result = load(
+        conn, export(tmp_path, "r_late"), "r_late", history_retention=HistoryRetention(runs=2)
+    )
+    assert result.runs_dropped == ("r2", "r1")
+    for relation in (SHOES.captures, SHOES.variants, SHOES.products, SHOES.current_variants):
+        assert run_ids(conn, relation) == ["r3", "r_late"]
+    assert run_ids(conn, SHOES.runs, "source = 'shoes'") == ["r3", "r_late"]
+    # Products 41-50 were r2's alone: they leave with it.
+    assert conn.execute(f"SELECT count(*) FROM {SHOES.products}").fetchone() == (40,)
+    assert_current(conn)
+    # Nothing of the other source changed.
+    assert run_ids(conn, SHOES.runs, "source = 'boots'") == ["b1"]
+    assert rows(conn, f"SELECT * FROM {other.products}") == boots_before
+    assert result.history_rows == 40 + 20
+
+
+def test_retention_by_days_drops_runs_created_before_the_window(conn, tmp_path):
+    now = datetime.now(UTC)
+    thirty_days = HistoryRetention(days=30)
+
+    def load_aged(run_id, age_days, retention=None):
+        run = RunRecord(run_id=run_id, created_at=now - timedelta(days=age_days))
+        path = export(tmp_path, run_id, count=10 + age_days, day=-age_days)
+        return load_export(conn, path, target=SHOES, run=run, history_retention=retention)
+
+    for run_id, age_days in (("old", 40), ("mid", 20), ("new", 1)):
+        load_aged(run_id, age_days)
+    assert load_aged("new", 1, thirty_days).runs_dropped == ("old",)
+    assert run_ids(conn, SHOES.captures) == ["mid", "new"]
+    assert run_ids(conn, SHOES.runs) == ["mid", "new"]
+    assert_current(conn)
+    # A run older than the window leaves in the load that brings it.
+    assert load_aged("older", 31, thirty_days).runs_dropped == ("older",)
+    assert run_ids(conn, SHOES.captures) == ["mid", "new"]
+    assert_current(conn)
+
+
+def test_no_retention_keeps_every_run(conn, tmp_path):
+    for run_id in RUNS:
+        result = load(conn, export(tmp_path, run_id), run_id)
+        assert result.runs_dropped == ()
+    assert run_ids(conn, SHOES.captures) == sorted(RUNS)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("30 runs", HistoryRetention(runs=30)),
+        ("1 run", HistoryRetention(runs=1)),
+        (" 90 days ", HistoryRetention(days=90)),
+    ],
+)
+def test_retention_parses_runs_and_days(text, expected):
+    assert HistoryRetention.parse(text) == expected
+
+
+@pytest.mark.parametrize("text", ["0 runs", "30", "thirty days", "-3 days", "2 weeks", ""])
+def test_a_bad_retention_names_the_field(text):
+    with pytest.raises(WarehouseError, match=r"history_retention .*'30 runs' or '90 days'"):
+        HistoryRetention.parse(text)
