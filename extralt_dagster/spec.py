@@ -12,11 +12,11 @@ They enter three ways, each checked once, by the same per-field checks (`check_f
 `SourceSpec` (fields, stable; the YAML names, `schema_` is written `schema`):
     name, robot_id, start_urls, budget, auto_enrich: the source and what to ask of its robot;
     cron, timezone, schedule_running: its schedule; group, owners, tags: its assets;
-    poll_timeout_seconds: the run asset's wait; export_format, schema_, lock_timeout_seconds:
-    the load (also in `LoadOptions`).
+    poll_timeout_seconds: the run asset's wait; export_format, schema_, lock_timeout_seconds,
+    history_retention: the load (also in `LoadOptions`).
 `LoadOptions` (fields, stable): what the captures asset needs to load one source's export:
     schema, export_format, lock_timeout_seconds, null_price_warn_ratio, duckdb_memory_limit,
-    preserve_insertion_order, export_dir. Made by `SourceSpec.load_options` (the Python-only
+    preserve_insertion_order, export_dir, history_retention. Made by `SourceSpec.load_options` (the Python-only
     ones from `build_extralt_assets`' keywords, checked there).
 
 No `from __future__ import annotations` here: the component derives its schema from these models.
@@ -42,6 +42,7 @@ from .api.models import (
     validate_start_urls,
 )
 from .naming import DEFAULT_GROUP, DEFAULT_SCHEMA
+from .warehouse import HistoryRetention, WarehouseError
 
 DEFAULT_LOCK_TIMEOUT_SECONDS = 60.0
 DEFAULT_NULL_PRICE_WARN_RATIO = 0.05
@@ -181,6 +182,15 @@ def _export_format(v: object, label: str) -> ExportFormatName:
     return v  # type: ignore[return-value]
 
 
+def _history_retention(v: object, label: str) -> str:
+    """'30 runs' or '90 days': parsed here so a typo fails at definition time."""
+    try:
+        HistoryRetention.parse(v, label)  # type: ignore[arg-type]
+    except WarehouseError as exc:
+        raise ExtraltValidationError(str(exc)) from None
+    return v  # type: ignore[return-value]
+
+
 def _warn_ratio(v: float, label: str) -> float:
     if not 0 <= v <= 1:
         raise ExtraltValidationError(f"{label} must be between 0 and 1, got {v!r}.")
@@ -199,6 +209,7 @@ _CHECKS: dict[str, Callable[[Any, str], Any]] = {
     "export_format": _export_format,
     "lock_timeout_seconds": _lock_timeout,
     "null_price_warn_ratio": _warn_ratio,
+    "history_retention": _history_retention,
     "cron": validate_cron,
     "timezone": validate_timezone,
     "group": _group,
@@ -209,7 +220,7 @@ _CHECKS: dict[str, Callable[[Any, str], Any]] = {
 #: The fields where None means "unset" and passes; a None name, robot or schema is a mistake.
 _NONE_IS_UNSET = frozenset(
     {"start_urls", "budget", "poll_timeout_seconds", "lock_timeout_seconds", "cron", "timezone"}
-    | {"group", "owners"}
+    | {"group", "owners", "history_retention"}
 )
 
 
@@ -271,6 +282,7 @@ class LoadOptions:
     duckdb_memory_limit: str | None = None
     preserve_insertion_order: bool = False
     export_dir: str | None = None
+    history_retention: HistoryRetention | None = None
 
 
 class SourceSpec(_Strict):
@@ -304,6 +316,11 @@ class SourceSpec(_Strict):
         default=None,
         description="How long this source's load waits for the DuckDB file's lock "
         "(default: defaults, else 60).",
+    )
+    history_retention: str | None = Field(
+        default=None,
+        description="Keep only the last N runs ('30 runs') or days ('90 days') of this "
+        "source's history, dropped in each load's transaction; unset keeps all history.",
     )
 
     @classmethod
@@ -349,6 +366,9 @@ class SourceSpec(_Strict):
             duckdb_memory_limit=duckdb_memory_limit,
             preserve_insertion_order=preserve_insertion_order,
             export_dir=export_dir,
+            history_retention=(
+                HistoryRetention.parse(self.history_retention) if self.history_retention else None
+            ),
         )
 
 

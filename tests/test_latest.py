@@ -243,3 +243,27 @@ def test_retention_parses_runs_and_days(text, expected):
 def test_a_bad_retention_names_the_field(text):
     with pytest.raises(WarehouseError, match=r"history_retention .*'30 runs' or '90 days'"):
         HistoryRetention.parse(text)
+
+
+def test_history_retention_reaches_the_load_from_yaml_and_keywords():
+    from extralt_dagster import build_extralt_assets
+    from extralt_dagster.api.errors import ExtraltValidationError
+    from extralt_dagster.spec import ExtraltSources
+
+    sources = ExtraltSources.model_validate(
+        {"sources": [{"name": "shoes", "robot_id": "rbt_abc", "history_retention": "90 days"}]}
+    )
+    assert sources.sources[0].load_options().history_retention == HistoryRetention(days=90)
+    assert (
+        ExtraltSources.model_validate({"sources": [{"name": "shoes", "robot_id": "rbt_abc"}]})
+        .sources[0]
+        .load_options()
+        .history_retention
+        is None
+    )
+    with pytest.raises(ValueError, match=r"sources\.0\.history_retention"):
+        ExtraltSources.model_validate(
+            {"sources": [{"name": "shoes", "robot_id": "rbt_abc", "history_retention": 30}]}
+        )
+    with pytest.raises(ExtraltValidationError, match=r"history_retention .*'3 weeks'"):
+        build_extralt_assets("shoes", "rbt_abc", history_retention="3 weeks")

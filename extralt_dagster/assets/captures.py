@@ -315,7 +315,13 @@ def _load(
     conn = _connect(duckdb, load, record.run_id)
     try:
         return warehouse.load_export(
-            conn, path, target=target, run=record, format=fmt, bytes_downloaded=size
+            conn,
+            path,
+            target=target,
+            run=record,
+            format=fmt,
+            bytes_downloaded=size,
+            history_retention=load.history_retention,
         )
     except warehouse.WarehouseSchemaError as exc:
         raise dg.Failure(

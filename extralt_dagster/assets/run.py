@@ -85,6 +85,7 @@ def build_extralt_assets(
     preserve_insertion_order: bool = False,
     lock_timeout_seconds: float = DEFAULT_LOCK_TIMEOUT_SECONDS,
     export_dir: str | None = None,
+    history_retention: str | None = None,
 ) -> list[dg.AssetsDefinition]:
     """The `extralt/<name>/run` and `extralt/<name>/captures` assets (with checks) for one source.
 
@@ -100,6 +101,7 @@ def build_extralt_assets(
         poll_timeout_seconds=poll_timeout_seconds,
         export_format=export_format,
         lock_timeout_seconds=lock_timeout_seconds,
+        history_retention=history_retention,
         group=group_name,
         tags=dict(tags) if tags is not None else None,
         owners=list(owners) if owners is not None else None,
