@@ -267,3 +267,24 @@ def test_history_retention_reaches_the_load_from_yaml_and_keywords():
         )
     with pytest.raises(ExtraltValidationError, match=r"history_retention .*'3 weeks'"):
         build_extralt_assets("shoes", "rbt_abc", history_retention="3 weeks")
+
+
+def test_every_readme_example_query_runs_on_a_loaded_warehouse(conn, tmp_path):
+    import re
+    from pathlib import Path
+
+    readme = Path(__file__).resolve().parents[1].joinpath("README.md").read_text()
+    section = re.search(r"^### Example queries\n(.*?)(?=^##)", readme, re.M | re.S)
+    assert section, "the README has no Example queries section"
+    (block,) = re.findall(r"```sql\n(.*?)```", section.group(1), re.S)
+    queries = [q.strip() for q in block.split(";") if q.strip()]
+    assert len(queries) == 4
+    for run_id in ("r1", "r2"):
+        load(conn, export(tmp_path, run_id), run_id)
+    # The README's product id is one of datagen's shoes.
+    (named,) = set(re.findall(r"product_id = '(\w+)'", block))
+    assert conn.execute(
+        f"SELECT count(*) FROM {SHOES.products} WHERE product_id = ?", [named]
+    ).fetchone() == (1,)
+    for query in queries:
+        assert conn.execute(query).fetchall(), query

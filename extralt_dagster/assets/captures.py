@@ -201,7 +201,7 @@ def _log_load(
         context.log.warning(
             f"{result.unconverted_extracted_at:,} captures of run {run_id} have an "
             "extracted_at that is no instant (NaN, infinite, out of range): history keeps "
-            "the value, variants have NULL, and the products view ranks them oldest."
+            "the value, variants have NULL, and the products table ranks them oldest."
         )
     if result.catalog is not None and result.catalog.lower() == target.schema.lower():
         context.log.warning(

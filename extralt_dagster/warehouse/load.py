@@ -90,7 +90,7 @@ def load_export(
     ``WarehouseError`` for anything else (unreadable file, DuckDB error); in both cases no
     table has changed. ``conn`` must not be inside a transaction.
 
-    ``include_variants=False`` loads history, the products view and the run log but not the
+    ``include_variants=False`` loads history, the products table and the run log but not the
     variants table: this run's earlier variant rows are removed and none are written (the
     benchmark's history-only load).
 

@@ -2,7 +2,7 @@
 
 Fixed table definitions (the loader's own history columns, variants, the run log), the typed
 expressions (a column as VARCHAR, DOUBLE, a TIMESTAMPTZ instant, the product key), the
-variants insert and the products view. Every builder takes names and types and returns text:
+variants insert; the products ranking is in ``latest``. Every builder takes names and types and returns text:
 nothing here runs a statement.
 """
 
@@ -113,7 +113,7 @@ def _timestamp_expr(sql: str, t: _Type | None) -> str:
         return "NULL::TIMESTAMPTZ"
     if _numeric_supertype(t.sql, "DOUBLE") is not None:
         # NaN, infinities and values outside years 1-9999 are no instant: NULL. A range test,
-        # not try(): the products view stores this SQL, and DuckDB 1.2 has no try().
+        # not try(): earlier releases' products view stored this SQL, and DuckDB 1.2 has no try().
         seconds = f"CAST({sql} AS DOUBLE)"
         return (
             f"CASE WHEN {seconds} BETWEEN {_FIRST_INSTANT} AND {_LAST_INSTANT} "
