@@ -376,6 +376,30 @@ class _Checker:
         wrong = [k for k, (_, i, tie) in expected.items() if not tie and view.get(k) != i]
         if wrong:
             self.fail(f"lost: {source}_products shows a stale capture for {len(wrong)} products")
+        self._check_current_offers(con, source)
+
+    def _check_current_offers(self, con: duckdb.DuckDBPyConnection, source: str) -> None:
+        """`_current_variants` holds the offers of each product's `_products` capture: its
+        rows are among that run's variants of the product, and every product with such
+        variants has some."""
+        current, variants = _table(source, "current_variants"), _table(source, "variants")
+        of_winners = (
+            f"SELECT v.* FROM {variants} v SEMI JOIN {_table(source, 'products')} p "
+            "ON v.run_id = p.run_id AND v.product_key = p.product_key"
+        )
+        row = con.execute(
+            f"SELECT (SELECT count(*) FROM (SELECT * FROM {current} EXCEPT {of_winners})), "
+            f"(SELECT count(DISTINCT product_key) FROM {current}), "
+            f"(SELECT count(DISTINCT product_key) FROM ({of_winners}))"
+        ).fetchone()
+        assert row is not None
+        stray, products_current, products_expected = row
+        if stray or products_current != products_expected:
+            self.fail(
+                f"lost: {source}_current_variants has {stray} offers of no latest capture, "
+                f"offers for {products_current} products, the variants of the latest captures "
+                f"{products_expected}"
+            )
 
     # --- 5. Every failure explained ---------------------------------------------------------
 
