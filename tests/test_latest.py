@@ -288,3 +288,36 @@ def test_every_readme_example_query_runs_on_a_loaded_warehouse(conn, tmp_path):
     ).fetchone() == (1,)
     for query in queries:
         assert conn.execute(query).fetchall(), query
+
+
+def test_a_sources_file_with_retention_keeps_only_its_last_run(
+    emulator, instance, tmp_path, monkeypatch
+):
+    from extralt_dagster import load_extralt_definitions
+    from extralt_dagster.naming import captures_asset_key
+
+    from .support import materialization_metadata
+
+    path = tmp_path / "sources.yaml"
+    path.write_text(
+        "sources:\n"
+        "  - name: shoes\n"
+        "    robot_id: rbt_shoes\n"
+        "    budget: 12\n"
+        "    history_retention: 1 run\n"
+    )
+    monkeypatch.setenv("EXTRALT_API_KEY", emulator.api_key)
+    database = tmp_path / "data" / "warehouse.duckdb"
+    defs = load_extralt_definitions(path, duckdb_path=str(database), base_url=emulator.url)
+    job = defs.resolve_job_def("extralt_shoes_job")
+    assert job.execute_in_process(instance=instance).success
+    second = job.execute_in_process(instance=instance)
+    assert second.success
+    first_run, second_run = emulator.runs.values()  # in the order they were created
+    md = materialization_metadata(second, captures_asset_key("shoes"))
+    assert md["extralt/runs_dropped"] == first_run.id
+    with duckdb.connect(str(database), read_only=True) as con:
+        for table in ("shoes_captures", "shoes_variants", "shoes_products", "runs"):
+            assert con.execute(f"SELECT DISTINCT run_id FROM extralt.{table}").fetchall() == [
+                (second_run.id,)
+            ], table

@@ -139,6 +139,7 @@ def captures_metadata(
         "columns_typed": typed_text(result),
         "unconverted_extracted_at": result.unconverted_extracted_at,
         "columns_widened": widened_text(result),
+        "runs_dropped": joined(result.runs_dropped),
         "extracted": count_or_unknown(result.extracted),
         "missing_captures": count_or_unknown(result.missing_captures),
         "tables": dg.MetadataValue.md("\n".join(f"- {k}: `{t}`" for k, t in tables.items())),
