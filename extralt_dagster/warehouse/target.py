@@ -277,7 +277,7 @@ class Capabilities:
     #: Virtual generated columns (the variants table's ``product_key``). Without them the key is
     #: a stored column the variants insert fills.
     generated_columns: bool = True
-    #: Views (the products view).
+    #: Views. None of today's objects is one (earlier releases' products view was).
     views: bool = True
 
 
