@@ -1,10 +1,11 @@
-"""extralt-dagster: Extralt runs as Dagster assets, loaded into DuckDB."""
+"""extralt-dagster: Extralt runs as Dagster assets, loaded into DuckDB (a file or a DuckLake)."""
 
 from . import api
 from .api import *  # noqa: F403 - the plain API's public names, listed once in api.__all__
 from .assets.captures import ExtraltCapturesConfig
 from .assets.run import ExtraltRunConfig, build_extralt_assets
 from .component import ExtraltComponent
+from .lake import DuckLakeResource
 from .resource import ExtraltResource
 from .schedules import build_extralt_job, build_extralt_schedule
 from .sources import (
@@ -17,6 +18,7 @@ from .sources import (
 
 __all__ = [
     *api.__all__,
+    "DuckLakeResource",
     "ExtraltCapturesConfig",
     "ExtraltComponent",
     "ExtraltResource",

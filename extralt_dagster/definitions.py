@@ -8,6 +8,9 @@ Environment:
 - `EXTRALT_BASE_URL`: default https://api.extralt.com (or the emulator, see above).
 - `EXTRALT_DUCKDB_PATH`: default `data/warehouse.duckdb` under the working directory (read,
   and its folder created, by `load_extralt_definitions`).
+- `EXTRALT_DUCKLAKE_CATALOG` (`sqlite:<path>` or `postgres:<libpq string>`) with
+  `EXTRALT_DUCKLAKE_DATA_PATH` (and `EXTRALT_DUCKLAKE_PASSWORD` for PostgreSQL): load into that
+  DuckLake instead of the DuckDB file.
 """
 
 import logging

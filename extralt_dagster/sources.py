@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from .api.errors import ExtraltAuthError, ExtraltError
 from .api.models import DEFAULT_BASE_URL, is_loopback, validate_base_url
 from .assets.run import build_source_assets
+from .lake import DuckLakeResource
 from .naming import ALL_SOURCES_JOB, captures_asset_key, run_asset_key
 from .resource import ExtraltResource
 from .schedules import source_job, source_schedule
@@ -32,6 +33,11 @@ from .warehouse import DEFAULT_DUCKDB_PATH, ensure_folder
 API_KEY_ENV = "EXTRALT_API_KEY"
 BASE_URL_ENV = "EXTRALT_BASE_URL"
 DUCKDB_PATH_ENV = "EXTRALT_DUCKDB_PATH"
+#: A DuckLake instead of the DuckDB file: its catalog, its data path and (PostgreSQL) the
+#: catalog's password. The catalog set selects the lake, unless a `duckdb_path` is passed.
+DUCKLAKE_CATALOG_ENV = "EXTRALT_DUCKLAKE_CATALOG"
+DUCKLAKE_DATA_PATH_ENV = "EXTRALT_DUCKLAKE_DATA_PATH"
+DUCKLAKE_PASSWORD_ENV = "EXTRALT_DUCKLAKE_PASSWORD"
 #: Where `extralt-dagster emulator` listens, and the demo key it accepts (the same value as
 #: `extralt_dagster.emulator.DEMO_API_KEY`, kept here so loading never imports the server).
 EMULATOR_URL = "http://127.0.0.1:8765"
@@ -182,7 +188,7 @@ def build_sources_definitions(
                 base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
             ),
         ),
-        "duckdb": DuckDBResource(database=_duckdb_path(duckdb_path)),
+        "duckdb": _warehouse_resource(duckdb_path, where),
         **(resource_overrides or {}),
     }
     return dg.Definitions(assets=assets, schedules=schedules, jobs=jobs, resources=resources)
@@ -220,6 +226,30 @@ def resolve_connection(
         f"{named} is {url!r} but {API_KEY_ENV} is not set: set {API_KEY_ENV} to your Extralt "
         f"API key, or unset {named} to use the local emulator."
     )
+
+
+def _warehouse_resource(
+    duckdb_path: str | None, where: str, env: Mapping[str, str] = os.environ
+) -> DuckDBResource | DuckLakeResource:
+    """The `duckdb` resource: the DuckDB file, or the lake `EXTRALT_DUCKLAKE_CATALOG` names
+    (an explicit `duckdb_path` wins)."""
+    catalog = env.get(DUCKLAKE_CATALOG_ENV, "").strip()
+    if duckdb_path or not catalog:
+        return DuckDBResource(database=_duckdb_path(duckdb_path))
+    data_path = env.get(DUCKLAKE_DATA_PATH_ENV, "").strip()
+    if not data_path:
+        raise SourcesFileError(
+            f"{where}: {DUCKLAKE_CATALOG_ENV} is set, so captures load into that DuckLake, but "
+            f"{DUCKLAKE_DATA_PATH_ENV} is not: set it to the folder (or s3:// URL) for the "
+            f"lake's data files, or unset {DUCKLAKE_CATALOG_ENV} to use the DuckDB file."
+        )
+    password = dg.EnvVar(DUCKLAKE_PASSWORD_ENV) if env.get(DUCKLAKE_PASSWORD_ENV) else None
+    resource = DuckLakeResource(catalog=catalog, data_path=data_path, catalog_password=password)
+    try:
+        resource.lake()  # checks the catalog's form now, not at the first load
+    except ExtraltError as exc:
+        raise SourcesFileError(f"{where}: {DUCKLAKE_CATALOG_ENV}: {exc}") from None
+    return resource
 
 
 def _duckdb_path(explicit: str | None) -> str:

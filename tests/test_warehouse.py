@@ -22,17 +22,14 @@ from extralt_dagster.warehouse import (
     load_export,
 )
 from extralt_dagster.warehouse import quote as warehouse_quote
+from tests.targets import target_fixture
 
 DAY = 86_400.0
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 SHOES = Target("shoes")
 
 
-@pytest.fixture
-def conn(tmp_path):
-    con = warehouse.connect(tmp_path / "wh.duckdb")
-    yield con
-    con.close()
+conn = target_fixture()
 
 
 def export(tmp_path: Path, run_id: str, count: int, *, day: int = 0, fmt="parquet", **kw) -> Path:

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from dagster_duckdb import DuckDBResource
 from duckdb import DuckDBPyConnection
 from duckdb import Error as DuckDBError
 from pydantic import Field
@@ -30,6 +29,7 @@ from ..api.errors import (
     ExtraltServerError,
 )
 from ..api.models import EXPORT_FORMATS, ExportFormat, ExtraltRun
+from ..lake import WarehouseAt, warehouse_at
 from ..naming import EXPORT_DAMAGE_KEY, captures_asset_key, run_asset_key
 from ..resource import ExtraltResource
 from ..spec import LoadOptions, SourceSpec
@@ -74,7 +74,7 @@ def build_captures_asset(
         deps=[run_asset_key(spec.name)],
         description=(
             f"Captures of source `{spec.name}` in DuckDB: history `{tables['captures']}`, latest "
-            f"products `{tables['products']}` (view), flat variants `{tables['variants']}`, and "
+            f"products `{tables['products']}`, flat variants `{tables['variants']}`, and "
             f"the run log `{tables['runs']}`. Materializing alone reloads the newest recorded "
             "run without spending credits."
         ),
@@ -90,9 +90,10 @@ def build_captures_asset(
         context: dg.AssetExecutionContext,
         config: ExtraltCapturesConfig,
         extralt: ExtraltResource,
-        duckdb: DuckDBResource,
+        # A DuckDBResource or a DuckLakeResource: `warehouse_at` reads either.
+        duckdb: dg.ResourceParam[Any],
     ) -> dg.MaterializeResult:
-        return _materialize(context, config, extralt, duckdb, target, load)
+        return _materialize(context, config, extralt, warehouse_at(duckdb), target, load)
 
     return _captures
 
@@ -101,7 +102,7 @@ def _materialize(
     context: dg.AssetExecutionContext,
     config: ExtraltCapturesConfig,
     extralt: ExtraltResource,
-    duckdb: DuckDBResource,
+    where: WarehouseAt,
     target: "warehouse.Target",
     load: LoadOptions,
 ) -> dg.MaterializeResult:
@@ -117,10 +118,10 @@ def _materialize(
     with tempfile.TemporaryDirectory(prefix=_export_folder_prefix(), dir=base) as tmp:
         path, size, download_seconds = _download(context, client, run.id, fmt, tmp)
         record = warehouse.RunRecord.from_run(run, dagster_run_id=context.run.run_id)
-        result = _load(duckdb, path, target, record, fmt, size, load)
-    _log_load(context, result, target, duckdb.database)
+        result = _load(where, path, target, record, fmt, size, load)
+    _log_load(context, result, target, where.name)
     return dg.MaterializeResult(
-        metadata=captures_metadata(duckdb.database, target, result, size, download_seconds),
+        metadata=captures_metadata(where.uri, target, result, size, download_seconds),
         check_results=check_results(result, load.null_price_warn_ratio),
     )
 
@@ -183,9 +184,10 @@ def _log_load(
 ) -> None:
     """What the load did, and what the user may want to act on."""
     run_id, history = result.run_id, target.table_names["captures"]
+    snapshot = "" if result.snapshot_id is None else f" (lake snapshot {result.snapshot_id})"
     context.log.info(
         f"Loaded {result.rows:,} captures of run {run_id} into {history} "
-        f"in {result.load_seconds:.1f}s"
+        f"in {result.load_seconds:.1f}s{snapshot}"
     )
     if result.columns_ignored:
         context.log.warning(
@@ -279,32 +281,37 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _connect(duckdb: DuckDBResource, load: LoadOptions, run_id: str) -> DuckDBPyConnection:
+def _connect(where: WarehouseAt, load: LoadOptions, run_id: str) -> DuckDBPyConnection:
     """A connection to the warehouse with the source's DuckDB settings over the resource's."""
     settings: dict[str, Any] = {"preserve_insertion_order": load.preserve_insertion_order}
     if load.duckdb_memory_limit:
         settings["memory_limit"] = load.duckdb_memory_limit
-    config = {**(duckdb.connection_config or {}), **settings}
+    config = {**where.config, **settings}
     try:
         return warehouse.connect(
-            duckdb.database, config=config, lock_timeout_seconds=load.lock_timeout_seconds
+            where.database, config=config, lock_timeout_seconds=load.lock_timeout_seconds
         )
     except warehouse.WarehouseLockedError as exc:
         # Transient: the holder may be gone by the next attempt of the RetryPolicy.
         raise dg.Failure(
             description=f"Extralt run {run_id} was not loaded: {exc}", allow_retries=True
         ) from None
+    except warehouse.WarehouseError as exc:  # the lake cannot be attached
+        raise dg.Failure(
+            description=f"Extralt run {run_id} was not loaded: {exc} No table was changed.",
+            allow_retries=exc.retryable,
+        ) from None
     except DuckDBError as exc:  # DuckDB cannot open the file: not a DuckDB file, permissions
         raise dg.Failure(
             description=f"Extralt run {run_id} was not loaded: DuckDB cannot open "
-            f"{duckdb.database!r} for writing, and would fail the same way on a retry. No table "
+            f"{where.name!r} for writing, and would fail the same way on a retry. No table "
             f"was changed. DuckDB said: {exc}",
             allow_retries=False,
         ) from None
 
 
 def _load(
-    duckdb: DuckDBResource,
+    where: WarehouseAt,
     path: Path,
     target: "warehouse.Target",
     record: "warehouse.RunRecord",
@@ -312,7 +319,7 @@ def _load(
     size: int,
     load: LoadOptions,
 ) -> "warehouse.LoadResult":
-    conn = _connect(duckdb, load, record.run_id)
+    conn = _connect(where, load, record.run_id)
     try:
         return warehouse.load_export(
             conn,

@@ -7,7 +7,6 @@ captures asset's own metadata (`captures_metadata`) is for the UI and the soak.
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -116,14 +115,13 @@ def latest_run_materialization(
 
 
 def captures_metadata(
-    database: str,
+    uri: str,
     target: "warehouse.Target",
     result: "warehouse.LoadResult",
     size: int,
     download_seconds: float,
 ) -> dict[str, Any]:
-    uri = database if database.startswith("md:") else f"duckdb://{Path(database).resolve()}"
-    tables = target.table_names
+    tables = dict(result.table_names) or target.table_names
     values: dict[str, Any] = {
         "run_id": result.run_id,
         "history_rows": result.history_rows,
@@ -140,6 +138,7 @@ def captures_metadata(
         "unconverted_extracted_at": result.unconverted_extracted_at,
         "columns_widened": widened_text(result),
         "runs_dropped": joined(result.runs_dropped),
+        **({} if result.snapshot_id is None else {"snapshot_id": result.snapshot_id}),
         "extracted": count_or_unknown(result.extracted),
         "missing_captures": count_or_unknown(result.missing_captures),
         "tables": dg.MetadataValue.md("\n".join(f"- {k}: `{t}`" for k, t in tables.items())),

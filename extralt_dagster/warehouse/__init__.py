@@ -1,6 +1,6 @@
 """The warehouse in plain Python and duckdb: no Dagster.
 
-Where a source's tables live and how to open them (``target``), how an export is loaded into
+Where a source's tables live and how to open them (``target``: a DuckDB file or a DuckLake), how an export is loaded into
 them in one transaction (``load``, which also lists the objects and the rules of a load), and
 their row counts (``stats``).
 """
@@ -19,11 +19,13 @@ from .sql import META_COLUMNS, VARIANT_COLUMNS
 from .stats import CheapOffer, SourceSummary, Summary, WarehouseStats, summarize, table_stats
 from .target import (
     DEFAULT_DUCKDB_PATH,
+    DEFAULT_LAKE_ALIAS,
     DEFAULT_SCHEMA,
     DEFAULT_SETTINGS,
     OLDEST_READER,
     STORAGE_COMPATIBILITY_VERSION,
     Capabilities,
+    Lake,
     Target,
     connect,
     ensure_folder,
@@ -31,6 +33,7 @@ from .target import (
 
 __all__ = [
     "DEFAULT_DUCKDB_PATH",
+    "DEFAULT_LAKE_ALIAS",
     "DEFAULT_SCHEMA",
     "DEFAULT_SETTINGS",
     "DOCUMENTED_TYPES",
@@ -41,6 +44,7 @@ __all__ = [
     "Capabilities",
     "CheapOffer",
     "HistoryRetention",
+    "Lake",
     "LoadResult",
     "RunRecord",
     "SourceSummary",

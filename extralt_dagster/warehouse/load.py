@@ -19,12 +19,16 @@ Objects, per source (``Target``), in schema ``extralt`` unless overridden:
     (``product_key`` plus every history column); and that capture's offers. Kept per load,
     from this run's rows only: ``latest``.
 ``<schema>.runs`` -- TABLE. Run log shared by all sources of the schema: one row per
-    (source, run_id) loaded, replaced on reload.
+    (source, run_id) loaded, replaced on reload. On a lake each source has its own,
+    ``<schema>.<source>_runs``, and ``<schema>.runs`` is a view of them all (``target``).
 
 History retention (off by default): ``retention``. Why products is a table: BENCHMARKS.md.
 
 All changes of one load run in one transaction: a corrupt or truncated file, a schema
-conflict or any error leaves every object exactly as it was.
+conflict or any error leaves every object exactly as it was. The load stops at the first
+failed statement (DuckDB's ``COMMIT`` after a failed statement applies nothing, silently); on
+a lake, a commit that produced no snapshot is an error too, and a commit that conflicts with
+another writer's (a PostgreSQL catalog) is retried whole, ``CONFLICT_RETRIES`` times.
 
 Schema evolution of the history table, the JSON lines types and placeholders: ``evolution``.
 """
@@ -33,8 +37,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
+import re
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -69,7 +76,14 @@ from .sql import (
 from .stats import _Checks, _column_types, _run_checks, table_stats
 from .target import Capabilities, Target, bind, capabilities, exists
 
-__all__ = ["load_export"]
+__all__ = ["CONFLICT_RETRIES", "load_export"]
+
+#: Attempts after the first when a lake's commit conflicts with another writer's, with a
+#: doubling delay from ``_CONFLICT_DELAY`` seconds (0.2, 0.4, ... 3.2: about 6 s in all).
+CONFLICT_RETRIES = 5
+_CONFLICT_DELAY = 0.2
+#: Who a lake's snapshots of loads are by (``ducklake_snapshots().author``).
+SNAPSHOT_AUTHOR = "extralt-dagster"
 
 
 def load_export(
@@ -100,8 +114,56 @@ def load_export(
     started = time.perf_counter()
     fmt = _check_format(format)
     file_path = _check_path(path)
-    loaded_at = datetime.now(UTC)
     empty_jsonl = fmt == "jsonl" and _blank(file_path)
+    attempt = 0
+    while True:
+        try:
+            return _attempt(
+                conn,
+                file_path,
+                target=target,
+                run=run,
+                fmt=fmt,
+                started=started,
+                empty_jsonl=empty_jsonl,
+                bytes_downloaded=bytes_downloaded,
+                include_variants=include_variants,
+                history_retention=history_retention,
+            )
+        except WarehouseError as exc:
+            if not _conflict(exc) or attempt >= CONFLICT_RETRIES:
+                if _conflict(exc) and attempt:
+                    raise WarehouseError(
+                        f"{exc} (Gave up after {attempt + 1} attempts: another writer kept "
+                        "changing the same table.)",
+                        retryable=True,
+                    ) from exc
+                raise
+            time.sleep(_CONFLICT_DELAY * 2**attempt)
+            attempt += 1
+
+
+def _conflict(exc: WarehouseError) -> bool:
+    """Whether a load failed because another transaction committed a conflicting change."""
+    cause = exc.__cause__
+    return isinstance(cause, duckdb.TransactionException) and "conflict" in str(cause).lower()
+
+
+def _attempt(
+    conn: duckdb.DuckDBPyConnection,
+    file_path: str,
+    *,
+    target: Target,
+    run: RunRecord,
+    fmt: str,
+    started: float,
+    empty_jsonl: bool,
+    bytes_downloaded: int | None,
+    include_variants: bool,
+    history_retention: HistoryRetention | None,
+) -> LoadResult:
+    """One attempt of the load: one transaction."""
+    loaded_at = datetime.now(UTC)
     _begin(conn)
     try:
         bound = bind(conn, target)
@@ -117,8 +179,10 @@ def load_export(
             bytes_downloaded=bytes_downloaded,
             include_variants=include_variants,
             retention=history_retention,
+            token=uuid.uuid4().hex,
         )
-        return _commit(conn, _load(job, started), started)
+        _mark_snapshot(job)
+        return _commit(job, _load(job, started), started)
     except BaseException as exc:
         with contextlib.suppress(duckdb.Error):  # already gone: nothing was committed
             conn.execute("ROLLBACK")
@@ -143,6 +207,8 @@ class _Job:
     bytes_downloaded: int | None
     include_variants: bool
     retention: HistoryRetention | None = None
+    #: Unique to this attempt: the commit message of its snapshot, on a lake.
+    token: str = ""
 
 
 def _begin(conn: duckdb.DuckDBPyConnection) -> None:
@@ -154,15 +220,48 @@ def _begin(conn: duckdb.DuckDBPyConnection) -> None:
         ) from exc
 
 
-def _commit(conn: duckdb.DuckDBPyConnection, result: LoadResult, started: float) -> LoadResult:
-    """Commit: where DuckDB compresses and writes the rows. Its time is the ``commit`` phase."""
+def _mark_snapshot(job: _Job) -> None:
+    """On a lake: name the snapshot this transaction will commit, so that it can be found."""
+    if not job.caps.snapshots:
+        return
+    info = json.dumps({"source": job.target.source, "run_id": job.run.run_id, "load": job.token})
+    job.conn.execute(
+        f"CALL ducklake_set_commit_message({_lit(job.target.catalog or '')}, "
+        f"{_lit(SNAPSHOT_AUTHOR)}, {_lit(f'load {job.target.source} run {job.run.run_id}')}, "
+        f"extra_info => {_lit(info)})"
+    )
+
+
+def _commit(job: _Job, result: LoadResult, started: float) -> LoadResult:
+    """Commit: where DuckDB compresses and writes the rows. Its time is the ``commit`` phase.
+    On a lake, the snapshot the commit made is found by its token; none is an error."""
+    conn = job.conn
     conn.execute("COMMIT")
     commit_seconds = round(time.perf_counter() - started - result.load_seconds, 4)
+    snapshot_id = _committed_snapshot(job) if job.caps.snapshots else None
     return dataclasses.replace(
         result,
         load_seconds=time.perf_counter() - started,
         phase_seconds={**result.phase_seconds, "commit": commit_seconds},
+        snapshot_id=snapshot_id,
     )
+
+
+def _committed_snapshot(job: _Job) -> int:
+    row = job.conn.execute(
+        f"SELECT max(snapshot_id) FROM ducklake_snapshots({_lit(job.target.catalog or '')}) "
+        "WHERE author = ? AND json_extract_string(commit_extra_info, '$.load') = ?",
+        [SNAPSHOT_AUTHOR, job.token],
+    ).fetchone()
+    if row is None or row[0] is None:
+        raise WarehouseError(
+            f"Loading run {job.run.run_id} into {job.target.table_names['captures']}: the "
+            "lake's COMMIT returned, but no snapshot of this load exists, so nothing was "
+            "loaded. A statement of the transaction must have failed unseen; load the run "
+            "again.",
+            retryable=True,
+        )
+    return int(row[0])
 
 
 def _load_error(
@@ -224,6 +323,7 @@ def _load(job: _Job, started: float) -> LoadResult:
         _products(job, cols)
     _run_log(job, rows)
     dropped = _retain(job, cols if has_history else None)
+    _runs_view(job)
     clock.lap("products_and_run_log")
     checks = _run_checks(job.conn, job.target, cols, job.run.run_id) if has_history else _Checks()
     result = _result(job, plan, table_cols, rows, variants_for_run, checks, has_history)
@@ -285,6 +385,12 @@ def _evolve(job: _Job, plan: _Plan) -> None:
     for name, _old, new in plan.widen:
         conn.execute(f"ALTER TABLE {captures} ALTER COLUMN {_q(name)} SET DATA TYPE {new.sql}")
     for name, _old, new in plan.typed:
+        if not job.caps.any_type_change:
+            # DuckLake only widens: a column with no value is as good dropped and added again
+            # (it moves to the end of the table; the products table is rebuilt for it).
+            conn.execute(f"ALTER TABLE {captures} DROP COLUMN {_q(name)}")
+            conn.execute(f"ALTER TABLE {captures} ADD COLUMN {_q(name)} {new.sql}")
+            continue
         # Only NULLs and empty lists to convert (this run's own old rows are replaced anyway).
         conn.execute(
             f"ALTER TABLE {captures} ALTER COLUMN {_q(name)} SET DATA TYPE {new.sql} "
@@ -378,6 +484,41 @@ def _run_log(job: _Job, rows: int) -> None:
         f"VALUES ({', '.join('?' for _ in names)})",
         [row[n] for n in names],  # a column missing from the row is a KeyError, never a NULL
     )
+
+
+def _runs_view(job: _Job) -> None:
+    """On a lake: ``<schema>.runs``, the view of every source's run log, (re)created only when
+    it does not cover this source's yet, so that loads of known sources never touch it."""
+    target = job.target
+    if target.run_log != "source":
+        return
+    conn = job.conn
+    names = [
+        str(r[0])
+        for r in conn.execute(
+            "SELECT table_name FROM duckdb_columns() WHERE database_name = ? AND schema_name = ? "
+            "AND table_name LIKE '%\\_runs' ESCAPE '\\' AND column_name IN ('source', 'run_id') "
+            "GROUP BY table_name HAVING count(*) = 2 ORDER BY table_name",
+            [target.catalog, target.schema],
+        ).fetchall()
+    ]
+    row = conn.execute(
+        "SELECT sql FROM duckdb_views() WHERE database_name = ? AND schema_name = ? "
+        "AND view_name = 'runs'",
+        [target.catalog, target.schema],
+    ).fetchone()
+    if row is None and exists(conn, target, "runs"):
+        return  # a table of that name, not ours: left alone
+    current = str(row[0]) if row else ""
+    # DuckDB stores the view's SQL re-rendered: names unquoted where they need no quotes.
+    if row is not None and all(
+        re.search(rf"FROM\s+(?:{re.escape(n)}|{re.escape(_q(n))})(?=[\s);]|$)", current)
+        for n in names
+    ):
+        return
+    # Bare names: a view resolves them in its own schema, whatever the reader's catalog alias.
+    union = " UNION ALL BY NAME ".join(f"SELECT * FROM {_q(n)}" for n in names)
+    conn.execute(f"CREATE OR REPLACE VIEW {target.runs_view} AS {union}")
 
 
 def _run_log_row(job: _Job, rows: int) -> dict[str, Any]:

@@ -104,6 +104,9 @@ class LoadResult:
     #: Runs of this source that history retention dropped in this load (their captures,
     #: variants and run log rows), newest first.
     runs_dropped: tuple[str, ...] = ()
+    #: On a lake: the snapshot this load committed. ``SELECT ... FROM t AT (VERSION => n)``
+    #: reads the tables as they were right after it. None for a DuckDB file.
+    snapshot_id: int | None = None
 
     @property
     def drifted(self) -> bool:

@@ -37,7 +37,7 @@ def table_stats(conn: duckdb.DuckDBPyConnection, target: Target) -> WarehouseSta
     if not exists(conn, target, target.table("captures")):
         # No capture loaded yet, but runs with none may be logged.
         runs = 0
-        if exists(conn, target, "runs"):
+        if exists(conn, target, target.table("runs")):
             row = conn.execute(
                 f"SELECT count(*) FROM {target.runs} WHERE source = ?", [target.source]
             ).fetchone()
@@ -56,7 +56,7 @@ def table_stats(conn: duckdb.DuckDBPyConnection, target: Target) -> WarehouseSta
         if exists(conn, target, target.table("products"))
         else f"(SELECT count(DISTINCT {_product_key_expr(cols)}) FROM {target.captures})"
     )
-    has_runs = exists(conn, target, "runs")
+    has_runs = exists(conn, target, target.table("runs"))
     runs = f"(SELECT count(*) FROM {target.runs} WHERE source = ?)" if has_runs else "0"
     row = conn.execute(
         f"SELECT (SELECT count(*) FROM {target.captures}), "
@@ -186,7 +186,7 @@ def summarize(conn: duckdb.DuckDBPyConnection, *, schema: str = DEFAULT_SCHEMA) 
     """Per-source counts from the run log and tables, and the cheapest in-stock products."""
     validate_identifier(schema, "schema")
     catalog = attached_catalog(conn)
-    if not table_exists(conn, catalog, schema, "runs"):
+    if not table_exists(conn, catalog, schema, "runs", views=True):
         return Summary(sources=(), cheapest=())
     rows = conn.execute(
         f"SELECT source, count(*), coalesce(sum(credits), 0) "

@@ -1,43 +1,68 @@
-"""Where the warehouse lives and how to open it: the one seam a second kind of target plugs into.
+"""Where the warehouse lives and how to open it: the one seam both kinds of target plug into.
 
-- The database: a DuckDB file (``DEFAULT_DUCKDB_PATH`` unless configured), ``:memory:``, or a
-  MotherDuck ``md:`` path. ``ensure_folder`` creates a file's folder (DuckDB creates none);
-  ``connect`` opens it with ``DEFAULT_SETTINGS``, waiting while another process holds the
-  file's lock, then raising ``WarehouseLockedError`` naming the holder.
-- The catalog a connection writes to (``attached_catalog``; for a file, the file itself) and the
-  names of one source's objects in it (``Target``, bound to that catalog by ``bind``).
-- What that catalog can hold (``Capabilities``: generated columns, views), read from the
-  catalog's type, which the SQL builders and the load consult instead of assuming a file.
+- The database: a DuckDB file (``DEFAULT_DUCKDB_PATH`` unless configured), ``:memory:``, a
+  MotherDuck ``md:`` path, or a DuckLake (``Lake``: a catalog in SQLite or PostgreSQL, the data
+  as Parquet files in a folder or an object store). ``ensure_folder`` creates a file's folder
+  (DuckDB creates none); ``connect`` opens a file with ``DEFAULT_SETTINGS``, waiting while
+  another process holds the file's lock, then raising ``WarehouseLockedError`` naming the
+  holder; for a ``Lake`` it opens an in-memory DuckDB, attaches the lake and ``USE``s it.
+- The catalog a connection writes to (``attached_catalog``; for a file, the file itself; for a
+  lake, its alias) and the names of one source's objects in it (``Target``, bound to that
+  catalog by ``bind``).
+- What that catalog can hold (``Capabilities``), read from the catalog's type, which the SQL
+  builders and the load consult instead of assuming a file.
 
-A DuckLake target (issue 17) is a second database kind here: ``connect`` attaches the lake
-(``ATTACH 'ducklake:...'``, ``USE``), and ``CAPABILITIES`` gains its entry (no generated
-columns); the loader and the SQL builders then follow ``capabilities()``.
+DuckLake, and why its objects are laid out as they are (issue 17). DuckLake has no generated
+columns, keys, indexes or ``INSERT OR REPLACE``, and ``ALTER COLUMN ... SET TYPE`` only widens:
+the variants tables store ``product_key``; a placeholder column (no value yet) that gets its
+real type is dropped and added again (it moves to the end of the table). Every committed
+transaction is one snapshot: a load is one transaction, its snapshot id is in
+``LoadResult.snapshot_id``, found by a token the load writes as the snapshot's commit message
+(``ducklake_set_commit_message``), so it is right even when other writers commit meanwhile;
+a load whose commit produced no snapshot (DuckDB's ``COMMIT`` after a failed statement
+applies nothing and says nothing) is an error.
+
+Concurrency, decided: with a PostgreSQL catalog loads of different sources run at the same
+time, and DuckLake fails a commit that deletes from a table another transaction appended to,
+or that replaces a view another transaction replaced. So on a lake no object is shared by the
+loads of different sources: each source has its own run log, ``<schema>.<source>_runs``
+(``Target.runs``; a reload still replaces its row, retention still deletes), and
+``<schema>.runs`` is a view, the union of every source's run log, that a load creates or
+replaces only when a source's run log is new to it: the first load of a source, not every
+load. Two first loads racing still conflict on that view; the loser is retried. A SQLite
+catalog is one writer at a time (keep the Dagster pool at 1); ``LAKE_SQLITE_OPTIONS`` put its
+catalog in WAL mode with a busy timeout, so readers never block the writer.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, get_args
 
 import duckdb
 
 from ..api.models import validate_identifier
 from .errors import WarehouseError, WarehouseLockedError
-from .quote import _q
+from .quote import _lit, _q
 
 __all__ = [
     "CAPABILITIES",
     "DEFAULT_DUCKDB_PATH",
+    "DEFAULT_LAKE_ALIAS",
     "DEFAULT_SCHEMA",
     "DEFAULT_SETTINGS",
+    "LAKE_SQLITE_OPTIONS",
     "OLDEST_READER",
     "STORAGE_COMPATIBILITY_VERSION",
     "Capabilities",
+    "Lake",
     "Target",
     "attached_catalog",
     "bind",
@@ -96,12 +121,18 @@ class Target:
     source: str
     schema: str = DEFAULT_SCHEMA
     catalog: str | None = None
+    #: Where the run log is: ``"schema"``, one ``<schema>.runs`` table shared by the schema's
+    #: sources (a DuckDB file); ``"source"``, a ``<schema>.<source>_runs`` table per source,
+    #: under a ``<schema>.runs`` view (a lake: see the module docstring). ``bind`` sets it.
+    run_log: Literal["schema", "source"] = "schema"
 
     def __post_init__(self) -> None:
         validate_identifier(self.source, "source name")
         validate_identifier(self.schema, "schema")
         if self.catalog is not None and (not isinstance(self.catalog, str) or not self.catalog):
             raise WarehouseError(f"catalog must be a non-empty string, got {self.catalog!r}")
+        if self.run_log not in ("schema", "source"):
+            raise WarehouseError(f"run_log must be 'schema' or 'source', got {self.run_log!r}")
 
     def in_catalog(self, catalog: str) -> Target:
         """The same target, every SQL name qualified with ``catalog``."""
@@ -121,8 +152,10 @@ class Target:
     def table(self, kind: TableKind) -> str:
         """The bare name of one of the source's objects: ``<source>_captures`` (history),
         ``<source>_products``, ``<source>_variants``, ``<source>_current_variants``; ``runs``
-        is the schema's run log."""
-        return "runs" if kind == "runs" else f"{self.source}_{kind}"
+        is the run log: the schema's ``runs``, or the source's ``<source>_runs`` on a lake."""
+        if kind == "runs" and self.run_log == "schema":
+            return "runs"
+        return f"{self.source}_{kind}"
 
     @property
     def captures_in_schema(self) -> str:
@@ -154,8 +187,14 @@ class Target:
 
     @property
     def runs(self) -> str:
-        """Quoted ``schema.runs`` (run log, shared by the schema's sources)."""
+        """Quoted ``schema.runs`` (run log, shared by the schema's sources), or
+        ``schema.source_runs`` (the source's own run log, on a lake)."""
         return self.qualified(self.table("runs"))
+
+    @property
+    def runs_view(self) -> str:
+        """Quoted ``schema.runs``: on a lake, the view of every source's run log."""
+        return self.qualified("runs")
 
     @property
     def table_names(self) -> dict[str, str]:
@@ -190,7 +229,7 @@ def _settings(path: str, config: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def connect(
-    database: str | os.PathLike[str],
+    database: str | os.PathLike[str] | Lake,
     *,
     config: Mapping[str, Any] | None = None,
     lock_timeout_seconds: float = 60.0,
@@ -202,7 +241,13 @@ def connect(
     ``DEFAULT_SETTINGS`` (e.g. ``{"memory_limit": "4GB", "threads": 4}``). After
     ``lock_timeout_seconds`` of ``Could not set lock`` errors this raises
     ``WarehouseLockedError``; other errors propagate as DuckDB raised them.
+
+    A ``Lake`` is attached to a new in-memory DuckDB and made the connection's default catalog
+    (``USE``); ``lock_timeout_seconds`` is then how long a SQLite catalog waits for another
+    writer (``META_BUSY_TIMEOUT``). Errors attaching it are ``WarehouseError``.
     """
+    if isinstance(database, Lake):
+        return _connect_lake(database, config, lock_timeout_seconds, read_only)
     path = ensure_folder(database) if not read_only else os.fspath(database)
     settings = _settings(path, config)
     return _wait_for_lock(
@@ -210,6 +255,166 @@ def connect(
         path,
         lock_timeout_seconds,
     )
+
+
+# --- A DuckLake ---------------------------------------------------------------------------------
+
+#: The name a lake is attached under unless configured: its tables are ``lake.<schema>.<table>``.
+DEFAULT_LAKE_ALIAS = "lake"
+#: ATTACH options for a SQLite catalog: WAL, so that readers (an analyst's open transaction)
+#: never block the loader's commit; the busy timeout (``connect``'s ``lock_timeout_seconds``,
+#: in ms) is how long a writer waits for another writer (SQLite has one at a time).
+LAKE_SQLITE_OPTIONS: Mapping[str, str] = {"META_JOURNAL_MODE": "WAL"}
+_CATALOG_KINDS = {"sqlite": "sqlite_scanner", "postgres": "postgres_scanner"}
+_PASSWORD_IN_DSN = re.compile(r"(^|\s)password\s*=", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Lake:
+    """A DuckLake: where its catalog is and where its data files go.
+
+    ``catalog`` is ``"sqlite:<path>"`` (one machine; one writer at a time) or
+    ``"postgres:<libpq connection string>"`` (``"dbname=lake host=db.internal user=etl"``),
+    without the password: that is ``password``, kept out of every repr, message and the
+    connection string (DuckDB gets it as a temporary PostgreSQL secret). ``data_path`` is a
+    local folder (created if missing) or an object-store URL (``s3://bucket/prefix/``, with
+    DuckDB's credentials for it configured as secrets). ``alias`` is the catalog name the lake
+    is attached under (``lake.extralt.shoes_products``).
+    """
+
+    catalog: str
+    data_path: str
+    password: str | None = field(default=None, repr=False, compare=False)
+    alias: str = DEFAULT_LAKE_ALIAS
+
+    def __post_init__(self) -> None:
+        kind, sep, location = str(self.catalog).partition(":")
+        if not isinstance(self.catalog, str) or not sep or kind not in _CATALOG_KINDS:
+            raise WarehouseError(
+                "catalog must be 'sqlite:<path to the catalog file>' or "
+                f"'postgres:<libpq connection string>', got {self.catalog!r}."
+            )
+        if not location.strip():
+            raise WarehouseError(
+                f"catalog {self.catalog!r} names no {kind} database: write "
+                + (
+                    "'sqlite:data/lake.sqlite'."
+                    if kind == "sqlite"
+                    else "'postgres:dbname=lake host=...'."
+                )
+            )
+        if kind == "postgres" and _PASSWORD_IN_DSN.search(location):
+            raise WarehouseError(
+                "catalog has a password= in its connection string: take it out and give the "
+                "password separately (DuckLakeResource's catalog_password, from an EnvVar), so "
+                "it never reaches logs or metadata. (The catalog is not repeated here.)"
+            )
+        if not isinstance(self.data_path, str) or not self.data_path.strip():
+            raise WarehouseError(
+                "data_path must name the folder (or object-store URL, such as "
+                f"'s3://bucket/prefix/') for the lake's Parquet files, got {self.data_path!r}."
+            )
+        validate_identifier(self.alias, "lake alias")
+
+    @property
+    def kind(self) -> str:
+        """``"sqlite"`` or ``"postgres"``."""
+        return self.catalog.partition(":")[0]
+
+    @property
+    def location(self) -> str:
+        """The catalog database: the SQLite file, or the libpq connection string."""
+        return self.catalog.partition(":")[2]
+
+    @property
+    def uri(self) -> str:
+        """``ducklake:<catalog>``, a SQLite path made absolute (no password: it is never in
+        ``catalog``)."""
+        if self.kind == "sqlite":
+            return f"ducklake:sqlite:{Path(self.location).resolve()}"
+        return f"ducklake:{self.catalog}"
+
+    def __str__(self) -> str:
+        return self.uri
+
+
+def _is_url(path: str) -> bool:
+    return "://" in path
+
+
+def _packaged_extension(name: str) -> str | None:
+    """The extension file of the pip package ``duckdb-extension-<name>`` for this DuckDB, when
+    that package is installed (offline installs); None otherwise: DuckDB then installs the
+    extension from its own repository."""
+    spec = importlib.util.find_spec(f"duckdb_extension_{name}")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for folder in spec.submodule_search_locations:
+        path = Path(folder, "extensions", f"v{duckdb.__version__}", f"{name}.duckdb_extension")
+        if path.is_file():
+            return str(path)
+    return None
+
+
+def _load_extensions(conn: duckdb.DuckDBPyConnection, lake: Lake) -> None:
+    """``ducklake`` and the catalog's scanner, installed and loaded. DuckDB checks each
+    extension's signature at ``LOAD``: unsigned extensions are never allowed."""
+    for name in ("ducklake", _CATALOG_KINDS[lake.kind]):
+        packaged = _packaged_extension(name)
+        try:
+            conn.execute(f"INSTALL {_lit(packaged)}" if packaged else f"INSTALL {name}")
+            conn.execute(f"LOAD {name}")
+        except duckdb.Error as exc:
+            raise WarehouseError(
+                f"DuckDB {duckdb.__version__} could not install or load its {name!r} extension "
+                f"for the lake {lake.uri!r}. Online, DuckDB downloads it from its repository; "
+                "offline, install the packaged extensions (pip install "
+                f"'extralt-dagster[ducklake]', which needs duckdb=={duckdb.__version__} to "
+                f"match). DuckDB said: {exc}"
+            ) from None
+
+
+def _attach_sql(lake: Lake, busy_timeout_ms: int, read_only: bool) -> str:
+    options = [f"DATA_PATH {_lit(lake.data_path)}"]
+    if lake.kind == "sqlite":
+        options += [f"{k} {_lit(v)}" for k, v in LAKE_SQLITE_OPTIONS.items()]
+        options.append(f"META_BUSY_TIMEOUT {int(busy_timeout_ms)}")
+    if read_only:
+        options.append("READ_ONLY")
+    return f"ATTACH {_lit('ducklake:' + lake.catalog)} AS {_q(lake.alias)} ({', '.join(options)})"
+
+
+def _connect_lake(
+    lake: Lake, config: Mapping[str, Any] | None, lock_timeout_seconds: float, read_only: bool
+) -> duckdb.DuckDBPyConnection:
+    settings = {**DEFAULT_SETTINGS, **(config or {})}
+    if not read_only:
+        if lake.kind == "sqlite":
+            ensure_folder(lake.location)
+        if not _is_url(lake.data_path):
+            os.makedirs(lake.data_path, exist_ok=True)
+    conn = duckdb.connect(":memory:", config=settings)
+    try:
+        _load_extensions(conn, lake)
+        if lake.password is not None:
+            # The default PostgreSQL secret: libpq takes the password from it, and it is in no
+            # connection string (duckdb_databases() shows the ATTACH path to every reader).
+            conn.execute(f"CREATE TEMPORARY SECRET (TYPE postgres, PASSWORD {_lit(lake.password)})")
+        conn.execute(_attach_sql(lake, round(lock_timeout_seconds * 1000), read_only))
+        conn.execute(f"USE {_q(lake.alias)}")
+    except WarehouseError:
+        conn.close()
+        raise
+    except duckdb.Error as exc:
+        conn.close()
+        said = str(exc)
+        if lake.password:
+            said = said.replace(lake.password, "***")
+        raise WarehouseError(
+            f"Cannot attach the lake {lake.uri!r} (data path {lake.data_path!r}): {said}",
+            retryable=isinstance(exc, duckdb.IOException),
+        ) from None
+    return conn
 
 
 _LOCK_MESSAGE = "could not set lock on file"
@@ -277,13 +482,25 @@ class Capabilities:
     #: Virtual generated columns (the variants table's ``product_key``). Without them the key is
     #: a stored column the variants insert fills.
     generated_columns: bool = True
-    #: Views. None of today's objects is one (earlier releases' products view was).
+    #: Views. The lake's ``<schema>.runs`` is one (earlier releases' products view was).
     views: bool = True
+    #: ``ALTER COLUMN ... SET DATA TYPE`` to any type (``USING``). Without it (DuckLake only
+    #: widens), a placeholder column that gets its real type is dropped and added again.
+    any_type_change: bool = True
+    #: Each commit is a numbered snapshot (DuckLake): the load reports its snapshot id.
+    snapshots: bool = False
+    #: One run log shared by the schema's sources; without it, one per source (``Target``).
+    shared_run_log: bool = True
 
 
 #: Capabilities by DuckDB's catalog type (``duckdb_databases().type``). A DuckDB file, memory
 #: and MotherDuck have them all; a type not listed is treated as a DuckDB file (as it always was).
-CAPABILITIES: Mapping[str, Capabilities] = {"duckdb": Capabilities()}
+CAPABILITIES: Mapping[str, Capabilities] = {
+    "duckdb": Capabilities(),
+    "ducklake": Capabilities(
+        generated_columns=False, any_type_change=False, snapshots=True, shared_run_log=False
+    ),
+}
 
 
 def capabilities(conn: duckdb.DuckDBPyConnection, catalog: str) -> Capabilities:
@@ -302,14 +519,25 @@ def attached_catalog(conn: duckdb.DuckDBPyConnection) -> str:
 
 
 def bind(conn: duckdb.DuckDBPyConnection, target: Target) -> Target:
-    """``target`` qualified with ``conn``'s catalog, unless it names one already."""
-    return target if target.catalog is not None else target.in_catalog(attached_catalog(conn))
+    """``target`` qualified with ``conn``'s catalog, unless it names one already, with the run
+    log where that catalog keeps it."""
+    bound = target if target.catalog is not None else target.in_catalog(attached_catalog(conn))
+    caps = capabilities(conn, bound.catalog or "")
+    return dataclasses.replace(bound, run_log="schema" if caps.shared_run_log else "source")
 
 
-def table_exists(conn: duckdb.DuckDBPyConnection, catalog: str, schema: str, table: str) -> bool:
+def table_exists(
+    conn: duckdb.DuckDBPyConnection, catalog: str, schema: str, table: str, *, views: bool = False
+) -> bool:
+    """Whether ``catalog.schema.table`` is a table (or, with ``views``, a table or a view)."""
+    view_sql = (
+        " UNION ALL SELECT database_name, schema_name, view_name FROM duckdb_views()"
+        if views
+        else ""
+    )
     row = conn.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE database_name = ? "
-        "AND schema_name = ? AND table_name = ?",
+        "SELECT count(*) FROM (SELECT database_name, schema_name, table_name FROM duckdb_tables()"
+        f"{view_sql}) t(d, s, n) WHERE d = ? AND s = ? AND n = ?",
         [catalog, schema, table],
     ).fetchone()
     return bool(row and row[0])
