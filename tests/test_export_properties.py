@@ -42,6 +42,7 @@ from extralt_dagster.assets.metadata import captures_metadata as _metadata
 from extralt_dagster.emulator.datagen import CAPTURE_COLUMNS, read_captures
 from extralt_dagster.warehouse import RunRecord, Target, WarehouseError, WarehouseSchemaError
 from extralt_dagster.warehouse import quote as warehouse_quote
+from tests.targets import TARGETS, target_conn
 
 #: The seeds `make test` runs (each loads LOADS exports in a row).
 DEFAULT_SEEDS = (1, 2, 3, 38)  # 38 alone makes every kind of change
@@ -356,8 +357,9 @@ def test_the_fixed_seeds_make_every_kind_of_change(tmp_path):
     assert sorted(k for k in wanted if not kinds[k]) == []
 
 
-def test_every_documented_export_shape_loads_correctly(tmp_path, seed):
-    conn = warehouse.connect(tmp_path / "wh.duckdb")
+@pytest.mark.parametrize("kind", TARGETS)
+def test_every_documented_export_shape_loads_correctly(tmp_path, seed, kind):
+    conn = target_conn(kind, tmp_path)
     model = Model()
     log: list[str] = []
     try:

@@ -24,6 +24,7 @@ from extralt_dagster.emulator.datagen import NESTED_FIELD, write_captures
 from extralt_dagster.emulator.state import Robot
 from extralt_dagster.naming import captures_asset_key, run_asset_key
 from extralt_dagster.warehouse import RunRecord, Target, WarehouseExportError, load_export
+from tests.targets import target_fixture
 
 from .support import failure_messages, materialization_metadata, resources
 
@@ -35,11 +36,8 @@ WARRANTY = f"variants[].offers[].{NESTED_FIELD}"
 FORMATS = ("parquet", "jsonl")
 
 
-@pytest.fixture
-def conn(tmp_path):
-    con = warehouse.connect(tmp_path / "wh.duckdb")
-    yield con
-    con.close()
+#: A new warehouse of each kind: a DuckDB file and a DuckLake.
+conn = target_fixture()
 
 
 def export(tmp_path: Path, run_id: str, count: int, *, fmt: str = "parquet", day: int = 0, **kw):

@@ -29,6 +29,7 @@ from extralt_dagster.naming import captures_asset_key
 from extralt_dagster.warehouse import RunRecord, Target, load_export
 from extralt_dagster.warehouse import quote as warehouse_quote
 from extralt_dagster.warehouse import sql as warehouse_sql
+from tests.targets import reconnect, target_fixture
 
 from .support import event_log_text, failure_messages, materialization_metadata, resources
 
@@ -37,12 +38,8 @@ SHOES = Target("shoes")
 FORMATS = ("parquet", "jsonl")
 
 
-@pytest.fixture
-def conn(tmp_path):
-    """A connection to a new warehouse file."""
-    con = warehouse.connect(tmp_path / "wh.duckdb")
-    yield con
-    con.close()
+#: A new warehouse of each kind: a DuckDB file and a DuckLake.
+conn = target_fixture()
 
 
 def load(conn, path, run_id, fmt="parquet", target=SHOES):
@@ -249,6 +246,11 @@ def test_an_undocumented_column_with_no_value_takes_the_next_real_type(conn, tmp
     assert conn.execute(
         f"SELECT count(*) FROM {SHOES.captures} WHERE run_id = 'run_1' AND len(tags) = 0"
     ).fetchone() == (3,)
+    # A new session reads the retyped columns too (on a lake they were copied, not altered).
+    with reconnect(conn) as other:
+        assert other.execute(
+            f"SELECT count(*), count(score), sum(len(tags)) FROM {SHOES.captures}"
+        ).fetchone() == (5, 1, 1)
 
 
 def test_a_column_with_values_keeps_its_type(conn, tmp_path):
@@ -485,8 +487,10 @@ def test_blank_product_ids_fall_back_to_the_url(conn, tmp_path, fmt, blank):
     assert warehouse.table_stats(conn, SHOES).products == 19
 
 
-def test_a_variants_table_of_an_earlier_release_gets_the_new_key(conn, tmp_path):
-    """Made with `coalesce(product_id, url)`: rebuilt in the load, rows kept."""
+def test_a_variants_table_of_an_earlier_release_gets_the_new_key(tmp_path):
+    """Made with `coalesce(product_id, url)`: rebuilt in the load, rows kept. (A DuckDB file
+    only: no release wrote a lake, and DuckLake has no generated columns.)"""
+    conn = warehouse.connect(tmp_path / "wh.duckdb")
     conn.execute("CREATE SCHEMA extralt")
     old_columns = [
         (n, "VARCHAR GENERATED ALWAYS AS (coalesce(product_id, url)) VIRTUAL")
@@ -502,3 +506,4 @@ def test_a_variants_table_of_an_earlier_release_gets_the_new_key(conn, tmp_path)
     assert conn.execute(
         f"SELECT product_key FROM {SHOES.variants} WHERE run_id = 'old'"
     ).fetchall() == [("https://s/1",)]
+    conn.close()

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import duckdb
 
 from ..api.models import EXPORT_FORMATS
 from .errors import WarehouseError, WarehouseExportError
-from .schema import _documented, _from_duckdb, _json_read_type, _Type
+from .schema import _documented, _from_duckdb, _json_read_type, _list, _map, _struct, _Type
 
 _GLOB_CHARACTERS = ("*", "?", "[")
 
@@ -59,11 +60,62 @@ def _file_columns(
     rel = conn.sql(f"SELECT * FROM {_reader(fmt)}", params=[path])
     cols = [(name, _from_duckdb(t)) for name, t in zip(rel.columns, rel.types, strict=True)]
     if fmt != "jsonl":
-        return cols
+        return _parquet_nulls(path, cols)
     table = {n.lower(): t for n, t in table_cols or ()}
     # Where history has no such column, the documented type stands in for it: JSON lines
     # give no type for a column that is NULL everywhere.
-    return [(n, _json_read_type(t, table.get(n.lower()) or _documented(n))) for n, t in cols]
+    return [
+        (n, _json_read_type(_json_nulls(t), table.get(n.lower()) or _documented(n)))
+        for n, t in cols
+    ]
+
+
+_NULL = _Type("null", "NULL")
+
+
+def _parquet_nulls(path: str, cols: list[tuple[str, _Type]]) -> list[tuple[str, _Type]]:
+    """``cols`` with NULL wherever the Parquet file's own schema says null: DuckDB 1.x reads a
+    null-typed column (what pyarrow writes for a column of no value) as INTEGER, 2.0 as NULL,
+    and a placeholder must not pass for a real type."""
+    try:
+        import pyarrow.parquet as pq
+
+        arrow = {f.name: f.type for f in pq.read_schema(path)}
+    except Exception:  # DuckDB read the file; what pyarrow cannot read changes nothing here
+        return cols
+    return [(n, _untyped(t, arrow.get(n))) for n, t in cols]
+
+
+def _untyped(t: _Type, arrow: Any) -> _Type:
+    import pyarrow as pa
+
+    if arrow is None:
+        return t
+    if pa.types.is_null(arrow):
+        return _NULL
+    if t.kind == "struct" and pa.types.is_struct(arrow):
+        fields = {arrow.field(i).name: arrow.field(i).type for i in range(arrow.num_fields)}
+        return _struct([(n, _untyped(c, fields.get(n))) for n, c in t.children])
+    if t.kind == "list" and (pa.types.is_list(arrow) or pa.types.is_large_list(arrow)):
+        return _list(_untyped(t.child, arrow.value_type))
+    if t.kind == "map" and pa.types.is_map(arrow):
+        key, value = t.children[0][1], t.children[1][1]
+        return _map(_untyped(key, arrow.key_type), _untyped(value, arrow.item_type))
+    return t
+
+
+def _json_nulls(t: _Type, element: bool = False) -> _Type:
+    """A JSON lines column as DuckDB 2.0 infers it: a field NULL in every line is NULL (DuckDB
+    1.x says JSON); a list's JSON element (empty lists everywhere) stays JSON."""
+    if t.kind == "json":
+        return t if element else _NULL
+    if t.kind == "struct":
+        return _struct([(n, _json_nulls(c)) for n, c in t.children])
+    if t.kind == "list":
+        return _list(_json_nulls(t.child, element=True))
+    if t.kind == "map":
+        return _map(*(_json_nulls(c) for _, c in t.children))
+    return t
 
 
 def _blank(path: str) -> bool:

@@ -364,13 +364,13 @@ def _export_columns(
     job: _Job, table_cols: list[tuple[str, _Type]] | None
 ) -> list[tuple[str, _Type]]:
     """The export's columns and the types to read them as; none for an empty export."""
-    if job.empty_jsonl:
+    if job.empty_jsonl or (job.fmt == "parquet" and _parquet_without_columns(job.path)):
+        # Asked before DuckDB reads it: DuckDB fails on a Parquet file with no columns, and a
+        # failed statement aborts the transaction (and, on a lake, makes COMMIT a silent no-op).
         return []
     try:
         return _file_columns(job.conn, job.path, job.fmt, table_cols)
     except duckdb.Error as exc:
-        if job.fmt == "parquet" and _parquet_without_columns(job.path):
-            return []
         raise _unreadable(exc, job.path, job.fmt, job.run.run_id) from exc
 
 
@@ -386,10 +386,7 @@ def _evolve(job: _Job, plan: _Plan) -> None:
         conn.execute(f"ALTER TABLE {captures} ALTER COLUMN {_q(name)} SET DATA TYPE {new.sql}")
     for name, _old, new in plan.typed:
         if not job.caps.any_type_change:
-            # DuckLake only widens: a column with no value is as good dropped and added again
-            # (it moves to the end of the table; the products table is rebuilt for it).
-            conn.execute(f"ALTER TABLE {captures} DROP COLUMN {_q(name)}")
-            conn.execute(f"ALTER TABLE {captures} ADD COLUMN {_q(name)} {new.sql}")
+            _retype_by_copy(job, name, new)
             continue
         # Only NULLs and empty lists to convert (this run's own old rows are replaced anyway).
         conn.execute(
@@ -397,6 +394,29 @@ def _evolve(job: _Job, plan: _Plan) -> None:
             f"USING CASE WHEN run_id = {_lit(job.run.run_id)} THEN NULL "
             f"ELSE {_q(name)}::{new.sql} END"
         )
+
+
+def _retype_by_copy(job: _Job, name: str, new: _Type) -> None:
+    """A placeholder column retyped where ALTER only widens (DuckLake): dropped and added
+    again with its real type (it moves to the end of the table; the products table is
+    rebuilt), and the values it held (empty lists, none of this run's) put back, cast, by row
+    id. Not ADD, UPDATE, DROP and RENAME in one transaction: DuckLake 1.0 commits that, and
+    then cannot read the lake's schema again (INTERNAL Error, every later connection)."""
+    conn, captures = job.conn, job.target.captures
+    column = _q(name)
+    held = conn.execute(
+        f"CREATE OR REPLACE TEMP TABLE _extralt_retyped AS SELECT rowid AS _rid, {column} AS _v "
+        f"FROM {captures} WHERE {column} IS NOT NULL AND run_id IS DISTINCT FROM ?",
+        [job.run.run_id],
+    ).fetchone()
+    conn.execute(f"ALTER TABLE {captures} DROP COLUMN {column}")
+    conn.execute(f"ALTER TABLE {captures} ADD COLUMN {column} {new.sql}")
+    if held and held[0]:
+        conn.execute(
+            f"UPDATE {captures} AS h SET {column} = k._v::{new.sql} "
+            "FROM temp.main._extralt_retyped k WHERE h.rowid = k._rid"
+        )
+    conn.execute("DROP TABLE temp.main._extralt_retyped")
 
 
 def _history(job: _Job, plan: _Plan, has_history: bool) -> int:

@@ -15,7 +15,8 @@
 DuckLake, and why its objects are laid out as they are (issue 17). DuckLake has no generated
 columns, keys, indexes or ``INSERT OR REPLACE``, and ``ALTER COLUMN ... SET TYPE`` only widens:
 the variants tables store ``product_key``; a placeholder column (no value yet) that gets its
-real type is dropped and added again (it moves to the end of the table). Every committed
+real type is copied into a new column of that type, which takes its name (it moves to the end
+of the table). Every committed
 transaction is one snapshot: a load is one transaction, its snapshot id is in
 ``LoadResult.snapshot_id``, found by a token the load writes as the snapshot's commit message
 (``ducklake_set_commit_message``), so it is right even when other writers commit meanwhile;
@@ -393,7 +394,34 @@ def _connect_lake(
             ensure_folder(lake.location)
         if not _is_url(lake.data_path):
             os.makedirs(lake.data_path, exist_ok=True)
-    conn = duckdb.connect(":memory:", config=settings)
+    attempts = 0
+    while True:
+        attempts += 1
+        try:
+            return _attach(lake, settings, lock_timeout_seconds, read_only)
+        except duckdb.Error as exc:
+            said = str(exc)
+            if lake.password:
+                said = said.replace(lake.password, "***")
+            if _INITIALIZING in said and attempts < _INIT_ATTEMPTS:
+                # Two processes attaching a new lake at once both create its catalog tables;
+                # one loses, and the next attempt finds them made.
+                time.sleep(0.1 * attempts)
+                continue
+            raise WarehouseError(
+                f"Cannot attach the lake {lake.uri!r} (data path {lake.data_path!r}): {said}",
+                retryable=isinstance(exc, duckdb.IOException) or _INITIALIZING in said,
+            ) from None
+
+
+_INITIALIZING = "Failed to initialize DuckLake"
+_INIT_ATTEMPTS = 5
+
+
+def _attach(
+    lake: Lake, settings: Mapping[str, Any], lock_timeout_seconds: float, read_only: bool
+) -> duckdb.DuckDBPyConnection:
+    conn = duckdb.connect(":memory:", config=dict(settings))
     try:
         _load_extensions(conn, lake)
         if lake.password is not None:
@@ -402,18 +430,9 @@ def _connect_lake(
             conn.execute(f"CREATE TEMPORARY SECRET (TYPE postgres, PASSWORD {_lit(lake.password)})")
         conn.execute(_attach_sql(lake, round(lock_timeout_seconds * 1000), read_only))
         conn.execute(f"USE {_q(lake.alias)}")
-    except WarehouseError:
+    except BaseException:
         conn.close()
         raise
-    except duckdb.Error as exc:
-        conn.close()
-        said = str(exc)
-        if lake.password:
-            said = said.replace(lake.password, "***")
-        raise WarehouseError(
-            f"Cannot attach the lake {lake.uri!r} (data path {lake.data_path!r}): {said}",
-            retryable=isinstance(exc, duckdb.IOException),
-        ) from None
     return conn
 
 
@@ -465,8 +484,9 @@ def _locked_error(
         "notebook, another Dagster step), no load can start. Close those connections while "
         "loads run, "
         "or let readers query a copy of the file taken after a load; or raise "
-        "lock_timeout_seconds. A later release adds a shared warehouse target (DuckLake) where "
-        f"readers and loads coexist. DuckDB said: {said}",
+        "lock_timeout_seconds. Where readers and loads must coexist, load into a DuckLake "
+        "instead (extralt_dagster.DuckLakeResource under the duckdb resource key, or "
+        f"EXTRALT_DUCKLAKE_CATALOG): readers never block its loads. DuckDB said: {said}",
         database=path,
         holder_pid=pid,
     )
