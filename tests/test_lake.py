@@ -9,6 +9,7 @@ import sqlite3
 from datetime import UTC, datetime
 
 import dagster as dg
+import duckdb
 import pyarrow.parquet as pq
 import pytest
 
@@ -258,3 +259,36 @@ def test_the_captures_asset_loads_into_a_lake_under_the_duckdb_key(
         ).fetchall()
         [(runs,)] = con.execute("SELECT count(*) FROM extralt.runs").fetchall()
     assert rows == metadata["dagster/row_count"] == 30 and runs == 1
+
+
+def test_a_commit_conflict_is_retried_then_fails_naming_the_table(conn, tmp_path, monkeypatch):
+    """What a PostgreSQL catalog says when another writer changed the same table (here raised
+    by hand: a SQLite catalog has one writer)."""
+    said = (
+        "TransactionContext Error: Failed to commit: Transaction conflict - attempting to "
+        "delete from table with index 3 but another transaction has inserted into it"
+    )
+    real = load_module._attempt
+    calls = []
+
+    def conflicting(*args, fail=2, **kwargs):
+        calls.append(1)
+        if len(calls) <= fail:
+            try:
+                raise duckdb.TransactionException(said)
+            except duckdb.TransactionException as exc:
+                raise WarehouseError(f"Loading failed. DuckDB said: {exc}", retryable=True) from exc
+        return real(*args, **kwargs)
+
+    delays = []
+    monkeypatch.setattr(load_module.time, "sleep", delays.append)
+    monkeypatch.setattr(load_module, "_attempt", conflicting)
+    result = load(conn, export(tmp_path, "r1", 5), "r1")
+    assert (len(calls), result.rows, delays) == (3, 5, [0.2, 0.4])
+
+    calls.clear()
+    monkeypatch.setattr(load_module, "_attempt", lambda *a, **k: conflicting(*a, fail=99, **k))
+    with pytest.raises(WarehouseError, match="another transaction has inserted") as info:
+        load(conn, export(tmp_path, "r2", 5, day=1), "r2")
+    assert len(calls) == load_module.CONFLICT_RETRIES + 1 and info.value.retryable
+    assert f"Gave up after {load_module.CONFLICT_RETRIES + 1} attempts" in str(info.value)
