@@ -7,13 +7,19 @@ products) is tested on both by test_warehouse.py, test_latest.py and the export 
 import contextlib
 import sqlite3
 from datetime import UTC, datetime
+from pathlib import Path
 
 import dagster as dg
 import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from extralt_dagster import DuckLakeResource, build_extralt_assets, warehouse
+from extralt_dagster import (
+    DuckLakeResource,
+    build_extralt_assets,
+    load_extralt_definitions,
+    warehouse,
+)
 from extralt_dagster.emulator.datagen import write_captures
 from extralt_dagster.lake import warehouse_at
 from extralt_dagster.naming import captures_asset_key
@@ -25,6 +31,7 @@ from .support import fast_extralt, materialization_metadata
 from .targets import lake_at
 
 T0 = 1_767_225_600.0
+FIXTURES = Path(__file__).parent / "fixtures"
 SHOES = Target("shoes")
 BOOTS = Target("boots")
 
@@ -292,3 +299,14 @@ def test_a_commit_conflict_is_retried_then_fails_naming_the_table(conn, tmp_path
         load(conn, export(tmp_path, "r2", 5, day=1), "r2")
     assert len(calls) == load_module.CONFLICT_RETRIES + 1 and info.value.retryable
     assert f"Gave up after {load_module.CONFLICT_RETRIES + 1} attempts" in str(info.value)
+
+
+def test_a_sources_file_loads_into_the_lake_the_environment_names(monkeypatch, tmp_path):
+    monkeypatch.setenv("EXTRALT_DUCKLAKE_CATALOG", f"sqlite:{tmp_path / 'c.sqlite'}")
+    monkeypatch.setenv("EXTRALT_DUCKLAKE_DATA_PATH", str(tmp_path / "data"))
+    monkeypatch.setenv("EXTRALT_DUCKLAKE_PASSWORD", "not-for-sqlite")
+    defs = load_extralt_definitions(FIXTURES / "sources_valid.yaml")
+    resource = defs.resources["duckdb"]
+    assert isinstance(resource, DuckLakeResource)
+    assert resource.catalog == f"sqlite:{tmp_path / 'c.sqlite'}"
+    assert "not-for-sqlite" not in repr(resource)
