@@ -5,8 +5,10 @@
   (the `duckdb` pool at 1). No load fails, no query fails, and every query sees one whole
   snapshot: the snapshot a load committed, with the counts it had.
 - PostgreSQL catalog: two sources load at the same time into one lake (the `duckdb` pool at 2,
-  the multiprocess executor), three rounds, while a reader queries. Both land every round,
-  nothing lost or duplicated.
+  the multiprocess executor) while a reader queries. Both land, nothing lost or duplicated, and
+  the reader sees whole snapshots. Whether the two transactions overlap is up to the scheduler
+  there, so a third test holds two loads until both reach COMMIT: both commit (the first loads
+  of two sources conflict on the shared `runs` view, and one is retried).
 - The PostgreSQL server those tests use (tests/pg_server.py): it starts, needs its password,
   holds a DuckLake catalog, and leaves nothing behind.
 
@@ -35,6 +37,7 @@ import duckdb
 import pytest
 
 from extralt_dagster import DuckLakeResource, ExtraltResource, build_extralt_assets, warehouse
+from extralt_dagster.emulator.datagen import write_captures
 from extralt_dagster.naming import captures_asset_key
 from tests.pg_server import PostgresServer, postgres_server  # noqa: F401
 
@@ -173,20 +176,19 @@ class Analyst:
             self._stderr.close()
 
 
-def _counts_at(lake: warehouse.Lake, snapshot: int) -> list[int]:
-    with warehouse.connect(lake, read_only=True) as con:
-        return list(
-            con.execute(f"SELECT {COUNTS.format(at=f' AT (VERSION => {snapshot})')}").fetchone()
-        )
-
-
 def _check_whole_snapshots(lake: warehouse.Lake, queries: list[dict[str, Any]], loaded: set[int]):
     """Each query read a snapshot a load committed, and counted exactly what that snapshot
     holds: nothing of a load in progress, nothing half of one."""
     assert [q for q in queries if "error" in q] == []
     seen = {q["snapshot"] for q in queries}
     assert seen <= loaded, f"snapshots no load committed: {sorted(seen - loaded)}"
-    truth = {snapshot: _counts_at(lake, snapshot) for snapshot in seen}
+    with warehouse.connect(lake, read_only=True) as con:
+        truth = {
+            snapshot: list(
+                con.execute(f"SELECT {COUNTS.format(at=f' AT (VERSION => {snapshot})')}").fetchone()
+            )
+            for snapshot in seen
+        }
     wrong = [q for q in queries if q["counts"] != truth[q["snapshot"]]]
     assert wrong == [], f"{len(wrong)} queries saw counts of no snapshot: {wrong[:3]}"
     # History only grows: in the order the queries ran, no count ever goes down.
@@ -288,6 +290,7 @@ ENV_CATALOG, ENV_DATA, ENV_EXPORTS, ENV_PASSWORD = (
     "EXTRALT_TEST_LAKE_PASSWORD",
 )
 BUDGET = 300
+ROUNDS = 1
 
 
 def two_sources_job() -> dg.JobDefinition:
@@ -375,59 +378,64 @@ def test_two_sources_load_at_once_into_a_postgres_lake_and_nothing_is_lost_or_do
     # The `duckdb` pool at 2: both captures steps may run at once (and both run steps).
     pools = {"concurrency": {"pools": {"default_limit": 2}}}
 
-    reader: Analyst | None = None
+    # Each source's first load, outside Dagster, so that the reader has tables from the start
+    # (two first loads racing is the next test's round 1).
     loaded: set[int] = set()
     rows = {name: 0 for name, _ in SOURCES}
+    with warehouse.connect(lake) as conn:
+        for name, _ in SOURCES:
+            first = warehouse.load_export(
+                conn,
+                write_captures(tmp_path / f"{name}_0.parquet", run_id=f"run_{name}_0", count=5),
+                target=warehouse.Target(name),
+                run=warehouse.RunRecord(run_id=f"run_{name}_0"),
+            )
+            loaded.add(first.snapshot_id)
+            rows[name] += first.rows
+    reader = Analyst(
+        lake.catalog, lake.data_path, tmp_path, env={"PGPASSWORD": postgres_server.password}
+    )
     overlaps, load_overlaps = [], []
-    with dg.instance_for_test(temp_dir=str(home), overrides=pools) as instance:
-        for round_ in range(3):
-            with dg.execute_job(job, instance=instance) as result:
-                assert result.success, [
-                    e.step_failure_data.error.message
-                    for e in result.all_events
-                    if e.is_step_failure
-                ]
-                load_windows = []
-                for name, _ in SOURCES:
-                    md = materialization_metadata(result, captures_asset_key(name))
-                    loaded.add(md["extralt/snapshot_id"])
-                    rows[name] += md["dagster/row_count"]
-                    load_windows.append(_load_window(instance, result.run_id, name, md))
-                (c0, c1), (d0, d1) = load_windows
-                load_overlaps.append(min(c1, d1) - max(c0, d0))
-                (a0, a1), (b0, b1) = _step_windows(instance, result.run_id).values()
-                overlaps.append(min(a1, b1) - max(a0, b0))
-            if round_ == 0:
-                # From the first round on the tables exist: the reader starts querying.
-                reader = Analyst(
-                    lake.catalog,
-                    lake.data_path,
-                    tmp_path,
-                    env={"PGPASSWORD": postgres_server.password},
-                )
-    assert reader is not None
     try:
+        with dg.instance_for_test(temp_dir=str(home), overrides=pools) as instance:
+            for _ in range(ROUNDS):
+                with dg.execute_job(job, instance=instance) as result:
+                    assert result.success, [
+                        e.step_failure_data.error.message
+                        for e in result.all_events
+                        if e.is_step_failure
+                    ]
+                    load_windows = []
+                    for name, _ in SOURCES:
+                        md = materialization_metadata(result, captures_asset_key(name))
+                        loaded.add(md["extralt/snapshot_id"])
+                        rows[name] += md["dagster/row_count"]
+                        load_windows.append(_load_window(instance, result.run_id, name, md))
+                    (c0, c1), (d0, d1) = load_windows
+                    load_overlaps.append(min(c1, d1) - max(c0, d0))
+                    (a0, a1), (b0, b1) = _step_windows(instance, result.run_id).values()
+                    overlaps.append(min(a1, b1) - max(a0, b0))
         reader.query_after(time.time())
     finally:
         reader.stop()
 
-    assert len(loaded) == 6  # one snapshot per load
-    # Both captures steps ran at the same time in every round.
+    assert len(loaded) == 2 + 2 * ROUNDS  # one snapshot per load
+    # The pool let both captures steps run at once, every round.
     assert all(seconds > 0 for seconds in overlaps), overlaps
     with warehouse.connect(lake, read_only=True) as con:
         for name, _ in SOURCES:
             total, distinct = con.execute(
                 f"SELECT count(*), count(DISTINCT (run_id, id)) FROM extralt.{name}_captures"
             ).fetchone()
-            assert total == distinct == rows[name] == 3 * BUDGET
+            assert total == distinct == rows[name] == 5 + ROUNDS * BUDGET
             [(runs,)] = con.execute(
                 f"SELECT count(*) FROM extralt.runs WHERE source = '{name}'"
             ).fetchall()
-            assert runs == 3
+            assert runs == 1 + ROUNDS
     _check_whole_snapshots(lake, reader.queries, loaded)
     with capsys.disabled():
         print(
-            f"\nPostgreSQL catalog, 2 sources at once x 3 rounds: captures steps overlapped "
+            f"\nPostgreSQL catalog, 2 sources at once x {ROUNDS} rounds: captures steps overlapped "
             f"{', '.join(f'{s:.1f}' for s in overlaps)} s, their loads "
             f"{', '.join(f'{s:.2f}' for s in load_overlaps)} s; reader "
             + _latency_line("all", reader.queries)
@@ -457,8 +465,6 @@ class _CommitTogether:
 def _load_in_child(
     lake: warehouse.Lake, source: str, run_id: str, count: int, folder: str, barrier, results
 ) -> None:
-    from extralt_dagster.emulator.datagen import write_captures
-
     try:
         path = write_captures(
             Path(folder) / f"{run_id}.parquet", run_id=run_id, count=count, host=f"{source}.example"
