@@ -112,7 +112,10 @@ class PostgresServer:
     # --- the server ----------------------------------------------------------------------
 
     def start(self) -> "PostgresServer":
-        self.root = Path(tempfile.mkdtemp(prefix="extralt-pg-"))
+        # As root the server's user must reach the folder: /tmp, not a private TMPDIR.
+        self.root = Path(
+            tempfile.mkdtemp(prefix="extralt-pg-", dir="/tmp" if self._run_as else None)
+        )
         try:
             self._start()
         except BaseException:
