@@ -243,7 +243,9 @@ def _warehouse_resource(
             f"{DUCKLAKE_DATA_PATH_ENV} is not: set it to the folder (or s3:// URL) for the "
             f"lake's data files, or unset {DUCKLAKE_CATALOG_ENV} to use the DuckDB file."
         )
-    password = dg.EnvVar(DUCKLAKE_PASSWORD_ENV) if env.get(DUCKLAKE_PASSWORD_ENV) else None
+    # The password only for a PostgreSQL catalog (a SQLite one has none).
+    wants_password = catalog.startswith("postgres:") and env.get(DUCKLAKE_PASSWORD_ENV)
+    password = dg.EnvVar(DUCKLAKE_PASSWORD_ENV) if wants_password else None
     resource = DuckLakeResource(catalog=catalog, data_path=data_path, catalog_password=password)
     try:
         resource.lake()  # checks the catalog's form now, not at the first load

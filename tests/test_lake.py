@@ -213,11 +213,14 @@ def test_the_password_stays_out_of_reprs_and_the_connection_string():
         ("mysql:db", "/d", "catalog must be 'sqlite:<path"),
         ("sqlite:", "/d", "names no sqlite database"),
         ("sqlite:/c.sqlite", "", "data_path must name the folder"),
+        ("sqlite:/c.sqlite", "/d", "password is for a PostgreSQL catalog"),
     ],
 )
 def test_a_bad_lake_names_the_field(catalog, data_path, message):
-    with pytest.raises(WarehouseError, match=message):
-        Lake(catalog=catalog, data_path=data_path)
+    password = "pw" if "password" in message else None
+    with pytest.raises(WarehouseError, match=message) as info:
+        Lake(catalog=catalog, data_path=data_path, password=password)
+    assert "pw" not in str(info.value).replace("password", "")
 
 
 def test_the_sources_file_selects_the_lake_from_the_environment(tmp_path):
@@ -309,4 +312,4 @@ def test_a_sources_file_loads_into_the_lake_the_environment_names(monkeypatch, t
     resource = defs.resources["duckdb"]
     assert isinstance(resource, DuckLakeResource)
     assert resource.catalog == f"sqlite:{tmp_path / 'c.sqlite'}"
-    assert "not-for-sqlite" not in repr(resource)
+    assert resource.catalog_password is None  # a SQLite catalog has none

@@ -310,6 +310,10 @@ class Lake:
                 "password separately (DuckLakeResource's catalog_password, from an EnvVar), so "
                 "it never reaches logs or metadata. (The catalog is not repeated here.)"
             )
+        if kind == "sqlite" and self.password is not None:
+            raise WarehouseError(
+                "password is for a PostgreSQL catalog; a SQLite catalog has none: leave it unset."
+            )
         if not isinstance(self.data_path, str) or not self.data_path.strip():
             raise WarehouseError(
                 "data_path must name the folder (or object-store URL, such as "
