@@ -9,13 +9,15 @@ from . import warehouse
 
 
 def print_summary(
-    database: str | Path, schema: str = warehouse.DEFAULT_SCHEMA, out=sys.stdout
+    database: str | Path | warehouse.Lake, schema: str = warehouse.DEFAULT_SCHEMA, out=sys.stdout
 ) -> int:
     """Print sources, runs, captures, products, credits and the cheapest in-stock products.
 
-    Returns 0 when there is data to show, 1 otherwise (so `make demo` fails on an empty load).
+    ``database`` is a DuckDB file or a ``warehouse.Lake``. Returns 0 when there is data to
+    show, 1 otherwise (so `make demo` fails on an empty load).
     """
-    con = warehouse.connect(str(database), read_only=True, lock_timeout_seconds=30)
+    where = database if isinstance(database, warehouse.Lake) else str(database)
+    con = warehouse.connect(where, read_only=True, lock_timeout_seconds=30)
     try:
         summary = warehouse.summarize(con, schema=schema)
     finally:
@@ -23,7 +25,8 @@ def print_summary(
     if not summary.sources:
         print(f"No Extralt data in {database} (schema {schema}).", file=out)
         return 1
-    print(f"\nDuckDB warehouse: {database}", file=out)
+    kind = "DuckLake" if isinstance(database, warehouse.Lake) else "DuckDB warehouse"
+    print(f"\n{kind}: {database}", file=out)
     header = (
         f"{'source':<12}{'runs':>6}{'captures':>10}{'products':>10}{'variants':>10}{'credits':>9}"
     )

@@ -5,6 +5,7 @@ The warehouse behaviour both targets share (evolution, atomicity, reloads, reten
 products) is tested on both by test_warehouse.py, test_latest.py and the export tests."""
 
 import contextlib
+import io
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +25,7 @@ from extralt_dagster.emulator.datagen import write_captures
 from extralt_dagster.lake import warehouse_at
 from extralt_dagster.naming import captures_asset_key
 from extralt_dagster.sources import SourcesFileError, _warehouse_resource
+from extralt_dagster.summary import print_summary
 from extralt_dagster.warehouse import Lake, RunRecord, Target, WarehouseError, load_export
 from extralt_dagster.warehouse import load as load_module
 
@@ -269,6 +271,11 @@ def test_the_captures_asset_loads_into_a_lake_under_the_duckdb_key(
         ).fetchall()
         [(runs,)] = con.execute("SELECT count(*) FROM extralt.runs").fetchall()
     assert rows == metadata["dagster/row_count"] == 30 and runs == 1
+    # The demo's summary reads a lake as it reads a file.
+    out = io.StringIO()
+    assert print_summary(lake, out=out) == 0
+    text = out.getvalue()
+    assert f"DuckLake: {lake.uri}" in text and "shoes" in text and "Cheapest" in text
 
 
 def test_a_commit_conflict_is_retried_then_fails_naming_the_table(conn, tmp_path, monkeypatch):
