@@ -281,9 +281,14 @@ def test_the_captures_asset_loads_into_a_lake_under_the_duckdb_key(
 def test_a_commit_conflict_is_retried_then_fails_naming_the_table(conn, tmp_path, monkeypatch):
     """What a PostgreSQL catalog says when another writer changed the same table (here raised
     by hand: a SQLite catalog has one writer)."""
+    load(conn, export(tmp_path, "r0", 5), "r0")
+    [(index,)] = conn.execute(
+        "SELECT table_id FROM __ducklake_metadata_lake.ducklake_table "
+        "WHERE table_name = 'shoes_captures'"
+    ).fetchall()
     said = (
         "TransactionContext Error: Failed to commit: Transaction conflict - attempting to "
-        "delete from table with index 3 but another transaction has inserted into it"
+        f'delete from table with index "{index}" but another transaction has inserted into it'
     )
     real = load_module._attempt
     calls = []
@@ -301,7 +306,7 @@ def test_a_commit_conflict_is_retried_then_fails_naming_the_table(conn, tmp_path
     monkeypatch.setattr(load_module.time, "sleep", delays.append)
     monkeypatch.setattr(load_module, "_attempt", conflicting)
     result = load(conn, export(tmp_path, "r1", 5), "r1")
-    assert (len(calls), result.rows, delays) == (3, 5, [0.2, 0.4])
+    assert (len(calls), result.rows, result.history_rows, delays) == (3, 5, 10, [0.2, 0.4])
 
     calls.clear()
     monkeypatch.setattr(load_module, "_attempt", lambda *a, **k: conflicting(*a, fail=99, **k))
@@ -309,6 +314,7 @@ def test_a_commit_conflict_is_retried_then_fails_naming_the_table(conn, tmp_path
         load(conn, export(tmp_path, "r2", 5, day=1), "r2")
     assert len(calls) == load_module.CONFLICT_RETRIES + 1 and info.value.retryable
     assert f"Gave up after {load_module.CONFLICT_RETRIES + 1} attempts" in str(info.value)
+    assert f"(index {index} is extralt.shoes_captures)" in str(info.value)
 
 
 def test_a_sources_file_loads_into_the_lake_the_environment_names(monkeypatch, tmp_path):

@@ -132,10 +132,11 @@ def load_export(
             )
         except WarehouseError as exc:
             if not _conflict(exc) or attempt >= CONFLICT_RETRIES:
-                if _conflict(exc) and attempt:
+                if _conflict(exc):
+                    named = _conflicting_objects(conn, str(exc.__cause__))
                     raise WarehouseError(
-                        f"{exc} (Gave up after {attempt + 1} attempts: another writer kept "
-                        "changing the same table.)",
+                        f"{exc}{named} (Gave up after {attempt + 1} attempts: another writer "
+                        "kept committing changes to the same object.)",
                         retryable=True,
                     ) from exc
                 raise
@@ -147,6 +148,34 @@ def _conflict(exc: WarehouseError) -> bool:
     """Whether a load failed because another transaction committed a conflicting change."""
     cause = exc.__cause__
     return isinstance(cause, duckdb.TransactionException) and "conflict" in str(cause).lower()
+
+
+_OBJECT_INDEX = re.compile(r'(?:table|view) with index "?(\d+)"?')
+
+
+def _conflicting_objects(conn: duckdb.DuckDBPyConnection, said: str) -> str:
+    """`` (index 7 is extralt.shoes_runs)``: DuckLake names a conflicting table or view by
+    its index in the catalog; this reads the name there. Empty when it cannot tell."""
+    names = []
+    for index in dict.fromkeys(_OBJECT_INDEX.findall(said)):
+        with contextlib.suppress(duckdb.Error):
+            meta = _q(f"__ducklake_metadata_{_current_catalog(conn)}")
+            row = conn.execute(
+                f"SELECT s.schema_name || '.' || o.name FROM (SELECT table_id AS id, schema_id, "
+                f"table_name AS name, begin_snapshot FROM {meta}.ducklake_table UNION ALL "
+                f"SELECT view_id, schema_id, view_name, begin_snapshot FROM {meta}.ducklake_view) o "
+                f"JOIN {meta}.ducklake_schema s USING (schema_id) WHERE o.id = ? "
+                "ORDER BY o.begin_snapshot DESC LIMIT 1",
+                [int(index)],
+            ).fetchone()
+            if row:
+                names.append(f"index {index} is {row[0]}")
+    return f" ({'; '.join(names)})" if names else ""
+
+
+def _current_catalog(conn: duckdb.DuckDBPyConnection) -> str:
+    row = conn.execute("SELECT current_database()").fetchone()
+    return str(row[0]) if row else ""
 
 
 def _attempt(
