@@ -749,3 +749,58 @@ def test_an_ambiguous_create_with_start_urls_adopts_the_run_of_those_urls(client
     run_id = client.create_run("rbt_shoes", URLS, budget=5)
     assert list(emulator.runs) == [run_id]
     assert emulator.count_requests(*CREATE) == 1
+
+
+def test_429_backoff_doubles_each_retry_below_a_high_cap(emulator, sleeps):
+    """15, 30, 60 s (with jitter in [0.5, 1] of each step): under a 1000 s cap the third step
+    tells doubling from any faster growth (tripling would wait at least 67.5 s)."""
+    emulator.set_faults(error_status=429, error_count=3, match="GET /v0/extract/runs/*")
+    with ExtraltClient(
+        emulator.api_key,
+        emulator.url,
+        max_retries=3,
+        rate_limit_backoff_seconds=15,
+        max_backoff_seconds=1000,
+        sleep=sleeps.append,
+        rate_limit_per_minute=None,
+    ) as c:
+        c.get_run(c.create_run("rbt_shoes", budget=1))
+    assert len(sleeps) == 3
+    for delay, step in zip(sleeps, (15, 30, 60), strict=True):
+        assert step * 0.5 <= delay <= step
+
+
+def test_waits_that_add_up_to_the_bound_exactly_are_all_taken(emulator, sleeps):
+    emulator.set_faults(error_status=503, error_count=100, retry_after=5)
+    with (
+        ExtraltClient(
+            emulator.api_key,
+            emulator.url,
+            max_retries=10,
+            retry_timeout_seconds=10,
+            sleep=sleeps.append,
+            rate_limit_per_minute=None,
+        ) as c,
+        pytest.raises(ExtraltServerError),
+    ):
+        c.get_run("run_x")
+    assert sleeps == [5.0, 5.0]  # 0 + 5 <= 10 and 5 + 5 <= 10; a third would end at 15
+    assert emulator.count_requests("GET", "/v0/extract/runs/run_x") == 3
+
+
+def test_a_stop_gives_up_within_its_own_timeout_not_the_clients(client, emulator, sleeps):
+    run_id = client.create_run("rbt_shoes", budget=5)
+    emulator.set_faults(
+        error_status=503, error_count=100, retry_after=2, match="POST /v0/extract/runs/*/stop"
+    )
+    with pytest.raises(ExtraltServerError):
+        client.stop_run(run_id, timeout=1.5)  # the next try would start after 2 s
+    assert sleeps == []
+    assert emulator.count_requests("POST", f"/v0/extract/runs/{run_id}/stop") == 1
+
+
+def test_a_create_answer_without_an_id_names_the_request(frozen, frozen_client):
+    frozen.set_faults(wrong_body='{"run": 1}', match="POST /v0/extract/runs")
+    with pytest.raises(ExtraltAPIError) as info:
+        frozen_client.create_run("rbt_shoes", budget=5)
+    assert str(info.value) == "Extralt POST /v0/extract/runs answered without a run id."
