@@ -804,3 +804,19 @@ def test_a_create_answer_without_an_id_names_the_request(frozen, frozen_client):
     with pytest.raises(ExtraltAPIError) as info:
         frozen_client.create_run("rbt_shoes", budget=5)
     assert str(info.value) == "Extralt POST /v0/extract/runs answered without a run id."
+
+
+def test_each_retry_is_logged_with_the_request_the_cause_and_the_wait(emulator, sleeps, caplog):
+    emulator.set_faults(error_status=503, error_count=2, retry_after=5, match="GET /v0/*")
+    with (
+        ExtraltClient(
+            emulator.api_key, emulator.url, sleep=sleeps.append, rate_limit_per_minute=None
+        ) as c,
+        caplog.at_level(logging.WARNING, logger="extralt_dagster.client"),
+        pytest.raises(ExtraltNotFoundError),
+    ):
+        c.get_run("run_x")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"Extralt GET /v0/extract/runs/run_x failed (HTTP 503); retry {n}/5 in 5.00s"
+        for n in (1, 2)
+    ]
