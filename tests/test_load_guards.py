@@ -171,13 +171,14 @@ def test_an_empty_export_creates_no_history_table_and_says_so(conn, tmp_path):
     assert again.created is False and (again.rows, again.history_rows) == (0, 1)
 
 
-def test_a_load_reports_its_phases_by_their_documented_names(conn, tmp_path):
-    """The benchmarks read ``phase_seconds`` by these names (the values are timings, which no
-    test asserts)."""
+def test_a_load_reports_its_catalog_and_its_phases_by_their_documented_names(conn, tmp_path):
+    """The catalog is the file's name (what ``catalog.schema.table`` needs). The benchmarks
+    read ``phase_seconds`` by these names (the values are timings, which no test asserts)."""
     result = load(
         conn, jsonl(tmp_path / "run_1.jsonl", [{"id": "a", "grade": 1}]), "run_1", "jsonl"
     )
 
+    assert result.catalog == "wh"
     assert list(result.phase_seconds) == [
         "prepare",
         "history",
