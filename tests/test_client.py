@@ -240,21 +240,30 @@ def test_5xx_past_the_bound_is_a_server_error(client, emulator, sleeps, status):
     assert emulator.count_requests() == 4  # 1 + max_retries
 
 
-def test_retries_stay_within_the_total_time_bound(emulator, sleeps):
-    emulator.set_faults(error_status=503, error_count=100, retry_after=100)
+@pytest.mark.parametrize(
+    ("retry_after", "bound", "waits"),
+    [
+        (100, 250, [100.0, 100.0]),  # a third wait would pass the 250 s bound
+        (5, 10, [5.0, 5.0]),  # 0 + 5 <= 10 and 5 + 5 <= 10: waits ending at the bound are taken
+    ],
+    ids=["a_wait_past_the_bound_is_not_taken", "waits_ending_at_the_bound_are_taken"],
+)
+def test_retries_stay_within_the_total_time_bound(emulator, sleeps, retry_after, bound, waits):
+    emulator.set_faults(error_status=503, error_count=100, retry_after=retry_after)
     with (
         ExtraltClient(
             emulator.api_key,
             emulator.url,
             max_retries=10,
-            retry_timeout_seconds=250,
+            retry_timeout_seconds=bound,
             sleep=sleeps.append,
             rate_limit_per_minute=None,
         ) as c,
         pytest.raises(ExtraltServerError),
     ):
         c.get_run("run_x")
-    assert sleeps == [100.0, 100.0]  # a third wait would pass the 250 s bound
+    assert sleeps == waits
+    assert emulator.count_requests("GET", "/v0/extract/runs/run_x") == len(waits) + 1
 
 
 def test_read_timeout_is_retried_for_reads(make_emulator, sleeps):
@@ -768,24 +777,6 @@ def test_429_backoff_doubles_each_retry_below_a_high_cap(emulator, sleeps):
     assert len(sleeps) == 3
     for delay, step in zip(sleeps, (15, 30, 60), strict=True):
         assert step * 0.5 <= delay <= step
-
-
-def test_waits_that_add_up_to_the_bound_exactly_are_all_taken(emulator, sleeps):
-    emulator.set_faults(error_status=503, error_count=100, retry_after=5)
-    with (
-        ExtraltClient(
-            emulator.api_key,
-            emulator.url,
-            max_retries=10,
-            retry_timeout_seconds=10,
-            sleep=sleeps.append,
-            rate_limit_per_minute=None,
-        ) as c,
-        pytest.raises(ExtraltServerError),
-    ):
-        c.get_run("run_x")
-    assert sleeps == [5.0, 5.0]  # 0 + 5 <= 10 and 5 + 5 <= 10; a third would end at 15
-    assert emulator.count_requests("GET", "/v0/extract/runs/run_x") == 3
 
 
 def test_a_stop_gives_up_within_its_own_timeout_not_the_clients(client, emulator, sleeps):
