@@ -181,7 +181,9 @@ def test_a_load_leaves_unchanged_views_alone(conn, tmp_path):
     """Re-creating a view on every load would make concurrent loads of one catalog conflict:
     only a change of history's columns re-creates them."""
     load(conn, export(tmp_path, "r1"), "r1")
-    oids = "SELECT view_name, view_oid FROM duckdb_views() WHERE view_name LIKE 'shoes_%' ORDER BY 1"
+    oids = (
+        "SELECT view_name, view_oid FROM duckdb_views() WHERE view_name LIKE 'shoes_%' ORDER BY 1"
+    )
     before = conn.execute(oids).fetchall()
     load(conn, export(tmp_path, "r2"), "r2")
     assert conn.execute(oids).fetchall() == before

@@ -165,7 +165,12 @@ def test_an_empty_export_creates_no_history_table_and_says_so(conn, tmp_path):
     assert (first.rows, first.variants_for_run) == (0, 0)
     assert tables(conn) == ["runs", "shoes_variants"]
     full = load(conn, jsonl(tmp_path / "run_1.jsonl", [{"id": "a", "grade": 1}]), "run_1", "jsonl")
-    assert full.created is True and tables(conn) == ["runs", "shoes_captures", "shoes_variants"]
+    assert full.created is True and tables(conn) == [
+        "runs",
+        "shoes_captures",
+        "shoes_latest_captures",
+        "shoes_variants",
+    ]
     assert (full.rows, full.variants_for_run) == (1, 0)  # no variants column: no offers
     again = load(conn, empty, "run_2", fmt="jsonl")
     assert again.created is False and (again.rows, again.history_rows) == (0, 1)
@@ -183,7 +188,7 @@ def test_a_load_reports_its_catalog_and_its_phases_by_their_documented_names(con
         "prepare",
         "history",
         "variants",
-        "products_view_and_run_log",
+        "products_and_run_log",
         "checks",
         "commit",
     ]
