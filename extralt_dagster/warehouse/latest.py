@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 
 import duckdb
 
@@ -84,9 +85,12 @@ def maintain_latest(
     target: Target,
     cols: Mapping[str, _Type],
     run_id: str,
+    loaded_at: datetime,
 ) -> None:
     """Bring the pointers and both views up to date after history's rows of ``run_id`` were
-    replaced."""
+    replaced by rows loaded at ``loaded_at``. Filtering the run's rows on ``loaded_at`` too lets
+    zone maps skip every other load's row groups: ``run_id`` alone would read that column of all
+    of history (DuckDB keeps only a string's first bytes in its zone maps)."""
     if _rebuild_needed(conn, target, cols):
         conn.execute(f"DROP TABLE IF EXISTS {target.latest_captures}")
         conn.execute(
@@ -103,17 +107,22 @@ def maintain_latest(
             conn.execute(
                 f"CREATE OR REPLACE TEMP TABLE _extralt_changed_keys AS "
                 f"SELECT product_key FROM {target.latest_captures} WHERE run_id = $run UNION "
-                f"SELECT {key} FROM {target.captures} WHERE run_id = $run AND {key} IS NOT NULL",
-                {"run": run_id},
+                f"SELECT {key} FROM {target.captures} "
+                f"WHERE loaded_at = $at AND run_id = $run AND {key} IS NOT NULL",
+                {"run": run_id, "at": loaded_at},
             )
             _rerank_changed(conn, target, cols)
         else:
-            _take_newer_of_run(conn, target, cols, run_id)
+            _take_newer_of_run(conn, target, cols, run_id, loaded_at)
     ensure_views(conn, target, cols)
 
 
 def _take_newer_of_run(
-    conn: duckdb.DuckDBPyConnection, target: Target, cols: Mapping[str, _Type], run_id: str
+    conn: duckdb.DuckDBPyConnection,
+    target: Target,
+    cols: Mapping[str, _Type],
+    run_id: str,
+    loaded_at: datetime,
 ) -> None:
     """Point each key at the run's newest capture of it where that is newer than its pointer."""
     ranking = _ranking(cols)
@@ -121,7 +130,7 @@ def _take_newer_of_run(
     names = ", ".join(_q(c) for c in ["product_key", *_pointer_columns(cols)])
     conn.execute(
         f"CREATE OR REPLACE TEMP TABLE _extralt_changed_keys AS\n"
-        f"WITH run AS ({_pointers_sql(target, cols, 'run_id = $run')}),\n"
+        f"WITH run AS ({_pointers_sql(target, cols, 'loaded_at = $at AND run_id = $run')}),\n"
         f"ranked AS (\n"
         f"  SELECT {names}, 1 AS _mine FROM run\n"
         f"  UNION ALL\n"
@@ -130,7 +139,7 @@ def _take_newer_of_run(
         f"SELECT {names} FROM ranked\n"
         f"QUALIFY row_number() OVER (PARTITION BY product_key ORDER BY {order}, _mine) = 1 "
         f"AND _mine = 1",
-        {"run": run_id},
+        {"run": run_id, "at": loaded_at},
     )
     conn.execute(
         f"DELETE FROM {target.latest_captures} "

@@ -229,7 +229,11 @@ def _load(job: _Job, started: float) -> LoadResult:
     _run_log(job, rows)
     dropped = _retain(job, cols if has_history else None)
     clock.lap("products_and_run_log")
-    checks = _run_checks(job.conn, job.target, cols, job.run.run_id) if has_history else _Checks()
+    checks = (
+        _run_checks(job.conn, job.target, cols, job.run.run_id, job.loaded_at)
+        if has_history
+        else _Checks()
+    )
     result = _result(job, plan, table_cols, rows, variants_for_run, checks, has_history)
     clock.lap("checks")
     return dataclasses.replace(
@@ -361,16 +365,18 @@ def _variants(job: _Job, cols: Mapping[str, _Type], rows: int) -> int:
         return 0
     if refill and (other := _variants_insert_sql(job.target, cols, job.caps, where="run_id <> ?")):
         conn.execute(other, [run_id])
-    insert = _variants_insert_sql(job.target, cols, job.caps)
+    # loaded_at as well: zone maps then skip every other load's row groups of history.
+    this_load = "loaded_at = ? AND run_id = ?"
+    insert = _variants_insert_sql(job.target, cols, job.caps, where=this_load)
     if insert is None or not rows:
         return 0
-    inserted = conn.execute(insert, [run_id]).fetchone()
+    inserted = conn.execute(insert, [job.loaded_at, run_id]).fetchone()
     return int(inserted[0]) if inserted else 0
 
 
 def _products(job: _Job, cols: Mapping[str, _Type]) -> None:
     """Products and current offers: the keys this run changed (``latest``)."""
-    maintain_latest(job.conn, job.target, cols, job.run.run_id)
+    maintain_latest(job.conn, job.target, cols, job.run.run_id, job.loaded_at)
 
 
 def _retain(job: _Job, cols: Mapping[str, _Type] | None) -> tuple[str, ...]:
