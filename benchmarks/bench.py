@@ -30,9 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from extralt_dagster.api.client import ExtraltClient
-from extralt_dagster.emulator import Emulator
+from extralt_dagster.emulator import BROAD, FASHION, Catalogue, Emulator
+from extralt_dagster.emulator.datagen import DEFAULT_CATALOGUE
 
-from . import polling, report
+from . import growth, polling, report
 from .procs import ROOT, ChildResult, mem_available_mb, python_child, run_child
 
 CACHE = ROOT / "benchmarks" / ".cache"
@@ -50,8 +51,15 @@ TARGETS = {
     "history": 1.15,  # download + history load, against the limit
     "full": 1.6,  # the whole captures step, against the limit
     "peak_rss_mb": 1536.0,  # the captures step at 1M captures, default settings
+    "two_tables": 1.25,  # the captures step against curl + CTAS history + CTAS flat offers
+    "growth_load": 1.3,  # a load after 40 loads against the first
+    "growth_query": 2.0,  # products scan and lookups after 40 loads against after 1
+    "lookup_ms": 50.0,  # one product's latest capture, or its current offers
 }
 PEERS = ("peer_pandas", "peer_dlt", "peer_dagster_pandas")
+#: Catalogue shapes the load path is measured at besides the emulator's own (issue 16): offers
+#: per capture 7.0 (4 variants) and 30 (25 variants, fashion).
+SHAPES = {"broad": BROAD, "fashion": FASHION}
 
 
 def size_key(n: int) -> str:
@@ -146,7 +154,12 @@ class LoadBench:
         emulator_cache: Path,
         rss_cap_mb: float,
         log: Log,
+        catalogue: Catalogue = DEFAULT_CATALOGUE,
+        shape_only: bool = False,
     ) -> None:
+        self.catalogue = catalogue
+        #: Only what the shapes section compares: curl, the two-table floor and ours.
+        self.shape_only = shape_only
         self.sizes = sorted(sizes)
         self.repeat = repeat
         self.peers = peers
@@ -164,6 +177,7 @@ class LoadBench:
                 cache_dir=self.emulator_cache,
                 start_time=START_TIME,
                 seed=EMULATOR_SEED,  # the same run ids every time, so the cached exports match
+                catalogue=self.catalogue,
             ) as emu,
             ExtraltClient(emu.api_key, emu.url, rate_limit_per_minute=None) as client,
         ):
@@ -180,7 +194,7 @@ class LoadBench:
         return out
 
     def _size(self, emu: Emulator, client: ExtraltClient, n: int, run_id: str) -> dict[str, Any]:
-        work = self.work / f"load-{size_key(n)}"
+        work = self.work / f"load-{size_key(n)}{self.catalogue.key()}"
         work.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         warm = client.download_export(run_id, work / "warm.parquet", "parquet")
@@ -265,13 +279,16 @@ class LoadBench:
                 "limit_curl", curl, log_path=work / "children.log", timeout_seconds=600.0, **cap
             ),
         )
-        yield "limit_ctas_default", child("limit_ctas_default", "ctas", file=str(file))
+        if not self.shape_only:
+            yield "limit_ctas_default", child("limit_ctas_default", "ctas", file=str(file))
         yield (
             "limit_ctas_pio",
             child("limit_ctas_pio", "ctas", file=str(file), preserve_insertion_order=False),
         )
+        yield "limit_two_tables", child("limit_two_tables", "two_tables", file=str(file))
         yield "ours_dagster", child("ours_dagster", "ours_dagster")
-        yield "ours_history", child("ours_history", "ours_bare", history_only=True)
+        if not self.shape_only:
+            yield "ours_history", child("ours_history", "ours_bare", history_only=True)
         yield "ours_bare", child("ours_bare", "ours_bare")
         if self.peers:
             for peer in PEERS:
@@ -297,8 +314,10 @@ def summarize_load(
         return [r for r in samples.get(name, []) if r.ok]
 
     curl = ok("limit_curl")
-    variants = {v: ok(f"limit_ctas_{v}") for v in ("default", "pio")}
-    if not curl or not all(variants.values()):
+    variants = {
+        v: ok(f"limit_ctas_{v}") for v in ("default", "pio") if f"limit_ctas_{v}" in samples
+    }
+    if not curl or not variants or not all(variants.values()):
         errors = [r.error for rs in samples.values() for r in rs if not r.ok]
         raise RuntimeError(f"the limit could not be measured at {n:,}: {errors}")
     best = min(variants, key=lambda v: statistics.median(_seconds(r) for r in variants[v]))
@@ -410,12 +429,86 @@ def summarize_load(
                 "seconds_before_failure": first.wall_seconds,
                 "peak_rss_mb_before_failure": first.peak_rss_mb,
             }
+    _two_table_floor(rows, curl, ok("limit_two_tables"), dag, bare)
     errors = {
         name: [r.error for r in results if not r.ok]
         for name, results in samples.items()
         if any(not r.ok for r in results)
     }
     return {"captures": n, "export_bytes": size, "rows": rows, "errors": errors}
+
+
+def _two_table_floor(
+    rows: dict[str, Any],
+    curl: list[ChildResult],
+    two: list[ChildResult],
+    dag: list[ChildResult],
+    bare: list[ChildResult],
+) -> None:
+    """The floor of a step that writes history and its flat offers (issue 16): curl, then a
+    bare CTAS of each. Ours against it, repetition by repetition."""
+    reps = min(len(curl), len(two))
+    if not reps:
+        return
+    floor = [curl[i].wall_seconds + _seconds(two[i]) for i in range(reps)]
+    rows["limit_two_tables"] = {
+        "seconds": stats(floor),
+        "peak_rss_mb": stats([max(curl[i].peak_rss_mb, two[i].peak_rss_mb) for i in range(reps)]),
+        "offers": two[0].data.get("offers"),
+    }
+    for name, results, value in (
+        ("ours_step", dag, lambda r: r.data["step_seconds"]),
+        ("ours_bare", bare, _seconds),
+    ):
+        ratios = [value(r) / floor[i] for i, r in enumerate(results) if i < reps]
+        if name in rows and ratios:
+            rows[name]["ratio_two_tables"] = statistics.median(ratios)
+            rows[name]["ratio_two_tables_max"] = max(ratios)
+
+
+# --- History growth ----------------------------------------------------------------------------
+
+
+def growth_bench(
+    checkpoints: list[int], products: int, cache: Path, work: Path, rss_cap: float, log: Log
+) -> dict[str, Any]:
+    """``growth``: ``max(checkpoints)`` nightly loads of the same products, in one child."""
+    loads = max(checkpoints)
+    t0 = time.perf_counter()
+    files = growth.export_paths(cache / "growth", products, loads)
+    log(
+        f"growth: {loads} exports of {products:,} captures ready in {time.perf_counter() - t0:.0f}s"
+    )
+    folder = work / "growth"
+    folder.mkdir(parents=True, exist_ok=True)
+    result = python_child(
+        "growth",
+        "growth",
+        {
+            "db": str(folder / "growth.duckdb"),
+            "files": [str(f) for f in files],
+            "checkpoints": checkpoints,
+        },
+        workdir=folder,
+        timeout_seconds=3600.0,
+        rss_cap_mb=rss_cap,
+    )
+    if not result.ok:
+        raise RuntimeError(f"the growth benchmark failed: {result.error}")
+    every = result.data["load_seconds"]
+    out: dict[str, Any] = {"products": products, "load_seconds": every, "at": {}}
+    for n in checkpoints:
+        at = result.data["at"][str(n)]
+        # One load's time is noisy: the median of the last three loads up to this one.
+        recent = every[max(0, n - 3) : n]
+        out["at"][str(n)] = {**at, "recent_load_seconds": statistics.median(recent)}
+        log(
+            f"growth after {n} loads: load {at['load_seconds']:.2f}s, products scan "
+            f"{at['products_scan']['seconds'] * 1000:.0f} ms, lookup "
+            f"{at['product_lookup']['seconds'] * 1000:.1f} ms, offers lookup "
+            f"{at['offers_lookup']['seconds'] * 1000:.1f} ms, {at['file_bytes'] / 1e9:.2f} GB"
+        )
+    return out
 
 
 # --- Part 3: Dagster's overhead ---------------------------------------------------------------
@@ -599,6 +692,83 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
     )
     rss = rows.get("ours_step", {}).get("peak_rss_mb", {}).get("max")
     check("peak RSS", rss, TARGETS["peak_rss_mb"], "captures step process, MB, worst repetition")
+    for name, size in report._shape_sizes(results):
+        step = size["rows"].get("ours_step", {})
+        key = f"{name} {size_key(size['captures'])}"
+        out.append(
+            _verdict(
+                "two-table floor",
+                key,
+                step.get("ratio_two_tables"),
+                TARGETS["two_tables"],
+                "captures step / (curl + CTAS history + CTAS offers)",
+            )
+        )
+        out.append(
+            _verdict(
+                "peak RSS",
+                key,
+                step.get("peak_rss_mb", {}).get("max"),
+                TARGETS["peak_rss_mb"],
+                "captures step process, MB, worst repetition",
+            )
+        )
+    out.extend(_growth_verdicts(results.get("growth")))
+    return out
+
+
+def _verdict(
+    target: str, size: str, value: float | None, limit: float, what: str
+) -> dict[str, Any]:
+    met = value is not None and value <= limit
+    return {
+        "target": target,
+        "size": size,
+        "what": what,
+        "value": value,
+        "limit": limit,
+        "met": met,
+    }
+
+
+def _growth_verdicts(g: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Issue 16: after the most loads, queries within 2x of one load's, lookups under 50 ms,
+    the load within 1.3x of the first."""
+    if not g or len(g["at"]) < 2:
+        return []
+    first, last_key = g["at"]["1"], max(g["at"], key=int)
+    last = g["at"][last_key]
+    size = f"{last_key} loads"
+    out = [
+        _verdict(
+            "growth load",
+            size,
+            last["recent_load_seconds"] / first["load_seconds"],
+            TARGETS["growth_load"],
+            "load (median of the last 3) / the first load",
+        )
+    ]
+    for query in ("products_scan", "product_lookup", "offers_lookup"):
+        ratio = last[query]["seconds"] / first[query]["seconds"]
+        out.append(
+            _verdict(
+                f"growth {query}",
+                size,
+                ratio,
+                TARGETS["growth_query"],
+                f"{query} / its time after 1 load",
+            )
+        )
+    for query in ("product_lookup", "offers_lookup"):
+        out.append(
+            _verdict(
+                f"growth {query} ms",
+                size,
+                last[query]["seconds"] * 1000,
+                TARGETS["lookup_ms"],
+                f"{query}, milliseconds",
+            )
+        )
     return out
 
 
@@ -631,6 +801,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--no-peers", action="store_true", help="skip pandas, dlt and the IO manager"
     )
+    parser.add_argument(
+        "--shapes",
+        help=f"catalogue shapes to load at the largest size besides the emulator's "
+        f"({', '.join(SHAPES)}; default all, none with --quick; '' for none)",
+    )
+    parser.add_argument(
+        "--growth",
+        help="loads after which to measure history growth (default 1,10,40; 1,10 with --quick;"
+        " '' for none)",
+    )
+    parser.add_argument(
+        "--growth-products", type=int, default=100_000, help="products per load (100000)"
+    )
     parser.add_argument("--no-polling", action="store_true")
     parser.add_argument("--no-overhead", action="store_true")
     parser.add_argument("--out", type=Path, help="results JSON (default benchmarks/results.json)")
@@ -647,6 +830,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     default_sizes = "100000" if args.quick else "100000,1000000"
     args.sizes = [int(s.replace("_", "")) for s in (args.sizes or default_sizes).split(",")]
     args.peers = not (args.no_peers or args.quick)
+    shapes = args.shapes if args.shapes is not None else ("" if args.quick else ",".join(SHAPES))
+    args.shapes = [x for x in shapes.split(",") if x]
+    unknown = set(args.shapes) - set(SHAPES)
+    if unknown:
+        parser.error(f"--shapes: unknown {sorted(unknown)}; choose from {', '.join(SHAPES)}")
+    growth_loads = args.growth if args.growth is not None else ("1,10" if args.quick else "1,10,40")
+    args.growth = sorted({int(x) for x in growth_loads.split(",") if x})
+    if any(x < 1 for x in args.growth):
+        parser.error("--growth: load counts must be at least 1")
     # Everyday use: the load path and polling. Dagster's overhead (its CLI alone spends ~15 s a
     # run here) and the peers (minutes at 100k) are for the full run.
     args.no_overhead = args.no_overhead or args.quick
@@ -686,6 +878,25 @@ def main(argv: list[str] | None = None) -> int:
         rss_cap_mb=rss_cap,
         log=log,
     ).run()
+    if args.shapes:
+        results["shapes"] = {
+            name: LoadBench(
+                [max(args.sizes)],
+                repeat=args.repeat,
+                peers=False,
+                work=work,
+                emulator_cache=cache / "emulator",
+                rss_cap_mb=rss_cap,
+                log=log,
+                catalogue=SHAPES[name],
+                shape_only=True,
+            ).run()
+            for name in args.shapes
+        }
+    if args.growth:
+        results["growth"] = growth_bench(
+            args.growth, args.growth_products, cache, work, rss_cap, log
+        )
     if not args.no_polling:
         log("polling: simulating 30 s and 5 min runs")
         results["polling"] = polling.measure(

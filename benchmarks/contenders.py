@@ -19,6 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchmarks import growth
+
 SOURCE = "bench"
 ROBOT = "rbt_shoes"
 #: The project's test poll settings: with the emulator at 1000x a run takes milliseconds, so
@@ -67,6 +69,52 @@ def ctas(p: dict[str, Any]) -> dict[str, Any]:
         "seconds": seconds,
         "cpu_seconds": cpu,
         "rows": rows,
+        "db_bytes": os.path.getsize(p["db"]),
+    }
+
+
+#: The flat offers of history, in the shape of ours (one level per nesting, capture columns
+#: computed once per capture, variant columns once per variant): the second table of the
+#: two-table floor.
+FLAT_OFFERS_SQL = """
+CREATE TABLE offers AS
+SELECT * EXCLUDE (_o, _capture_currency),
+  _o.price.amount AS price_amount, _o.price.full_amount AS full_amount,
+  coalesce(_o.price.currency, _capture_currency) AS currency,
+  _o.availability.in_stock AS in_stock, _o.availability.quantity AS quantity,
+  _o.condition AS condition, _o.seller AS seller, _o.seller_type AS seller_type
+FROM (
+  SELECT * EXCLUDE (_v), _v.id AS variant_id, _v.opt1 AS opt1, _v.opt2 AS opt2,
+    _v.identifiers.gtin AS gtin, _v.identifiers.mpn AS mpn, unnest(_v.offers) AS _o
+  FROM (
+    SELECT product_id, group_id, url, title, brand, currency AS _capture_currency,
+      to_timestamp(extracted_at) AS extracted_at, id AS capture_id, unnest(variants) AS _v
+    FROM captures))
+"""
+
+
+def two_tables(p: dict[str, Any]) -> dict[str, Any]:
+    """The floor of what the captures step writes: a bare CTAS of history from the file curl
+    saved, then a bare CTAS of its flat offers, in one process, insertion order off."""
+    import duckdb
+
+    fresh_db(p["db"])
+    literal = "'" + p["file"].replace("'", "''") + "'"
+    t0, c0 = time.perf_counter(), time.process_time()
+    con = duckdb.connect(p["db"])
+    con.execute("SET preserve_insertion_order = false")
+    con.execute(f"CREATE TABLE captures AS SELECT * FROM read_parquet({literal})")
+    t1 = time.perf_counter()
+    con.execute(FLAT_OFFERS_SQL)
+    con.close()
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    with duckdb.connect(p["db"], read_only=True) as con:
+        (offers,) = con.execute("SELECT count(*) FROM offers").fetchone() or (0,)
+    return {
+        "seconds": seconds,
+        "cpu_seconds": cpu,
+        "history_seconds": t1 - t0,
+        "offers": offers,
         "db_bytes": os.path.getsize(p["db"]),
     }
 
@@ -414,6 +462,8 @@ KINDS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "peer_dlt": peer_dlt,
     "peer_dagster_pandas": peer_dagster_pandas,
     "overhead_bare": overhead_bare,
+    "two_tables": two_tables,
+    "growth": growth.run,
     "overhead_inprocess": overhead_inprocess,
 }
 

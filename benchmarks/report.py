@@ -123,6 +123,67 @@ def overhead_table(ov: dict[str, Any]) -> list[str]:
     return lines
 
 
+def shapes_table(results: dict[str, Any]) -> list[str]:
+    """The captures step against the two-table floor, per catalogue shape, at the largest size."""
+    sized = [(n, size) for n, size in _shape_sizes(results)]
+    if not sized:
+        return []
+    lines = [
+        "Catalogue shapes: the captures step against the two-table floor (curl, then a bare "
+        "CTAS of history and one of its flat offers), same repetition",
+        f"  {'shape':10} {'captures':>9} {'offers':>11} {'floor s':>8} {'step s':>8} "
+        f"{'step/floor':>10} {'max':>6} {'bare/floor':>10} {'step RSS MB':>11}",
+    ]
+    for name, size in sized:
+        rows = size["rows"]
+        floor, step, bare = (
+            rows.get("limit_two_tables"),
+            rows.get("ours_step"),
+            rows.get("ours_bare"),
+        )
+        if not floor or not step:
+            lines.append(f"  {name:10} not measured: {size.get('errors')}")
+            continue
+        lines.append(
+            f"  {name:10} {size['captures']:>9,} {floor.get('offers') or 0:>11,} "
+            f"{floor['seconds']['median']:>8.2f} {step['seconds']['median']:>8.2f} "
+            f"{_num(step.get('ratio_two_tables')):>10} {_num(step.get('ratio_two_tables_max')):>6} "
+            f"{_num((bare or {}).get('ratio_two_tables')):>10} "
+            f"{step['peak_rss_mb']['max'] or 0:>11,.0f}"
+        )
+    return lines
+
+
+def _shape_sizes(results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    load = results.get("load", {})
+    out = []
+    if load:
+        biggest = max(load.values(), key=lambda s: s["captures"])
+        if "limit_two_tables" in biggest["rows"]:
+            out.append(("emulator", biggest))
+    for name, sizes in results.get("shapes", {}).items():
+        out.extend((name, size) for size in sizes.values())
+    return out
+
+
+def growth_table(g: dict[str, Any]) -> list[str]:
+    lines = [
+        f"History growth: {g['products']:,} products loaded again and again, one run per load; "
+        "queries on a read-only connection, median of 5 after a warm-up",
+        f"  {'loads':>5} {'history':>9} {'load s':>7} {'last 3':>7} {'products scan ms':>16} "
+        f"{'lookup ms':>9} {'offers lookup ms':>16} {'offers scan ms':>14} {'file GB':>7}",
+    ]
+    for n, at in sorted(g["at"].items(), key=lambda kv: int(kv[0])):
+        lines.append(
+            f"  {n:>5} {at['history_rows']:>9,} {at['load_seconds']:>7.2f} "
+            f"{at['recent_load_seconds']:>7.2f} {at['products_scan']['seconds'] * 1000:>16.1f} "
+            f"{at['product_lookup']['seconds'] * 1000:>9.1f} "
+            f"{at['offers_lookup']['seconds'] * 1000:>16.1f} "
+            f"{at['offers_scan']['seconds'] * 1000:>14.1f} {at['file_bytes'] / 1e9:>7.2f}"
+        )
+    return lines
+
+
 def verdict_lines(results: dict[str, Any]) -> list[str]:
     lines = ["Targets (set for 1M captures; judged on the largest size measured)"]
     for v in results.get("verdicts", []):
@@ -150,6 +211,13 @@ def render(results: dict[str, Any]) -> str:
     for size in results.get("load", {}).values():
         out.append("")
         out.extend(load_table(size, results["targets"]))
+    shapes = shapes_table(results)
+    if shapes:
+        out.append("")
+        out.extend(shapes)
+    if "growth" in results:
+        out.append("")
+        out.extend(growth_table(results["growth"]))
     if "polling" in results:
         out.append("")
         out.extend(polling_table(results["polling"]))

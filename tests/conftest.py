@@ -19,6 +19,7 @@ _MUTATION_ORDER = [
     "test_models.py",
     "test_schedules.py",
     "test_client.py",
+    "test_load_guards.py",
     "test_warehouse.py",
     "test_run_asset.py",
     "test_security.py",

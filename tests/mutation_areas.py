@@ -92,6 +92,7 @@ TESTS = {
     "run_step": ["tests/test_run_asset.py"],
     "poll_loop": ["tests/test_run_handler.py", "tests/test_run_asset.py"],
     "warehouse_load": [
+        "tests/test_load_guards.py",
         "tests/test_warehouse.py",
         "tests/test_export_types.py",
         "tests/test_export_shapes.py",

@@ -197,13 +197,17 @@ def test_429_honours_retry_after(client, emulator, sleeps):
     assert len(emulator.runs) == 1
 
 
-def test_429_without_retry_after_backs_off_exponentially(emulator, sleeps):
+# Under the default 60 s cap the third step is capped; under a 1000 s cap it tells doubling from
+# any faster growth (tripling would wait at least 67.5 s).
+@pytest.mark.parametrize("max_backoff", [60.0, 1000.0], ids=["default_cap", "high_cap"])
+def test_429_without_retry_after_backs_off_exponentially(emulator, sleeps, max_backoff):
     emulator.set_faults(error_status=429, error_count=3)
     with ExtraltClient(
         emulator.api_key,
         emulator.url,
         max_retries=3,
         rate_limit_backoff_seconds=15,
+        max_backoff_seconds=max_backoff,
         sleep=sleeps.append,
         rate_limit_per_minute=None,
     ) as c:
@@ -240,21 +244,30 @@ def test_5xx_past_the_bound_is_a_server_error(client, emulator, sleeps, status):
     assert emulator.count_requests() == 4  # 1 + max_retries
 
 
-def test_retries_stay_within_the_total_time_bound(emulator, sleeps):
-    emulator.set_faults(error_status=503, error_count=100, retry_after=100)
+@pytest.mark.parametrize(
+    ("retry_after", "bound", "waits"),
+    [
+        (100, 250, [100.0, 100.0]),  # a third wait would pass the 250 s bound
+        (5, 10, [5.0, 5.0]),  # 0 + 5 <= 10 and 5 + 5 <= 10: waits ending at the bound are taken
+    ],
+    ids=["a_wait_past_the_bound_is_not_taken", "waits_ending_at_the_bound_are_taken"],
+)
+def test_retries_stay_within_the_total_time_bound(emulator, sleeps, retry_after, bound, waits):
+    emulator.set_faults(error_status=503, error_count=100, retry_after=retry_after)
     with (
         ExtraltClient(
             emulator.api_key,
             emulator.url,
             max_retries=10,
-            retry_timeout_seconds=250,
+            retry_timeout_seconds=bound,
             sleep=sleeps.append,
             rate_limit_per_minute=None,
         ) as c,
         pytest.raises(ExtraltServerError),
     ):
         c.get_run("run_x")
-    assert sleeps == [100.0, 100.0]  # a third wait would pass the 250 s bound
+    assert sleeps == waits
+    assert emulator.count_requests("GET", "/v0/extract/runs/run_x") == len(waits) + 1
 
 
 def test_read_timeout_is_retried_for_reads(make_emulator, sleeps):
@@ -749,3 +762,37 @@ def test_an_ambiguous_create_with_start_urls_adopts_the_run_of_those_urls(client
     run_id = client.create_run("rbt_shoes", URLS, budget=5)
     assert list(emulator.runs) == [run_id]
     assert emulator.count_requests(*CREATE) == 1
+
+
+def test_a_stop_gives_up_within_its_own_timeout_not_the_clients(client, emulator, sleeps):
+    run_id = client.create_run("rbt_shoes", budget=5)
+    emulator.set_faults(
+        error_status=503, error_count=100, retry_after=2, match="POST /v0/extract/runs/*/stop"
+    )
+    with pytest.raises(ExtraltServerError):
+        client.stop_run(run_id, timeout=1.5)  # the next try would start after 2 s
+    assert sleeps == []
+    assert emulator.count_requests("POST", f"/v0/extract/runs/{run_id}/stop") == 1
+
+
+def test_a_create_answer_without_an_id_names_the_request(frozen, frozen_client):
+    frozen.set_faults(wrong_body='{"run": 1}', match="POST /v0/extract/runs")
+    with pytest.raises(ExtraltAPIError) as info:
+        frozen_client.create_run("rbt_shoes", budget=5)
+    assert str(info.value) == "Extralt POST /v0/extract/runs answered without a run id."
+
+
+def test_each_retry_is_logged_with_the_request_the_cause_and_the_wait(emulator, sleeps, caplog):
+    emulator.set_faults(error_status=503, error_count=2, retry_after=5, match="GET /v0/*")
+    with (
+        ExtraltClient(
+            emulator.api_key, emulator.url, sleep=sleeps.append, rate_limit_per_minute=None
+        ) as c,
+        caplog.at_level(logging.WARNING, logger="extralt_dagster.client"),
+        pytest.raises(ExtraltNotFoundError),
+    ):
+        c.get_run("run_x")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"Extralt GET /v0/extract/runs/run_x failed (HTTP 503); retry {n}/5 in 5.00s"
+        for n in (1, 2)
+    ]

@@ -1,5 +1,6 @@
 """The Extralt emulator, over real HTTP: what every other test relies on it to do."""
 
+import argparse
 import contextlib
 import io
 import json
@@ -17,7 +18,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from extralt_dagster.emulator import (
+    BROAD,
     CAPTURE_COLUMNS,
+    FASHION,
+    Catalogue,
     Emulator,
     EmulatorClock,
     Faults,
@@ -416,6 +420,74 @@ def test_write_captures_column_variants(tmp_path):
     assert "subtitle" not in row and {"rating", "review_count"} <= set(row)
     with pytest.raises(ValueError):
         write_captures(tmp_path / "y.parquet", run_id="r", count=1, drop_columns=("nope",))
+
+
+SHAPE_SQL = """
+SELECT count(*), avg(len(variants)),
+  avg(list_sum(list_transform(variants, lambda v: len(v.offers)))),
+  max(list_max(list_transform(variants, lambda v: len(v.offers)))),
+  count(*) FILTER (WHERE min_price IS DISTINCT FROM list_min(list_transform(
+    flatten(list_transform(variants, lambda v: v.offers)), lambda o: o.price.amount)))
+FROM '{path}'
+"""
+
+
+@pytest.mark.parametrize(
+    ("catalogue", "variants", "offers", "most"),
+    [(Catalogue(), 3.0, 3.75, 2), (BROAD, 4.0, 7.0, 2), (FASHION, 25.0, 30.0, 2)],
+    ids=["default", "broad", "fashion"],
+)
+def test_a_catalogue_shape_gives_its_variants_and_offers_per_capture(
+    tmp_path, catalogue, variants, offers, most
+):
+    assert (catalogue.variants_per_capture, catalogue.offers_per_capture) == (variants, offers)
+    path = write_captures(tmp_path / "x.parquet", run_id="run_1", count=4000, catalogue=catalogue)
+    [(rows, v, o, biggest, wrong_min)] = duckdb.sql(SHAPE_SQL.format(path=path)).fetchall()
+    assert rows == 4000 and biggest == most
+    assert v == pytest.approx(variants, rel=0.03) and o == pytest.approx(offers, rel=0.03)
+    # The store's offer is first and each marketplace offer undercuts the last: the cheapest
+    # offer is min_price, whatever the shape (only the 1% of NULL min_price set aside).
+    [(nulls,)] = duckdb.sql(
+        f"SELECT count(*) FILTER (WHERE min_price IS NULL) FROM '{path}'"
+    ).fetchall()
+    assert wrong_min == nulls
+
+
+def test_the_default_catalogue_is_the_shape_every_earlier_export_had(tmp_path):
+    """Cached exports and every seeded figure stay valid: the knob's default writes the bytes
+    the generator wrote before it had a knob."""
+    a = write_captures(tmp_path / "a.parquet", run_id="run_1", count=300, seed=3)
+    b = write_captures(
+        tmp_path / "b.parquet", run_id="run_1", count=300, seed=3, catalogue=Catalogue()
+    )
+    assert a.read_bytes() == b.read_bytes() and Catalogue().key() == ""
+    [(offers,)] = duckdb.sql(
+        f"SELECT sum(list_sum(list_transform(variants, lambda v: len(v.offers)))) FROM '{a}'"
+    ).fetchall()
+    assert offers == 1149  # pinned: the seed-3 run's offers before the knob existed
+
+
+def test_an_emulator_serves_its_catalogue_in_exports_and_pages(make_emulator):
+    emu = make_emulator(catalogue=FASHION, **FROZEN)
+    with api(emu) as c:
+        run_id = finished_run(emu, c, budget=40)
+        body = export(c, run_id).content
+        page = c.get("/captures", params={"run_id": run_id, "limit": 40}).json()["rows"]
+    table = pq.read_table(io.BytesIO(body))
+    exported = sorted(len(v) for v in table.column("variants").to_pylist())
+    assert exported == sorted(len(row["variants"]) for row in page)
+    assert sum(exported) / len(exported) > 10  # fashion, not the default's 3
+
+
+@pytest.mark.parametrize("bad", ["9x9", "0x2x1.25", "3x2x9", "axbxc"])
+def test_the_cli_catalogue_flag_refuses_a_shape_it_cannot_make(bad):
+    from extralt_dagster.emulator.__main__ import parse_catalogue
+
+    assert parse_catalogue("9x9x1.2") == FASHION
+    with pytest.raises(
+        argparse.ArgumentTypeError, match="--catalogue must be SIZESxCOLOURSxOFFERS"
+    ):
+        parse_catalogue(bad)
 
 
 def test_same_seed_gives_the_same_run_ids_and_data(make_emulator):

@@ -37,7 +37,7 @@ NEWEST = f"""
     QUALIFY row_number() OVER (
         PARTITION BY {KEY}
         ORDER BY to_timestamp(extracted_at) DESC NULLS LAST, loaded_at DESC, run_id DESC,
-                 id DESC NULLS LAST, rowid DESC) = 1"""
+                 id DESC NULLS LAST, export_row DESC NULLS LAST) = 1"""
 # The offers of those captures, from the variants table (each run has one capture per key).
 CURRENT_OFFERS = f"""
     SELECT v.* FROM {SHOES.variants} v
@@ -141,12 +141,19 @@ def test_products_follow_new_history_columns(conn, tmp_path):
     assert_current(conn)
 
 
-def test_an_earlier_releases_products_view_becomes_a_table(conn, tmp_path):
-    load(conn, export(tmp_path, "r1"), "r1")
-    conn.execute(f"DROP TABLE {SHOES.products}")
-    conn.execute(f"DROP TABLE {SHOES.current_variants}")
-    conn.execute(f"CREATE VIEW {SHOES.products} AS SELECT * FROM {SHOES.captures}")
+def test_a_warehouse_of_an_earlier_release_gains_pointers_and_views(conn, tmp_path):
+    """An earlier release's warehouse: a products view ranking all of history, no pointers, and
+    history and variants without ``export_row``. The next load migrates it in its transaction."""
     load(conn, export(tmp_path, "r2"), "r2")
+    load(conn, export(tmp_path, "r1"), "r1")
+    conn.execute(f"DROP VIEW {SHOES.products}")
+    conn.execute(f"DROP VIEW {SHOES.current_variants}")
+    conn.execute(f"DROP TABLE {SHOES.latest_captures}")
+    conn.execute(f"ALTER TABLE {SHOES.captures} DROP COLUMN export_row")
+    for column in ("export_row", "loaded_at"):
+        conn.execute(f"ALTER TABLE {SHOES.variants} DROP COLUMN {column}")
+    conn.execute(f"CREATE VIEW {SHOES.products} AS SELECT * FROM {SHOES.captures}")
+    load(conn, export(tmp_path, "r3"), "r3")
     kinds = conn.execute(
         "SELECT table_name FROM duckdb_tables() WHERE table_name LIKE 'shoes_%' "
         "UNION ALL SELECT 'view:' || view_name FROM duckdb_views() WHERE view_name LIKE 'shoes_%'"
@@ -154,11 +161,34 @@ def test_an_earlier_releases_products_view_becomes_a_table(conn, tmp_path):
     # (A lake also holds the source's own run log.)
     assert sorted(k for (k,) in kinds if k != "shoes_runs" or is_lake(conn)) == [
         "shoes_captures",
-        "shoes_current_variants",
-        "shoes_products",
+        "shoes_latest_captures",
         *(["shoes_runs"] if is_lake(conn) else []),
         "shoes_variants",
+        "view:shoes_current_variants",
+        "view:shoes_products",
     ]
+    # r2's 50 products outlive r3's 40: ten products and their offers still come from r2.
+    assert_current(conn)
+    [(from_r2,)] = conn.execute(
+        f"SELECT count(DISTINCT product_key) FROM {SHOES.current_variants} WHERE run_id = 'r2'"
+    ).fetchall()
+    assert from_r2 == 10
+
+
+def test_a_load_leaves_unchanged_views_alone(conn, tmp_path):
+    """Re-creating a view on every load would make concurrent loads of one catalog conflict:
+    only a change of history's columns re-creates them."""
+    load(conn, export(tmp_path, "r1"), "r1")
+    oids = (
+        "SELECT view_name, view_oid FROM duckdb_views() WHERE view_name LIKE 'shoes_%' ORDER BY 1"
+    )
+    before = conn.execute(oids).fetchall()
+    load(conn, export(tmp_path, "r2"), "r2")
+    assert conn.execute(oids).fetchall() == before
+    load(conn, export(tmp_path, "r3", extra_columns=True), "r3")
+    after = conn.execute(oids).fetchall()
+    assert [n for n, _ in after] == [n for n, _ in before] and after != before
+    assert "rating" in [c for c, *_ in conn.execute(f"DESCRIBE {SHOES.products}").fetchall()]
     assert_current(conn)
 
 

@@ -8,7 +8,7 @@ It never imports the rest of the package: it fakes the service, not our client.
 """
 
 from .clock import EmulatorClock
-from .datagen import CAPTURE_COLUMNS, EXTRA_COLUMNS, write_captures
+from .datagen import BROAD, CAPTURE_COLUMNS, EXTRA_COLUMNS, FASHION, Catalogue, write_captures
 from .exports import EmulatorAbort
 from .faults import Faults
 from .gate import RecordedRequest
@@ -16,11 +16,14 @@ from .runs import DEMO_ROBOTS, STATUSES, Robot, RunView
 from .server import DEMO_API_KEY, Emulator
 
 __all__ = [
+    "BROAD",
     "CAPTURE_COLUMNS",
     "DEMO_API_KEY",
     "DEMO_ROBOTS",
     "EXTRA_COLUMNS",
+    "FASHION",
     "STATUSES",
+    "Catalogue",
     "Emulator",
     "EmulatorAbort",
     "EmulatorClock",

@@ -6,10 +6,12 @@ import signal
 import sys
 import threading
 
+from .datagen import DEFAULT_CATALOGUE, Catalogue
 from .gate import ADMIN_PREFIX
 from .runs import DEMO_ROBOTS, Robot
 from .server import DEMO_API_KEY, Emulator
 
+_CATALOGUE_SPEC = re.compile(r"^(?P<sizes>\d+)x(?P<colours>\d+)x(?P<offers>\d+(?:\.\d+)?)$")
 _ROBOT_SPEC = re.compile(r"^(?P<id>[^=\s/]+)=(?P<host>[A-Za-z0-9.-]+)(?::(?P<size>\d+))?$")
 
 
@@ -76,7 +78,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         metavar="ID=HOST[:SIZE]",
         help="add a robot besides the demo ones (repeatable), e.g. rbt_tea=tea.example:500",
     )
+    parser.add_argument(
+        "--catalogue",
+        type=parse_catalogue,
+        default=DEFAULT_CATALOGUE,
+        metavar="SIZESxCOLOURSxOFFERS",
+        help="the products' shape: up to SIZES by COLOURS variants, OFFERS per variant on "
+        "average (default 3x2x1.25: 3.0 variants, 3.75 offers a capture; fashion: 9x9x1.2)",
+    )
     return parser
+
+
+def parse_catalogue(spec: str) -> Catalogue:
+    """`SIZESxCOLOURSxOFFERS`, e.g. `9x9x1.2`: up to 9 sizes by 9 colours, 1.2 offers a variant."""
+    match = _CATALOGUE_SPEC.fullmatch(spec.strip())
+    try:
+        if match is None:
+            raise ValueError("not SIZESxCOLOURSxOFFERS")
+        return Catalogue(int(match["sizes"]), int(match["colours"]), float(match["offers"]))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"--catalogue must be SIZESxCOLOURSxOFFERS_PER_VARIANT, such as 9x9x1.2 (sizes and "
+            f"colours at least 1, offers 1 to 8); got {spec!r}: {exc}"
+        ) from None
 
 
 def build_emulator(args: argparse.Namespace) -> Emulator:
@@ -90,6 +114,7 @@ def build_emulator(args: argparse.Namespace) -> Emulator:
         credits=args.credits,
         capture_rate=args.capture_rate,
         rate_limit=None if args.no_rate_limit else (120, 30),
+        catalogue=args.catalogue,
     )
     for robot in args.robot:
         emu.state.add_robot(robot)

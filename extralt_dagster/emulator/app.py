@@ -118,6 +118,7 @@ async def list_captures(request: Request) -> Response:
         start=offset,
         stop=stop,
         seed=emu.data_seed,
+        catalogue=emu.catalogue,
         extra_columns=faults.export_extra_columns,
         drop_columns=tuple(faults.export_drop_columns),
     )

@@ -5,11 +5,13 @@ identifiers) depends only on (seed, host, i), while prices, stock and ids depend
 two runs of one robot overlap on products and give a price history.
 """
 
+import math
 import os
 import shutil
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +75,50 @@ FORMATS = ("parquet", "jsonl")
 #: A fixed default window, so files made without one are byte-for-byte reproducible.
 DEFAULT_STARTED_AT = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 MEMORY_LIMIT = "2GB"
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """The shape of a robot's products: how many variants each has and how many offers each
+    variant has. Capture `i` has `1..max_sizes` sizes times `1..max_colours` colours (uniform,
+    capped by the category's vocabulary), and each variant the store's own offer plus on
+    average `offers_per_variant - 1` marketplace offers. The default is the emulator's shape
+    since issue 7: 3.0 variants and 3.75 offers per capture. Real catalogues differ: fashion
+    has 20 to 50 variants per product (`FASHION`).
+    """
+
+    max_sizes: int = 3
+    max_colours: int = 2
+    offers_per_variant: float = 1.25
+
+    def __post_init__(self) -> None:
+        if self.max_sizes < 1 or self.max_colours < 1:
+            raise ValueError("max_sizes and max_colours must be at least 1")
+        if not 1 <= self.offers_per_variant <= 8:
+            raise ValueError("offers_per_variant must be between 1 and 8")
+
+    @property
+    def variants_per_capture(self) -> float:
+        """The mean, for a category whose vocabulary has enough sizes and colours."""
+        return (1 + self.max_sizes) / 2 * (1 + self.max_colours) / 2
+
+    @property
+    def offers_per_capture(self) -> float:
+        return self.variants_per_capture * self.offers_per_variant
+
+    def key(self) -> str:
+        """A short name for cache file names; "" for the default shape."""
+        if self == Catalogue():  # not DEFAULT_CATALOGUE: defined below
+            return ""
+        return f"c{self.max_sizes}x{self.max_colours}x{self.offers_per_variant:g}"
+
+
+#: The emulator's shape unless told otherwise.
+DEFAULT_CATALOGUE = Catalogue()
+#: A product of 4.0 variants and 7.0 offers.
+BROAD = Catalogue(max_sizes=3, max_colours=3, offers_per_variant=1.75)
+#: A fashion product: 25 variants (up to 9 sizes by 9 colours) and 30 offers.
+FASHION = Catalogue(max_sizes=9, max_colours=9, offers_per_variant=1.2)
 
 
 def _sentence() -> str:
@@ -146,6 +192,7 @@ def capture_select(
     source: str | None = None,
     nested_field: bool = False,
     typeless: bool = False,
+    catalogue: Catalogue = DEFAULT_CATALOGUE,
 ) -> str:
     """The SELECT that yields captures `start..stop` of a `count`-capture run.
 
@@ -171,35 +218,41 @@ def capture_select(
     seed = int(seed)
     ph = f"mix({seed}, {_lit(host)}, i)"  # product-level
     rh = f"mix({seed}, {_lit(run_id)}, i)"  # run-level
-    n1 = min(3, len(opt1_values))
-    n2 = min(2, len(opt2_values))
+    n1 = min(catalogue.max_sizes, len(opt1_values))
+    n2 = min(catalogue.max_colours, len(opt2_values))
 
     description = (
         f"'The ' || title || ' from ' || brand || ' is made for ' || {_pick(USES, 'mix(hp, 11)')}"
         f" || '. ' || array_to_string(list_transform(list_transform(range((10 + mix(hp, 12) % 11)::BIGINT), lambda s: mix(hp, s)), lambda h: {_sentence()}), ' ')"
         f" || ' ' || {_pick(CLOSERS, 'mix(hp, 13)')}"
     )
-    # Variant k (size k // n2, colour k % n2) costs a little more per size step; a second,
-    # marketplace offer (one variant in four) undercuts the first by 5%. Min and max prices
-    # follow from that rule, without a pass over the nested structs.
+    # Variant k (size k // n2, colour k % n2) costs a little more per size step; each
+    # marketplace offer o (1, 2, ...) undercuts the store's own (0) by 5% more. Min and max
+    # prices follow from that rule, without a pass over the nested structs.
     price = "(floor(base_price * drift * (1 + 0.04 * {step})) + 0.99)"
-    second_offer = "(mix(hr, 30, k) % 4 = 0)"
+    extra = Fraction(catalogue.offers_per_variant - 1).limit_denominator(100)
+    whole, part = math.floor(extra), extra - math.floor(extra)
+    # Offers of variant k: 1 + whole, plus one more for a `part` share of variants.
+    n_offers = f"({1 + whole} + (mix(hr, 30, k) % {part.denominator} < {part.numerator})::INTEGER)"
+    most = 1 + whole + (1 if part else 0)
 
     def offer(o: int) -> str:
-        """Offer `o` of variant `k`: the store's own (0) or a marketplace seller's (1)."""
-        amount = f"{price.format(step='(k // n2)')} * {1 - 0.05 * o}"
+        """Offer `o` of variant `k`: the store's own (0) or a marketplace seller's (1, 2, ...)."""
+        amount = f"{price.format(step='(k // n2)')} * {round(1 - 0.05 * o, 2)}"
         in_stock = f"mix(hr, 32, k, {o}) % 7 > 0"
+        # The first marketplace offer's hashes predate more offers per variant: keep them.
+        k = "k" if o < 2 else f"k, {o}"
         return (
             f"struct_pack(price := struct_pack(amount := round({amount}, 2), "
-            f"full_amount := round({amount} * CASE WHEN mix(hr, 31, k) % 5 = 0 THEN 1.25 ELSE 1 END, 2), "
+            f"full_amount := round({amount} * CASE WHEN mix(hr, 31, {k}) % 5 = 0 THEN 1.25 ELSE 1 END, 2), "
             f"currency := {_lit(currency)}), "
             f"availability := struct_pack(in_stock := {in_stock}, "
             f"quantity := CASE WHEN {in_stock} THEN (mix(hr, 33, k, {o}) % 60 + 1)::INTEGER ELSE 0 END), "
             + (
                 "condition := 'new', seller := " + _lit(store) + ", seller_type := 'first_party'"
                 if o == 0
-                else "condition := CASE WHEN mix(hr, 34, k) % 3 > 0 THEN 'new' ELSE 'refurbished' END, "
-                f"seller := {_pick(SELLERS, 'mix(hr, 35, k)')}, seller_type := 'marketplace'"
+                else f"condition := CASE WHEN mix(hr, 34, {k}) % 3 > 0 THEN 'new' ELSE 'refurbished' END, "
+                f"seller := {_pick(SELLERS, f'mix(hr, 35, {k})')}, seller_type := 'marketplace'"
             )
             + (
                 f", {NESTED_FIELD} := struct_pack(months := (12 * (1 + mix(hr, 36, k, {o}) % 3))::INTEGER, "
@@ -211,7 +264,14 @@ def capture_select(
         )
 
     # Explicit lists, not a nested lambda: capturing outer columns twice deep is slow.
-    offers = f"CASE WHEN {second_offer} THEN [{offer(0)}, {offer(1)}] ELSE [{offer(0)}] END"
+    offers = (
+        f"CASE {n_offers} "
+        + " ".join(
+            f"WHEN {c} THEN [{', '.join(offer(o) for o in range(c))}]"
+            for c in range(1 + whole, most + 1)
+        )
+        + " END"
+    )
     variants = (
         "list_transform(range(n1 * n2), lambda k: struct_pack("
         "id := product_id || '-' || (k + 1)::VARCHAR, "
@@ -224,7 +284,7 @@ def capture_select(
     )
     min_price = (
         f"list_min(list_transform(range(n1 * n2), lambda k: round({price.format(step='(k // n2)')}"
-        f" * CASE WHEN {second_offer} THEN 0.95 ELSE 1 END, 2)))"
+        f" * (1 - 0.05 * ({n_offers} - 1)), 2)))"
     )
     max_price = f"round({price.format(step='(n1 - 1)')}, 2)"
     columns: list[tuple[str, str]] = [
@@ -318,6 +378,7 @@ def write_captures(
     nested_field: bool = False,
     typeless: bool = False,
     no_columns: bool = False,
+    catalogue: Catalogue = DEFAULT_CATALOGUE,
 ) -> Path:
     """Write `count` captures of `run_id` to `path` as parquet (zstd) or JSON lines.
 
@@ -357,6 +418,7 @@ def write_captures(
         source="ids",
         nested_field=nested_field,
         typeless=typeless,
+        catalogue=catalogue,
     )
     options = (
         "FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 100000"

@@ -11,7 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import BinaryIO
 
-from .datagen import ExportShape, write_captures
+from .datagen import DEFAULT_CATALOGUE, Catalogue, ExportShape, write_captures
 from .faults import Faults
 from .runs import ExportSpec
 
@@ -31,8 +31,9 @@ class ExportCache:
     (each time the emulator starts); until then it has none.
     """
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, catalogue: Catalogue = DEFAULT_CATALOGUE) -> None:
         self.seed = seed
+        self.catalogue = catalogue
         self.dir: Path | None = None
         self._lock = threading.Lock()
         self._key_locks: dict[str, threading.Lock] = {}
@@ -50,6 +51,8 @@ class ExportCache:
         assert self.dir is not None, "the export cache has no directory: start the emulator"
         variant = shape.key()
         fields = [asdict(spec), fmt, variant, self.seed]
+        if self.catalogue.key():  # the default shape keeps the names files had before it
+            fields.append(self.catalogue.key())
         key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
         path = self.dir / f"{spec.run_id}-{spec.count}-{key}.{fmt}"
         with self._lock:
@@ -74,6 +77,7 @@ class ExportCache:
                 tmp,
                 seed=self.seed,
                 format=fmt,
+                catalogue=self.catalogue,
                 **spec.capture_arguments(),
                 **shape.write_options(spec.count),
             )

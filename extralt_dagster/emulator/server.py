@@ -20,6 +20,7 @@ import uvicorn
 
 from .app import build_app
 from .clock import EmulatorClock
+from .datagen import DEFAULT_CATALOGUE, Catalogue
 from .exports import EmulatorAbort, ExportCache
 from .faults import FaultInjector, Faults
 from .gate import Gate, RateLimiter, RecordedRequest, RequestLog
@@ -34,7 +35,8 @@ class Emulator:
     Time is `clock` (emulated, `speed` x real time, plus `clock.advance()`); runs move through
     their lifecycle whenever anything reads them. Faults are switched on with `set_faults()`.
     Run ids are random, unique per emulator, unless `seed` is given: then they repeat from one
-    emulator to the next. `GET /runs/<id>` is a read-only HTML page of the run, for people.
+    emulator to the next. `catalogue` shapes every robot's products (variants and offers per
+    capture). `GET /runs/<id>` is a read-only HTML page of the run, for people.
     """
 
     def __init__(
@@ -55,6 +57,7 @@ class Emulator:
         cache_dir: str | os.PathLike[str] | None = None,
         start_time: float | None = None,
         robots: list[Robot] | None = None,
+        catalogue: Catalogue = DEFAULT_CATALOGUE,
     ) -> None:
         if not api_key:
             raise ValueError("api_key must be a non-empty string")
@@ -80,7 +83,8 @@ class Emulator:
         )
         self._injector = FaultInjector(seed=self.data_seed)
         self._log = RequestLog(self.clock)
-        self._exports = ExportCache(self.data_seed)
+        self.catalogue = catalogue
+        self._exports = ExportCache(self.data_seed, catalogue)
         self._own_cache = cache_dir is None
         self._cache_dir = Path(cache_dir) if cache_dir else None
         self._requested_port = port

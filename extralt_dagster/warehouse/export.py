@@ -41,10 +41,11 @@ def _check_path(path: str | os.PathLike[str]) -> str:
     return file_path
 
 
-def _reader(fmt: str, *, json_columns: bool = False) -> str:
-    """The table function reading the export; ``?`` is the path (and the JSON column types)."""
+def _reader(fmt: str, *, json_columns: bool = False, row_numbers: bool = False) -> str:
+    """The table function reading the export; ``?`` is the path (and the JSON column types).
+    ``row_numbers`` adds Parquet's ``file_row_number`` column."""
     if fmt == "parquet":
-        return "read_parquet(?)"
+        return "read_parquet(?, file_row_number = true)" if row_numbers else "read_parquet(?)"
     columns = ", columns = ?" if json_columns else ""
     return f"read_json(?, format = 'newline_delimited'{columns})"
 

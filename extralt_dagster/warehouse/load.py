@@ -9,20 +9,22 @@ lives, how to open it, the names of a source's objects), ``schema`` (the type al
 Objects, per source (``Target``), in schema ``extralt`` unless overridden:
 
 ``<schema>.<source>_captures`` -- TABLE. History: one row per capture per Extralt run, every
-    export column plus ``run_id``, ``robot_id`` and ``loaded_at`` (TIMESTAMPTZ). Loading a run
-    replaces that run's rows (``DELETE`` + ``INSERT BY NAME``, never ``INSERT OR REPLACE``).
+    export column plus ``run_id``, ``robot_id``, ``loaded_at`` (TIMESTAMPTZ) and ``export_row``
+    (the capture's row in the export). Loading a run replaces that run's rows (``DELETE`` +
+    ``INSERT BY NAME``, never ``INSERT OR REPLACE``).
 ``<schema>.<source>_variants`` -- TABLE. One row per variant offer, flat, with the fixed columns
     of ``VARIANT_COLUMNS``; maintained per load from this run's history rows only (the export
     is read once). A variant without offers has no row here; the capture keeps it.
-``<schema>.<source>_products``, ``<schema>.<source>_current_variants`` -- TABLES. One row per
+``<schema>.<source>_products``, ``<schema>.<source>_current_variants`` -- VIEWS. One row per
     product key (``product_id``, else ``url``, blank counting as none): its newest capture
-    (``product_key`` plus every history column); and that capture's offers. Kept per load,
-    from this run's rows only: ``latest``.
+    (``product_key`` plus every history column); and that capture's offers. They join
+    ``<schema>.<source>_latest_captures``, a TABLE of one pointer per key kept per load from
+    this run's rows only: ``latest``.
 ``<schema>.runs`` -- TABLE. Run log shared by all sources of the schema: one row per
     (source, run_id) loaded, replaced on reload. On a lake each source has its own,
     ``<schema>.<source>_runs``, and ``<schema>.runs`` is a view of them all (``target``).
 
-History retention (off by default): ``retention``. Why products is a table: BENCHMARKS.md.
+History retention (off by default): ``retention``. Why pointers and views: BENCHMARKS.md.
 
 All changes of one load run in one transaction: a corrupt or truncated file, a schema
 conflict or any error leaves every object exactly as it was. The load stops at the first
@@ -238,6 +240,8 @@ class _Job:
     retention: HistoryRetention | None = None
     #: Unique to this attempt: the commit message of its snapshot, on a lake.
     token: str = ""
+    #: The variants table predates ``export_row``: refill it from history (once).
+    refill_variants: list[bool] = dataclasses.field(default_factory=lambda: [False])
 
 
 def _begin(conn: duckdb.DuckDBPyConnection) -> None:
@@ -341,7 +345,7 @@ def _load(job: _Job, started: float) -> LoadResult:
     table_cols, plan = _prepare(job)
     clock.lap("prepare")
     has_history = table_cols is not None or plan.created
-    _evolve(job, plan)
+    _evolve(job, plan, table_cols)
     rows = _history(job, plan, has_history)
     clock.lap("history")
     # DuckDB matches identifiers case-insensitively, quoted or not: key them by lower case.
@@ -354,7 +358,11 @@ def _load(job: _Job, started: float) -> LoadResult:
     dropped = _retain(job, cols if has_history else None)
     _runs_view(job)
     clock.lap("products_and_run_log")
-    checks = _run_checks(job.conn, job.target, cols, job.run.run_id) if has_history else _Checks()
+    checks = (
+        _run_checks(job.conn, job.target, cols, job.run.run_id, job.loaded_at)
+        if has_history
+        else _Checks()
+    )
     result = _result(job, plan, table_cols, rows, variants_for_run, checks, has_history)
     clock.lap("checks")
     return dataclasses.replace(
@@ -375,6 +383,7 @@ def _prepare(job: _Job) -> tuple[list[tuple[str, _Type]] | None, _Plan]:
     conn.execute(f"CREATE TABLE IF NOT EXISTS {target.variants} ({variant_columns})")
     if job.caps.generated_columns:
         _migrate_variants_key(conn, target)
+    job.refill_variants[0] = _add_capture_columns(conn, target)
     has_table = exists(conn, target, target.table("captures"))
     table_cols = _table_columns(conn, target.captures) if has_table else None
     file_cols = _export_columns(job, table_cols)
@@ -403,12 +412,29 @@ def _export_columns(
         raise _unreadable(exc, job.path, job.fmt, job.run.run_id) from exc
 
 
-def _evolve(job: _Job, plan: _Plan) -> None:
+def _add_capture_columns(conn: duckdb.DuckDBPyConnection, target: Target) -> bool:
+    """Give a variants table made before ``export_row`` its capture columns; True when it had
+    rows then, which only a refill from history can point at their captures."""
+    names = {n.lower() for n, _ in _table_columns(conn, target.variants)}
+    if "export_row" in names:
+        return False
+    for name, sql_type in (("loaded_at", "TIMESTAMPTZ"), ("export_row", "BIGINT")):
+        if name not in names:
+            conn.execute(f"ALTER TABLE {target.variants} ADD COLUMN {_q(name)} {sql_type}")
+    row = conn.execute(f"SELECT count(*) FROM {target.variants}").fetchone()
+    return bool(row and row[0])
+
+
+def _evolve(job: _Job, plan: _Plan, table_cols: list[tuple[str, _Type]] | None) -> None:
     """Evolve: create the history table, or add, widen and retype its columns as planned."""
     conn, captures = job.conn, job.target.captures
     if plan.created:
         columns = [(n, t.sql) for n, t in plan.read_types] + list(META_COLUMN_TYPES)
         conn.execute(f"CREATE TABLE {captures} ({_ddl_columns(columns)})")
+    elif table_cols is not None and "export_row" not in {n.lower() for n, _ in table_cols}:
+        # History from before ``export_row``: any number unique within a run names its rows.
+        conn.execute(f"ALTER TABLE {captures} ADD COLUMN export_row BIGINT")
+        conn.execute(f"UPDATE {captures} SET export_row = rowid")
     for name, t in plan.add:
         conn.execute(f"ALTER TABLE {captures} ADD COLUMN {_q(name)} {t.sql}")
     for name, _old, new in plan.widen:
@@ -459,11 +485,13 @@ def _history(job: _Job, plan: _Plan, has_history: bool) -> int:
     params: list[Any] = [run.run_id, run.robot_id, job.loaded_at, job.path]
     if job.fmt == "jsonl":
         params.append({n: t.sql for n, t in plan.read_types})
+    # Parquet numbers its rows for free; JSON lines (rare, and slow anyway) by a window.
+    row = "file_row_number" if job.fmt == "parquet" else "row_number() OVER () - 1"
     try:
         inserted = conn.execute(
             f"INSERT INTO {captures} BY NAME SELECT {select}, ?::VARCHAR AS run_id, "
-            f"?::VARCHAR AS robot_id, ?::TIMESTAMPTZ AS loaded_at "
-            f"FROM {_reader(job.fmt, json_columns=job.fmt == 'jsonl')}",
+            f"?::VARCHAR AS robot_id, ?::TIMESTAMPTZ AS loaded_at, {row} AS export_row "
+            f"FROM {_reader(job.fmt, json_columns=job.fmt == 'jsonl', row_numbers=True)}",
             params,
         ).fetchone()
     except duckdb.Error as exc:
@@ -483,41 +511,34 @@ def _history_types(job: _Job) -> dict[str, _Type]:
 def _variants(job: _Job, cols: Mapping[str, _Type], rows: int) -> int:
     """Variants: replace this run's variant offers with those of its history rows."""
     conn, run_id = job.conn, job.run.run_id
-    conn.execute(f"DELETE FROM {job.target.variants} WHERE run_id = ?", [run_id])
+    refill = job.refill_variants[0] and job.include_variants
+    conn.execute(
+        f"DELETE FROM {job.target.variants}" + ("" if refill else " WHERE run_id = ?"),
+        [] if refill else [run_id],
+    )
     if not job.include_variants:
         return 0
-    insert = _variants_insert_sql(job.target, cols, job.caps)
+    if refill and (other := _variants_insert_sql(job.target, cols, job.caps, where="run_id <> ?")):
+        conn.execute(other, [run_id])
+    # loaded_at as well: zone maps then skip every other load's row groups of history.
+    this_load = "loaded_at = ? AND run_id = ?"
+    insert = _variants_insert_sql(job.target, cols, job.caps, where=this_load)
     if insert is None or not rows:
         return 0
-    inserted = conn.execute(insert, [run_id]).fetchone()
+    inserted = conn.execute(insert, [job.loaded_at, run_id]).fetchone()
     return int(inserted[0]) if inserted else 0
 
 
 def _products(job: _Job, cols: Mapping[str, _Type]) -> None:
     """Products and current offers: the keys this run changed (``latest``)."""
-    maintain_latest(
-        job.conn,
-        job.target,
-        job.caps,
-        cols,
-        job.run.run_id,
-        include_variants=job.include_variants,
-    )
+    maintain_latest(job.conn, job.target, cols, job.run.run_id, job.loaded_at)
 
 
 def _retain(job: _Job, cols: Mapping[str, _Type] | None) -> tuple[str, ...]:
     """Retention: drop the runs the source no longer keeps (none when it keeps all)."""
     if job.retention is None:
         return ()
-    return apply_retention(
-        job.conn,
-        job.target,
-        job.caps,
-        cols,
-        job.retention,
-        job.loaded_at,
-        include_variants=job.include_variants,
-    )
+    return apply_retention(job.conn, job.target, cols, job.retention, job.loaded_at)
 
 
 def _run_log(job: _Job, rows: int) -> None:

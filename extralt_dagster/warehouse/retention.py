@@ -19,7 +19,7 @@ import duckdb
 from .errors import WarehouseError
 from .latest import rerank_keys_of_runs
 from .schema import _Type
-from .target import Capabilities, Target
+from .target import Target
 
 __all__ = ["HistoryRetention"]
 
@@ -87,12 +87,9 @@ def _runs_to_drop(
 def apply_retention(
     conn: duckdb.DuckDBPyConnection,
     target: Target,
-    caps: Capabilities,
     cols: Mapping[str, _Type] | None,
     retention: HistoryRetention,
     now: datetime,
-    *,
-    include_variants: bool = True,
 ) -> tuple[str, ...]:
     """Drop the runs ``retention`` no longer keeps; their ids, oldest last."""
     dropped = _runs_to_drop(conn, target, retention, now)
@@ -102,7 +99,7 @@ def apply_retention(
     in_runs = "run_id IN (SELECT unnest($runs::VARCHAR[]))"
     if cols is not None:
         conn.execute(f"DELETE FROM {target.captures} WHERE {in_runs}", runs)
-        rerank_keys_of_runs(conn, target, caps, cols, dropped, include_variants=include_variants)
+        rerank_keys_of_runs(conn, target, cols, dropped)
     conn.execute(f"DELETE FROM {target.variants} WHERE {in_runs}", runs)
     conn.execute(
         f"DELETE FROM {target.runs} WHERE source = $source AND {in_runs}",

@@ -21,6 +21,9 @@ META_COLUMN_TYPES: tuple[tuple[str, str], ...] = (
     ("run_id", "VARCHAR"),
     ("robot_id", "VARCHAR"),
     ("loaded_at", "TIMESTAMPTZ"),
+    # The capture's row in its run's export (from 0): with run_id and loaded_at, what the
+    # latest pointers name a capture by (``latest``).
+    ("export_row", "BIGINT"),
 )
 #: Columns the loader adds to every history row; an export column of the same name is ignored.
 META_COLUMNS: tuple[str, ...] = tuple(name for name, _ in META_COLUMN_TYPES)
@@ -65,6 +68,9 @@ VARIANT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("seller_type", "VARCHAR"),
     ("run_id", "VARCHAR"),
     ("extracted_at", "TIMESTAMPTZ"),
+    # The offer's capture, as history names it: what ``<source>_current_variants`` joins on.
+    ("loaded_at", "TIMESTAMPTZ"),
+    ("export_row", "BIGINT"),
 )
 #: The run log, shared by the sources of a schema: one row per (source, run_id) loaded.
 _RUNS_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -180,6 +186,8 @@ def _capture_level_columns(cols: Mapping[str, _Type]) -> list[str]:
         f"{cap('currency')} AS _capture_currency",
         f"{_timestamp_expr(_q('extracted_at'), cols.get('extracted_at'))} AS extracted_at",
         "run_id",
+        "loaded_at",
+        "export_row",
         f"unnest({_q('variants')}) AS _v",
     ]
 

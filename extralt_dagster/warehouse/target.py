@@ -103,7 +103,9 @@ OLDEST_READER = "1.2.0"
 
 
 #: The objects of one source, by kind (``Target.table``).
-TableKind = Literal["captures", "products", "variants", "current_variants", "runs"]
+TableKind = Literal[
+    "captures", "products", "variants", "current_variants", "latest_captures", "runs"
+]
 
 
 # --- The names of one source's objects ---------------------------------------------------------
@@ -158,6 +160,13 @@ class Target:
             return "runs"
         return f"{self.source}_{kind}"
 
+    def in_schema(self, kind: TableKind) -> str:
+        """Quoted bare name of one of the source's objects: how a view names the tables it
+        reads. A view resolves a bare name in its own schema first, and DuckDB stores a view's
+        catalog-qualified references without the catalog, which makes ``extralt.t`` ambiguous
+        again when the catalog and the schema share a name."""
+        return _q(self.table(kind))
+
     @property
     def captures_in_schema(self) -> str:
         """Quoted ``source_captures`` alone: how the products view names its table. A view
@@ -173,7 +182,7 @@ class Target:
 
     @property
     def products(self) -> str:
-        """Quoted ``schema.source_products`` (table: each product's newest capture)."""
+        """Quoted ``schema.source_products`` (view: each product's newest capture)."""
         return self.qualified(self.table("products"))
 
     @property
@@ -183,8 +192,13 @@ class Target:
 
     @property
     def current_variants(self) -> str:
-        """Quoted ``schema.source_current_variants`` (table: the products' offers)."""
+        """Quoted ``schema.source_current_variants`` (view: the products' offers)."""
         return self.qualified(self.table("current_variants"))
+
+    @property
+    def latest_captures(self) -> str:
+        """Quoted ``schema.source_latest_captures`` (table: which capture is each key's newest)."""
+        return self.qualified(self.table("latest_captures"))
 
     @property
     def runs(self) -> str:
@@ -200,7 +214,7 @@ class Target:
     @property
     def table_names(self) -> dict[str, str]:
         """Plain dotted names, for display: captures, products, variants, current_variants,
-        runs."""
+        latest_captures, runs."""
         return {kind: f"{self.schema}.{self.table(kind)}" for kind in get_args(TableKind)}
 
 
