@@ -23,15 +23,13 @@ from extralt_dagster.warehouse import (
     WarehouseExportError,
     load_export,
 )
+from tests.targets import is_lake, target_fixture
 
 SHOES = Target("shoes")
 
 
-@pytest.fixture
-def conn(tmp_path):
-    con = warehouse.connect(tmp_path / "wh.duckdb")
-    yield con
-    con.close()
+#: A new warehouse of each kind: a DuckDB file and a DuckLake.
+conn = target_fixture()
 
 
 def load(conn, path: Path, run_id: str, fmt: str = "parquet"):
@@ -149,8 +147,11 @@ def test_a_reload_does_not_count_its_own_old_rows_as_history_values(conn, tmp_pa
 
 
 def tables(conn) -> list[str]:
+    """The tables, the run log named ``runs`` whichever target keeps it (a lake: a table per
+    source, ``shoes_runs``)."""
     rows = conn.execute("SELECT table_name FROM duckdb_tables() ORDER BY table_name").fetchall()
-    return [name for (name,) in rows]
+    run_log = "shoes_runs" if is_lake(conn) else "runs"
+    return sorted("runs" if name == run_log else name for (name,) in rows)
 
 
 def test_an_empty_export_creates_no_history_table_and_says_so(conn, tmp_path):
@@ -177,13 +178,13 @@ def test_an_empty_export_creates_no_history_table_and_says_so(conn, tmp_path):
 
 
 def test_a_load_reports_its_catalog_and_its_phases_by_their_documented_names(conn, tmp_path):
-    """The catalog is the file's name (what ``catalog.schema.table`` needs). The benchmarks
+    """The catalog is the file's name, or the lake's alias (what ``catalog.schema.table`` needs). The benchmarks
     read ``phase_seconds`` by these names (the values are timings, which no test asserts)."""
     result = load(
         conn, jsonl(tmp_path / "run_1.jsonl", [{"id": "a", "grade": 1}]), "run_1", "jsonl"
     )
 
-    assert result.catalog == "wh"
+    assert result.catalog == ("lake" if is_lake(conn) else "wh")
     assert list(result.phase_seconds) == [
         "prepare",
         "history",
