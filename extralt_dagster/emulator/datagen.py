@@ -310,8 +310,8 @@ def capture_select(
         (
             "options",
             _nullable(
-                f"struct_pack(opt1 := struct_pack(name := {_lit(opt1_name)}, values := opt1_values), "
-                f"opt2 := struct_pack(name := {_lit(opt2_name)}, values := opt2_values))"
+                f"struct_pack(opt1 := struct_pack(name := {_lit(opt1_name)}, \"values\" := opt1_values), "
+                f"opt2 := struct_pack(name := {_lit(opt2_name)}, \"values\" := opt2_values))"
             ),
         ),
         ("variants", variants),
