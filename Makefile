@@ -94,8 +94,10 @@ e2e: $(E2E_STAMP)
 
 # Benchmarks (BENCHMARKS.md): `.[dev,bench]` adds dlt, pandas and dagster-duckdb-pandas, the
 # alternatives the load path is compared with. `bench` is the full run (100k and 1M captures,
-# ~30 min; refreshes results.json and the table in BENCHMARKS.md); `bench-quick` is the load
-# path at 100k and polling, without the alternatives or Dagster's overhead (~2 min).
+# catalogue shapes of 7 and 30 offers per capture at 1M, history growth over 1/10/40 loads of
+# 100k products; ~60 min, and 5-15 min more the first time to write the growth exports;
+# refreshes results.json and the table in BENCHMARKS.md); `bench-quick` is the load path at 100k,
+# growth over 1 and 10 loads, and polling, without the alternatives or Dagster's overhead.
 BENCH_STAMP := $(VENV)/.installed-bench
 
 .PHONY: bench bench-quick

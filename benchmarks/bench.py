@@ -179,7 +179,10 @@ class LoadBench:
                 seed=EMULATOR_SEED,  # the same run ids every time, so the cached exports match
                 catalogue=self.catalogue,
             ) as emu,
-            ExtraltClient(emu.api_key, emu.url, rate_limit_per_minute=None) as client,
+            # A first export of a big shape is generated inside its request: minutes.
+            ExtraltClient(
+                emu.api_key, emu.url, rate_limit_per_minute=None, timeout=1800.0
+            ) as client,
         ):
             run_ids = {}
             for n in self.sizes:  # same order, same frozen clock: same run ids, same exports

@@ -61,14 +61,22 @@ def ctas(p: dict[str, Any]) -> dict[str, Any]:
     if p.get("preserve_insertion_order") is False:
         con.execute("SET preserve_insertion_order = false")
     con.execute(f"CREATE TABLE captures AS SELECT * FROM read_parquet({literal})")
+    t1 = time.perf_counter()
+    if p.get("flat_offers"):
+        con.execute(FLAT_OFFERS_SQL)
     con.close()
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     with duckdb.connect(p["db"], read_only=True) as con:
         (rows,) = con.execute("SELECT count(*) FROM captures").fetchone() or (0,)
+        offers = None
+        if p.get("flat_offers"):
+            (offers,) = con.execute("SELECT count(*) FROM offers").fetchone() or (0,)
     return {
         "seconds": seconds,
         "cpu_seconds": cpu,
+        "history_seconds": t1 - t0,
         "rows": rows,
+        "offers": offers,
         "db_bytes": os.path.getsize(p["db"]),
     }
 
@@ -96,27 +104,7 @@ FROM (
 def two_tables(p: dict[str, Any]) -> dict[str, Any]:
     """The floor of what the captures step writes: a bare CTAS of history from the file curl
     saved, then a bare CTAS of its flat offers, in one process, insertion order off."""
-    import duckdb
-
-    fresh_db(p["db"])
-    literal = "'" + p["file"].replace("'", "''") + "'"
-    t0, c0 = time.perf_counter(), time.process_time()
-    con = duckdb.connect(p["db"])
-    con.execute("SET preserve_insertion_order = false")
-    con.execute(f"CREATE TABLE captures AS SELECT * FROM read_parquet({literal})")
-    t1 = time.perf_counter()
-    con.execute(FLAT_OFFERS_SQL)
-    con.close()
-    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-    with duckdb.connect(p["db"], read_only=True) as con:
-        (offers,) = con.execute("SELECT count(*) FROM offers").fetchone() or (0,)
-    return {
-        "seconds": seconds,
-        "cpu_seconds": cpu,
-        "history_seconds": t1 - t0,
-        "offers": offers,
-        "db_bytes": os.path.getsize(p["db"]),
-    }
+    return ctas({**p, "preserve_insertion_order": False, "flat_offers": True})
 
 
 # --- Ours, without Dagster: the client and the warehouse the asset calls -----------------------

@@ -402,3 +402,48 @@ def test_a_damaged_page_found_mid_load_is_named_with_duckdbs_words(conn, tmp_pat
         plain.execute("SELECT * FROM read_parquet(?)", [str(bad)]).fetchall()
     assert message.endswith(f"DuckDB said: {read.value}")  # DuckDB's own words, unchanged
     assert conn.execute(f"SELECT count(*) FROM {SHOES.captures}").fetchone() == before
+
+
+# --- Big row groups ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fashion_export(tmp_path_factory) -> Path:
+    """50,000 fashion captures (25 variants each) in two row groups of ~70 MB uncompressed."""
+    from extralt_dagster.emulator import FASHION, write_captures
+
+    folder = tmp_path_factory.mktemp("fashion")
+    one = write_captures(
+        folder / "one.parquet", run_id="run_fashion", count=50_000, catalogue=FASHION
+    )
+    path = folder / "fashion.parquet"
+    duckdb.execute(
+        f"COPY (SELECT * FROM '{one}') TO '{path}' "
+        "(FORMAT parquet, ROW_GROUP_SIZE 25000, COMPRESSION zstd)"
+    )
+    return path
+
+
+def test_big_row_groups_load_on_fewer_threads_within_the_memory_limit(tmp_path, fashion_export):
+    """Extralt sizes the export's row groups: two threads decoding these at once run out of
+    250 MB (measured: the load fails on two, loads on one), so the history insert runs on one,
+    and the connection gets its two back."""
+    from extralt_dagster.warehouse.export import _threads_for_parquet
+
+    con = warehouse.connect(tmp_path / "wh.duckdb", config={"memory_limit": "250MB", "threads": 2})
+    try:
+        assert _threads_for_parquet(con, str(fashion_export)) == 1
+        result = load(con, fashion_export, "run_fashion")
+        assert result.rows == 50_000 and result.variants_for_run > 1_000_000
+        assert con.execute("SELECT current_setting('threads')").fetchone() == (2,)
+    finally:
+        con.close()
+
+
+def test_small_row_groups_keep_every_thread(conn, tmp_path):
+    from extralt_dagster.emulator import write_captures
+    from extralt_dagster.warehouse.export import _memory_limit_bytes, _threads_for_parquet
+
+    path = write_captures(tmp_path / "small.parquet", run_id="run_small", count=2_000)
+    assert _threads_for_parquet(conn, str(path)) is None
+    assert _memory_limit_bytes(conn) == pytest.approx(1250e6, rel=0.08)  # '1.1 GiB'

@@ -41,9 +41,9 @@ from .target import Target, exists
 _CHANGED = "temp.main._extralt_changed_keys"
 #: What joins a pointer to its capture in history and to its offers in the variants table.
 JOIN_COLUMNS = ("loaded_at", "run_id", "export_row")
-#: History columns a pointer carries besides ``product_key`` and the join, when history has
-#: them: ``product_id`` (so a lookup filters the pointers, not history) and the ranking's.
-_CARRIED = ("product_id", "extracted_at", "id")
+#: A pointer's columns after ``product_key``, in order, those history has: the join's, plus
+#: ``product_id`` (so a lookup filters the pointers, not history) and the ranking's.
+_POINTER_COLUMNS = ("product_id", *JOIN_COLUMNS, "extracted_at", "id")
 
 
 def _ranking(cols: Mapping[str, _Type]) -> list[tuple[str, str]]:
@@ -63,9 +63,7 @@ def _ranking(cols: Mapping[str, _Type]) -> list[tuple[str, str]]:
 
 def _pointer_columns(cols: Mapping[str, _Type]) -> list[str]:
     """A pointer's columns after ``product_key``, in order."""
-    return [*(c for c in ("product_id",) if c in cols), *JOIN_COLUMNS] + [
-        c for c in _CARRIED[1:] if c in cols
-    ]
+    return [c for c in _POINTER_COLUMNS if c in cols]
 
 
 def _pointers_sql(target: Target, cols: Mapping[str, _Type], where: str) -> str:
@@ -199,8 +197,9 @@ def _rebuild_needed(
 def _products_view_sql(target: Target, history: list[str]) -> str:
     """``product_key`` and history's columns, in history's order; the pointer's own columns
     from the pointer, so a filter on them narrows the pointers and, through the join, history."""
-    carried = {"product_id", *JOIN_COLUMNS, "extracted_at", "id"}
-    select = ", ".join(f"p.{_q(c)}" if c.lower() in carried else f"h.{_q(c)}" for c in history)
+    select = ", ".join(
+        f"p.{_q(c)}" if c.lower() in _POINTER_COLUMNS else f"h.{_q(c)}" for c in history
+    )
     on = " AND ".join(f"h.{_q(c)} = p.{_q(c)}" for c in JOIN_COLUMNS)
     return (
         f"SELECT p.product_key, {select}\n"

@@ -44,7 +44,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -61,6 +61,7 @@ from .export import (
     _file_columns,
     _parquet_without_columns,
     _reader,
+    _threads_for_parquet,
     _unreadable,
 )
 from .latest import maintain_latest
@@ -487,13 +488,15 @@ def _history(job: _Job, plan: _Plan, has_history: bool) -> int:
         params.append({n: t.sql for n, t in plan.read_types})
     # Parquet numbers its rows for free; JSON lines (rare, and slow anyway) by a window.
     row = "file_row_number" if job.fmt == "parquet" else "row_number() OVER () - 1"
+    threads = _threads_for_parquet(conn, job.path) if job.fmt == "parquet" else None
     try:
-        inserted = conn.execute(
-            f"INSERT INTO {captures} BY NAME SELECT {select}, ?::VARCHAR AS run_id, "
-            f"?::VARCHAR AS robot_id, ?::TIMESTAMPTZ AS loaded_at, {row} AS export_row "
-            f"FROM {_reader(job.fmt, json_columns=job.fmt == 'jsonl', row_numbers=True)}",
-            params,
-        ).fetchone()
+        with _fewer_threads(conn, threads):
+            inserted = conn.execute(
+                f"INSERT INTO {captures} BY NAME SELECT {select}, ?::VARCHAR AS run_id, "
+                f"?::VARCHAR AS robot_id, ?::TIMESTAMPTZ AS loaded_at, {row} AS export_row "
+                f"FROM {_reader(job.fmt, json_columns=job.fmt == 'jsonl', row_numbers=True)}",
+                params,
+            ).fetchone()
     except duckdb.Error as exc:
         # Reading the file is most of this statement: a damaged page fails here.
         corrupt = _corrupt(exc, job.path, job.fmt, run.run_id)
@@ -501,6 +504,20 @@ def _history(job: _Job, plan: _Plan, has_history: bool) -> int:
             raise
         raise corrupt from exc
     return int(inserted[0]) if inserted else 0
+
+
+@contextlib.contextmanager
+def _fewer_threads(conn: duckdb.DuckDBPyConnection, threads: int | None) -> Iterator[None]:
+    """Run with ``threads`` DuckDB threads (when given), then the connection's own again."""
+    if threads is None:
+        yield
+        return
+    row = conn.execute("SELECT current_setting('threads')").fetchone()
+    conn.execute(f"SET threads = {int(threads)}")
+    try:
+        yield
+    finally:
+        conn.execute(f"SET threads = {int(row[0]) if row else 1}")
 
 
 def _history_types(job: _Job) -> dict[str, _Type]:

@@ -146,15 +146,11 @@ def _variants_insert_sql(
     cols: Mapping[str, _Type],
     caps: Capabilities,
     *,
-    into: str | None = None,
-    source: str | None = None,
     where: str = "run_id = ?",
 ) -> str | None:
-    """INSERT of the variant offers of ``source``'s rows matching ``where`` (by default
-    history's rows of one run, one ``?``) into ``into`` (the variants table unless given), or
-    None when history has no list-of-struct ``variants`` column to flatten. Reads history, not
-    the export: the rows just inserted. ``source`` may be the products table, whose columns
-    are history's."""
+    """INSERT into the variants table of the variant offers of history's rows matching
+    ``where`` (by default one run's, one ``?``), or None when history has no list-of-struct
+    ``variants`` column to flatten. Reads history, not the export: the rows just inserted."""
     vtype = cols.get("variants")
     if vtype is None or vtype.kind != "list" or vtype.child.kind != "struct":
         return None
@@ -166,11 +162,11 @@ def _variants_insert_sql(
     if not caps.generated_columns:
         final.append(f"{_key_sql('product_id', 'url')} AS product_key")
     return (
-        f"INSERT INTO {into or target.variants} BY NAME\n"
+        f"INSERT INTO {target.variants} BY NAME\n"
         f"SELECT {', '.join(final)} FROM (\n"
         f"  SELECT {', '.join(_variant_level_columns(v, has_offers=o is not None))} FROM (\n"
         f"    SELECT {', '.join(_capture_level_columns(cols))}\n"
-        f"    FROM {source or target.captures} WHERE {where}))"
+        f"    FROM {target.captures} WHERE {where}))"
     )
 
 

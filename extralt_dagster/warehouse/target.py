@@ -168,14 +168,6 @@ class Target:
         return _q(self.table(kind))
 
     @property
-    def captures_in_schema(self) -> str:
-        """Quoted ``source_captures`` alone: how the products view names its table. A view
-        resolves a bare name in its own schema first, and DuckDB stores a view's catalog-
-        qualified references without the catalog, which makes ``extralt.t`` ambiguous again
-        when the catalog and the schema share a name."""
-        return _q(self.table("captures"))
-
-    @property
     def captures(self) -> str:
         """Quoted ``schema.source_captures`` (history table)."""
         return self.qualified(self.table("captures"))
