@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: install test lint format emulator demo dev
+.PHONY: install test lint format emulator demo demo-lake dev
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -69,6 +69,11 @@ emulator: install
 # The whole pipeline against the local emulator, headless; prints rows read back from DuckDB.
 demo: install
 	$(BIN)/extralt-dagster demo
+
+# The same demo into a local DuckLake (data/lake/: a SQLite catalog and Parquet files; README,
+# "DuckLake"): the same summary, the snapshot of each load and a time-travel query to paste.
+demo-lake: install
+	$(BIN)/extralt-dagster demo --ducklake
 
 # The emulator plus `dagster dev` (UI on http://127.0.0.1:3000); Ctrl-C stops both. The instance
 # is .dagster_home (or your DAGSTER_HOME); it prints the lines that point a second shell's

@@ -1,12 +1,18 @@
-"""The `extralt-dagster` command: the emulator, the demo, the dev UI and a warehouse summary."""
+"""The `extralt-dagster` command: the emulator, the demo, the dev UI, and a warehouse's summary
+or one read-only query of it (a DuckDB file, or a DuckLake: `--catalog` and `--data-path`)."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-from .warehouse import DEFAULT_SCHEMA
+from .warehouse import DEFAULT_SCHEMA, Lake, WarehouseError
+
+#: The PostgreSQL catalog's password for `--catalog postgres:...` (never an argument: argv is
+#: visible to every process on the machine).
+PASSWORD_ENV = "EXTRALT_DUCKLAKE_PASSWORD"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,6 +30,12 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser(
         "demo", help="materialize every demo source against the emulator, then summarize"
     )
+    demo.add_argument(
+        "--ducklake",
+        action="store_true",
+        help="load into a local DuckLake (data/lake/: SQLite catalog, Parquet files) "
+        "instead of the DuckDB file data/demo.duckdb",
+    )
     dev = sub.add_parser("dev", help="the emulator plus `dagster dev` with the UI")
     for p in (demo, dev):
         p.add_argument("--project", type=Path, default=Path.cwd(), help="project directory")
@@ -33,15 +45,25 @@ def main(argv: list[str] | None = None) -> int:
         "init", help="create DAGSTER_HOME with the dagster.yaml this integration relies on"
     )
     init.add_argument("home", nargs="?", help="the folder (default: $DAGSTER_HOME)")
-    summary = sub.add_parser("summary", help="summarize an Extralt DuckDB warehouse")
-    summary.add_argument("database", help="path of the DuckDB file")
+    summary = sub.add_parser("summary", help="summarize an Extralt warehouse (read-only)")
+    query = sub.add_parser("query", help="run one SQL query on a warehouse (read-only)")
+    for p in (summary, query):
+        p.add_argument("database", nargs="?", help="path of the DuckDB file (or --catalog)")
+    query.add_argument("sql", help="the query; tables are <schema>.<table> (a lake is in USE)")
+    for p in (summary, query):
+        p.add_argument(
+            "--catalog",
+            help="a DuckLake instead of a file: 'sqlite:<path>' or 'postgres:<libpq string>' "
+            f"(the password from ${PASSWORD_ENV})",
+        )
+        p.add_argument("--data-path", help="the DuckLake's data path (with --catalog)")
     summary.add_argument("--schema", default=DEFAULT_SCHEMA)
     args = parser.parse_args(argv)
 
     if args.command == "demo":
         from .demo import run_demo
 
-        return run_demo(args.project.resolve(), speed=args.speed)
+        return run_demo(args.project.resolve(), speed=args.speed, ducklake=args.ducklake)
     if args.command == "dev":
         from .demo import run_dev
 
@@ -56,12 +78,37 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(f"Dagster instance ready in {home} (dagster.yaml: pools and run monitoring).")
         return 0
-    if args.command == "summary":
+    if args.command in ("summary", "query"):
+        try:
+            where = _warehouse(parser, args)
+        except WarehouseError as exc:
+            print(f"extralt-dagster {args.command}: {exc}", file=sys.stderr)
+            return 2
+        if args.command == "query":
+            from .summary import print_query
+
+            return print_query(where, args.sql)
         from .summary import print_summary
 
-        return print_summary(args.database, schema=args.schema)
+        return print_summary(where, schema=args.schema)
     parser.error(f"unknown command {args.command!r}")
     return 2
+
+
+def _warehouse(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str | Lake:
+    """The DuckDB file, or the lake `--catalog` and `--data-path` name: exactly one."""
+    if args.catalog is None:
+        if args.database is None:
+            parser.error("name the warehouse: a DuckDB file, or --catalog and --data-path")
+        if args.data_path is not None:
+            parser.error("--data-path goes with --catalog (a DuckLake), not with a DuckDB file")
+        return args.database
+    if args.database is not None:
+        parser.error(f"either a DuckDB file ({args.database!r}) or --catalog, not both")
+    if args.data_path is None:
+        parser.error("--catalog needs --data-path: the lake's data folder or URL")
+    password = os.environ.get(PASSWORD_ENV) if args.catalog.startswith("postgres:") else None
+    return Lake(catalog=args.catalog, data_path=args.data_path, password=password or None)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""`make demo` and `make dev`: the whole pipeline on this machine, against the local emulator."""
+"""`make demo`, `make demo-lake` and `make dev`: the whole pipeline on this machine, against the
+local emulator, into a DuckDB file or a local DuckLake."""
 
 from __future__ import annotations
 
@@ -18,13 +19,19 @@ import dagster as dg
 from .api.models import TERMINAL_STATUSES
 from .emulator import DEMO_API_KEY, Emulator
 from .instance import INSTANCE_YAML
-from .warehouse import DEFAULT_DUCKDB_PATH, ensure_folder
+from .naming import metadata_key
+from .sources import DUCKDB_PATH_ENV, DUCKLAKE_CATALOG_ENV, DUCKLAKE_DATA_PATH_ENV
+from .warehouse import DEFAULT_DUCKDB_PATH, DEFAULT_SCHEMA, Lake, ensure_folder
 
 DEMO_SPEED = 10.0  # a 300-capture demo run takes ~2 s instead of ~17 s
 DEMO_COMMAND = ("asset", "materialize", "-m", "extralt_dagster.definitions", "--select", "*")
 
 #: How often the demo reads the instance for new materializations and failures.
 PROGRESS_POLL_SECONDS = 0.5
+#: `demo --ducklake`: the lake's SQLite catalog and its data files, under the project.
+DEMO_LAKE_CATALOG = Path("data", "lake", "catalog.sqlite")
+DEMO_LAKE_FILES = Path("data", "lake", "files")
+SNAPSHOT_KEY = metadata_key("snapshot_id")
 
 
 def _dagster_home(project: Path) -> Path:
@@ -42,23 +49,36 @@ def _dagster_home(project: Path) -> Path:
     return home
 
 
+#: The variables that choose the warehouse: the demo sets its own, whatever the shell has.
+_WAREHOUSE_ENV = (DUCKDB_PATH_ENV, DUCKLAKE_CATALOG_ENV, DUCKLAKE_DATA_PATH_ENV)
+
+
 def _env(shared: dict[str, str]) -> dict[str, str]:
-    """The subprocess's environment: this one, with `shared_env` on top."""
-    env = dict(os.environ)
+    """The subprocess's environment: this one, without the shell's choice of warehouse (a
+    lake there must not take the file demo's loads), with `shared_env` on top."""
+    env = {k: v for k, v in os.environ.items() if k not in _WAREHOUSE_ENV}
     env.update(shared)
     env.setdefault("DAGSTER_DISABLE_TELEMETRY", "yes")
     return env
 
 
-def shared_env(emulator: Emulator, project: Path, duckdb_path: Path) -> dict[str, str]:
-    """What a second shell needs to reach the same instance, emulator and warehouse."""
+def shared_env(emulator: Emulator, project: Path, warehouse: Path | Lake) -> dict[str, str]:
+    """What a second shell needs to reach the same instance, emulator and warehouse (a DuckDB
+    file, or a lake: `EXTRALT_DUCKLAKE_CATALOG` and `EXTRALT_DUCKLAKE_DATA_PATH`)."""
+    if isinstance(warehouse, Lake):
+        where = {
+            DUCKLAKE_CATALOG_ENV: warehouse.catalog,
+            DUCKLAKE_DATA_PATH_ENV: warehouse.data_path,
+        }
+    else:
+        where = {DUCKDB_PATH_ENV: str(warehouse)}
     return {
         "DAGSTER_HOME": str(_dagster_home(project)),
         # The demo key and the emulator's URL, whatever the shell has: a real key never goes
         # to the emulator, and the demo never reaches the real API.
         "EXTRALT_API_KEY": DEMO_API_KEY,
         "EXTRALT_BASE_URL": emulator.url,
-        "EXTRALT_DUCKDB_PATH": str(duckdb_path),
+        **where,
     }
 
 
@@ -90,6 +110,8 @@ class Progress:
         self._known = set(instance.get_run_ids())
         self._printed: dict[str, int] = {}  # run id -> events already printed
         self._started = time.monotonic()
+        #: On a lake: (source, snapshot id) of each load, in the order they materialized.
+        self.snapshots: list[tuple[str, int]] = []
 
     def poll(self) -> None:
         for run_id in reversed(self._instance.get_run_ids(limit=20)):  # oldest first
@@ -105,7 +127,12 @@ class Progress:
         materialization = entry.asset_materialization
         if materialization is not None:
             key = materialization.asset_key.to_user_string()
-            print(f"  {elapsed}  materialized {key}", file=self._out, flush=True)
+            snapshot = materialization.metadata.get(SNAPSHOT_KEY)
+            shown = ""
+            if isinstance(snapshot, dg.IntMetadataValue) and snapshot.value is not None:
+                self.snapshots.append((materialization.asset_key.path[1], snapshot.value))
+                shown = f" (lake snapshot {snapshot.value})"
+            print(f"  {elapsed}  materialized {key}{shown}", file=self._out, flush=True)
             return
         print(f"  {elapsed}  FAILED {entry.step_key}", file=self._out, flush=True)
         failure = entry.dagster_event.step_failure_data if entry.dagster_event else None
@@ -123,13 +150,37 @@ def _copy(source: IO[str], log: TextIO) -> None:
             log.write(line)
 
 
-def run_demo(project: Path, *, port: int = 0, speed: float = DEMO_SPEED) -> int:
-    duckdb_path = (project / "data" / "demo.duckdb").resolve()
-    ensure_folder(duckdb_path)
-    log_path = duckdb_path.with_name("demo.log")
+def demo_lake(project: Path) -> Lake:
+    """`demo --ducklake`'s lake: a SQLite catalog and a data folder under the project's data/."""
+    return Lake(
+        catalog=f"sqlite:{(project / DEMO_LAKE_CATALOG).resolve()}",
+        data_path=f"{(project / DEMO_LAKE_FILES).resolve()}/",
+    )
+
+
+def warehouse_args(warehouse: str | Lake) -> list[str]:
+    """The `extralt-dagster summary` / `query` arguments that name the warehouse."""
+    if isinstance(warehouse, Lake):
+        return ["--catalog", warehouse.catalog, "--data-path", warehouse.data_path]
+    return [warehouse]
+
+
+def run_demo(
+    project: Path, *, port: int = 0, speed: float = DEMO_SPEED, ducklake: bool = False
+) -> int:
+    """Every demo source materialized by `dagster asset materialize`, then the summary; with
+    ``ducklake``, into `demo_lake` (and the snapshot of each load, and a time-travel query)."""
+    warehouse: Path | Lake
+    if ducklake:
+        warehouse = demo_lake(project)
+        log_path = (project / DEMO_LAKE_CATALOG).resolve().with_name("demo.log")
+    else:
+        warehouse = (project / "data" / "demo.duckdb").resolve()
+        log_path = warehouse.with_name("demo.log")
+    ensure_folder(log_path)
     with Emulator(port=port, speed=speed) as emulator:
         print(f"Extralt emulator on {emulator.url} (demo key, clock x{speed:g})", flush=True)
-        env = _env(shared_env(emulator, project, duckdb_path))
+        env = _env(shared_env(emulator, project, warehouse))
         print("$ " + shlex.join(["dagster", *DEMO_COMMAND]), flush=True)
         print(f"  (Dagster's console log: {_shown(log_path)})", flush=True)
         started = time.monotonic()
@@ -175,10 +226,41 @@ def run_demo(project: Path, *, port: int = 0, speed: float = DEMO_SPEED) -> int:
     )
     from .summary import print_summary
 
-    shown = _shown(duckdb_path)
+    # A lake as it is configured: DuckLake refuses a data path other than the one its catalog
+    # holds, character for character, so the commands name the same absolute path.
+    shown = warehouse if isinstance(warehouse, Lake) else _shown(warehouse)
     status = print_summary(shown) or (1 if live else 0)
-    print(f"\nPrint this summary again: extralt-dagster summary {shlex.quote(shown)}")
+    if isinstance(shown, Lake):
+        status = status or _print_time_travel(shown, progress.snapshots)
+    args = shlex.join(warehouse_args(shown))
+    print(f"\nPrint this summary again: extralt-dagster summary {args}")
     return status
+
+
+def _print_time_travel(lake: Lake, snapshots: list[tuple[str, int]]) -> int:
+    """The snapshot each load committed, and a query of the lake as it was after the first:
+    a command that runs it. 1 when a load reported no snapshot."""
+    if not snapshots:
+        print("\nNo load reported a lake snapshot (extralt/snapshot_id).", file=sys.stderr)
+        return 1
+    print(f"\nLake snapshots of these loads (metadata {SNAPSHOT_KEY}):")
+    for source, snapshot in snapshots:
+        print(f"  {source:<10} snapshot {snapshot}")
+    first_source, first = min(snapshots, key=lambda s: s[1])
+    query = time_travel_query(lake, first)
+    command = shlex.join(["extralt-dagster", "query", *warehouse_args(lake), query])
+    print(f"\nThe run log as it was after the {first_source} load (time travel):")
+    print(f"  {command}")
+    return 0
+
+
+def time_travel_query(lake: Lake, snapshot: int) -> str:
+    """Each source's runs and captures in the run log as of ``snapshot``."""
+    return (
+        "SELECT source, count(*) AS runs, sum(rows_loaded) AS captures "
+        f"FROM {lake.alias}.{DEFAULT_SCHEMA}.runs AT (VERSION => {int(snapshot)}) "
+        "GROUP BY source ORDER BY source"
+    )
 
 
 def second_shell_lines(shared: dict[str, str], *, select: str = "extralt/shoes/run*") -> list[str]:

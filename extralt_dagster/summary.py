@@ -1,9 +1,12 @@
-"""A short, human summary of what is in the warehouse (read-only), for `make demo`."""
+"""A short, human summary of what is in the warehouse, and one query's result (both read-only),
+for `make demo` and `extralt-dagster summary` / `query`."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+
+import duckdb
 
 from . import warehouse
 
@@ -25,8 +28,7 @@ def print_summary(
     if not summary.sources:
         print(f"No Extralt data in {database} (schema {schema}).", file=out)
         return 1
-    kind = "DuckLake" if isinstance(database, warehouse.Lake) else "DuckDB warehouse"
-    print(f"\n{kind}: {database}", file=out)
+    print(f"\n{_title(database)}", file=out)
     header = (
         f"{'source':<12}{'runs':>6}{'captures':>10}{'products':>10}{'variants':>10}{'credits':>9}"
     )
@@ -45,4 +47,30 @@ def print_summary(
             f"{(row.brand or '')[:16]:<16} {(row.title or '')[:48]}",
             file=out,
         )
+    return 0
+
+
+def _title(database: str | Path | warehouse.Lake) -> str:
+    if isinstance(database, warehouse.Lake):  # its URI has no password
+        return f"DuckLake: {database.uri} (data in {database.data_path})"
+    return f"DuckDB warehouse: {database}"
+
+
+def print_query(database: str | Path | warehouse.Lake, sql: str, out=sys.stdout) -> int:
+    """Run one query on the warehouse, read-only, and print its result as a table; a lake is
+    in ``USE``, so ``extralt.shoes_products`` and ``lake.extralt.shoes_products`` both work.
+    Returns 0, or 1 with DuckDB's message when the query fails."""
+    where = database if isinstance(database, warehouse.Lake) else str(database)
+    con = warehouse.connect(where, read_only=True, lock_timeout_seconds=30)
+    try:
+        result = con.sql(sql)
+        if result is None:
+            print("(no result)", file=out)
+            return 0
+        print(result, file=out)  # DuckDB's table, long results cut in the middle
+    except duckdb.Error as exc:
+        print(f"The query failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        con.close()
     return 0

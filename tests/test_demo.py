@@ -21,6 +21,44 @@ from extralt_dagster.emulator import DEMO_API_KEY
 PROJECT = Path(__file__).resolve().parents[1]
 CLI = Path(sys.executable).with_name("extralt-dagster")
 SOURCES = ("books", "outdoor", "shoes")
+BUDGETS = {"books": 150, "outdoor": 200, "shoes": 300}  # demo_sources.yaml
+
+
+def _demo(tmp_path: Path, *argv: str, env: dict[str, str] | None = None):
+    """The CLI run as `make` runs it, in a scratch project folder, no `EXTRALT_*` of ours."""
+    shutil.copyfile(PROJECT / "dagster.yaml", tmp_path / "dagster.yaml")
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("EXTRALT_")}
+    environ.pop("DAGSTER_HOME", None)
+    proc = subprocess.run(
+        [str(CLI), *argv],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**environ, **(env or {})},
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def _printed_command(tmp_path: Path, line: str):
+    """An `extralt-dagster ...` line the demo printed, run as a shell would split it."""
+    argv = shlex.split(line)
+    assert argv[0] == "extralt-dagster", line
+    proc = subprocess.run(
+        [str(CLI), *argv[1:]], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+def _assert_summary_rows(lines: list[str]) -> None:
+    """The summary's row per source: runs, captures, products, variants, credits (2 a capture)."""
+    rows = {line.split()[0]: line.split()[1:] for line in lines if re.match(r"[a-z]+ +\d", line)}
+    for source, budget in BUDGETS.items():
+        runs, loaded, products, _variants, credits = rows[source]
+        assert (runs, loaded, products) == ("1", str(budget), str(budget)), rows[source]
+        assert credits == f"{2 * budget:,}"
 
 
 def test_shipped_demo_sources_load_and_materialize(emulator, instance, tmp_path):
@@ -61,18 +99,7 @@ def test_a_remote_url_without_a_key_is_an_error_naming_the_variable():
 
 def test_make_demo_prints_progress_and_the_summary_and_logs_the_rest(tmp_path):
     """`extralt-dagster demo`, as `make demo` runs it, in a scratch project folder."""
-    shutil.copyfile(PROJECT / "dagster.yaml", tmp_path / "dagster.yaml")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EXTRALT_")}
-    env.pop("DAGSTER_HOME", None)
-    proc = subprocess.run(
-        [str(CLI), "demo", "--speed", "50"],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        env=env,
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = _demo(tmp_path, "demo", "--speed", "50")
     out = proc.stdout
     lines = out.splitlines()
     assert "$ dagster asset materialize -m extralt_dagster.definitions --select '*'" in lines
@@ -80,12 +107,7 @@ def test_make_demo_prints_progress_and_the_summary_and_logs_the_rest(tmp_path):
     materialized = sorted(line.split()[-1] for line in lines if " materialized " in line)
     assert materialized == [f"extralt/{s}/{k}" for s in SOURCES for k in ("captures", "run")]
     assert "3 Extralt runs created, 0 stopped, 0 left running" in out
-    # The summary's row per source: runs, captures, products, variants, credits (2 a capture).
-    rows = {line.split()[0]: line.split()[1:] for line in lines if re.match(r"[a-z]+ +\d", line)}
-    for source, captures in (("shoes", "300"), ("outdoor", "200"), ("books", "150")):
-        runs, loaded, products, _variants, credits = rows[source]
-        assert (runs, loaded, products) == ("1", captures, captures), rows[source]
-        assert credits == f"{2 * int(captures):,}"
+    _assert_summary_rows(lines)
     assert "Cheapest in-stock products (from extralt.<source>_products):" in lines
     # Dagster's own chatter went to the log, not to the terminal.
     for noise in ("DEBUG", "Warning", "STEP_START", "ASSET_MATERIALIZATION"):
@@ -100,16 +122,88 @@ def test_make_demo_prints_progress_and_the_summary_and_logs_the_rest(tmp_path):
 
     # It ends with the command that prints the summary again; that command does.
     assert lines[-1] == "Print this summary again: extralt-dagster summary data/demo.duckdb"
-    again = subprocess.run(
-        [str(CLI), *lines[-1].split(": ", 1)[1].split()[1:]],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-    )
-    assert again.returncode == 0, again.stderr
+    again = _printed_command(tmp_path, lines[-1].split(": ", 1)[1])
     summary = out[out.index("\nDuckDB warehouse: ") : out.index("\nPrint this summary again")]
     assert again.stdout.rstrip("\n") == summary.rstrip("\n")
+
+
+def test_make_demo_lake_loads_the_demo_into_a_lake_and_prints_a_time_travel_query(tmp_path):
+    """`extralt-dagster demo --ducklake`, as `make demo-lake` runs it: the same summary from a
+    DuckLake under data/lake/, the snapshot of each load, and commands that work as printed."""
+    makefile = (PROJECT / "Makefile").read_text(encoding="utf-8")
+    assert "demo-lake: install\n\t$(BIN)/extralt-dagster demo --ducklake\n" in makefile
+    # The shell's own warehouse choice is not the demo's: the lake goes under data/lake/.
+    elsewhere = {"EXTRALT_DUCKDB_PATH": str(tmp_path / "elsewhere.duckdb")}
+    proc = _demo(tmp_path, "demo", "--ducklake", "--speed", "50", env=elsewhere)
+    out = proc.stdout
+    lines = out.splitlines()
+    assert "  (Dagster's console log: data/lake/demo.log)" in lines
+    # Each captures materialization names the lake snapshot its load committed.
+    loads = [
+        re.search(r"materialized extralt/(\w+)/captures \(lake snapshot (\d+)\)$", line)
+        for line in lines
+    ]
+    snapshots = {m[1]: int(m[2]) for m in loads if m}
+    assert sorted(snapshots) == list(SOURCES), out
+    assert "3 Extralt runs created, 0 stopped, 0 left running" in out
+    lake_dir = (tmp_path / "data" / "lake").resolve()
+    catalog, files = f"sqlite:{lake_dir / 'catalog.sqlite'}", f"{lake_dir / 'files'}/"
+    assert f"DuckLake: ducklake:{catalog} (data in {files})" in lines
+    _assert_summary_rows(lines)
+    for source, snapshot in snapshots.items():
+        assert f"  {source:<10} snapshot {snapshot}" in lines
+    assert not (tmp_path / "elsewhere.duckdb").exists()
+    assert not (tmp_path / "data" / "demo.duckdb").exists()
+    assert list((lake_dir / "files").rglob("*.parquet")), "no data files in the lake's folder"
+
+    # The time-travel command, run as printed: the run log after the first load holds that
+    # load's source alone; now it holds all three.
+    first = min(snapshots, key=snapshots.get)
+    at = lines.index(f"The run log as it was after the {first} load (time travel):")
+    command = shlex.split(lines[at + 1])
+    assert command[:2] == ["extralt-dagster", "query"] and "--data-path" in command
+    assert f"AT (VERSION => {snapshots[first]})" in command[-1]
+    then = _printed_command(tmp_path, lines[at + 1])
+    table = [line.split("│")[1:-1] for line in then.stdout.splitlines() if line.count("│") == 4]
+    values = [[cell.strip() for cell in row] for row in table]
+    assert values[-1] == [first, "1", str(BUDGETS[first])], then.stdout
+    assert [row[0] for row in values[2:]] == [first], then.stdout  # header, types, one row
+    now = _printed_command(
+        tmp_path, lines[at + 1].replace(f" AT (VERSION => {snapshots[first]})", "")
+    )
+    assert all(s in now.stdout for s in SOURCES), now.stdout
+
+    # It ends with the command that prints the summary again; that command does.
+    assert lines[-1] == (
+        f"Print this summary again: extralt-dagster summary --catalog {catalog} --data-path {files}"
+    )
+    again = _printed_command(tmp_path, lines[-1].split(": ", 1)[1])
+    summary = out[out.index("\nDuckLake: ") : out.index("\nLake snapshots of these loads")]
+    assert again.stdout.rstrip("\n") == summary.rstrip("\n")
+
+
+def test_the_demo_sets_its_own_warehouse_whatever_the_shell_exports(
+    emulator, tmp_path, monkeypatch
+):
+    """A lake (or file) the user's shell points at never receives the demo's loads."""
+    import extralt_dagster.demo as demo
+
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.setenv("EXTRALT_DUCKLAKE_CATALOG", "sqlite:/srv/team/lake.sqlite")
+    monkeypatch.setenv("EXTRALT_DUCKLAKE_DATA_PATH", "/srv/team/lake/")
+    monkeypatch.setenv("EXTRALT_DUCKDB_PATH", "/srv/team/warehouse.duckdb")
+    file_env = demo._env(demo.shared_env(emulator, tmp_path, tmp_path / "data" / "demo.duckdb"))
+    assert file_env["EXTRALT_DUCKDB_PATH"] == str(tmp_path / "data" / "demo.duckdb")
+    assert "EXTRALT_DUCKLAKE_CATALOG" not in file_env
+    assert "EXTRALT_DUCKLAKE_DATA_PATH" not in file_env
+    lake = demo.demo_lake(tmp_path)
+    lake_env = demo._env(demo.shared_env(emulator, tmp_path, lake))
+    assert "EXTRALT_DUCKDB_PATH" not in lake_env
+    assert (
+        lake_env["EXTRALT_DUCKLAKE_CATALOG"]
+        == f"sqlite:{tmp_path.resolve()}/data/lake/catalog.sqlite"
+    )
+    assert lake_env["EXTRALT_DUCKLAKE_DATA_PATH"] == f"{tmp_path.resolve()}/data/lake/files/"
 
 
 def test_make_devs_second_shell_lines_reach_the_uis_instance(emulator, tmp_path, monkeypatch):
