@@ -30,16 +30,16 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser(
         "demo", help="materialize every demo source against the emulator, then summarize"
     )
-    demo.add_argument(
-        "--ducklake",
-        action="store_true",
-        help="load into a local DuckLake (data/lake/: SQLite catalog, Parquet files) "
-        "instead of the DuckDB file data/demo.duckdb",
-    )
     dev = sub.add_parser("dev", help="the emulator plus `dagster dev` with the UI")
     for p in (demo, dev):
         p.add_argument("--project", type=Path, default=Path.cwd(), help="project directory")
         p.add_argument("--speed", type=float, default=10.0, help="emulator clock speed")
+        p.add_argument(
+            "--ducklake",
+            action="store_true",
+            help="load into a local DuckLake (data/lake/: SQLite catalog, Parquet files) "
+            "instead of a DuckDB file",
+        )
     dev.add_argument("--port", type=int, default=8765, help="emulator port")
     init = sub.add_parser(
         "init", help="create DAGSTER_HOME with the dagster.yaml this integration relies on"
@@ -67,7 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "dev":
         from .demo import run_dev
 
-        return run_dev(args.project.resolve(), port=args.port, speed=args.speed)
+        return run_dev(
+            args.project.resolve(), port=args.port, speed=args.speed, ducklake=args.ducklake
+        )
     if args.command == "init":
         from .instance import InstanceHomeError, init_home
 

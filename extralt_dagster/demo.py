@@ -275,13 +275,19 @@ def second_shell_lines(shared: dict[str, str], *, select: str = "extralt/shoes/r
     ]
 
 
-def run_dev(project: Path, *, port: int = 8765, speed: float = DEMO_SPEED) -> int:
-    """Emulator in this process, `dagster dev` in its own process group; both end together."""
-    duckdb_path = (project / DEFAULT_DUCKDB_PATH).resolve()
-    ensure_folder(duckdb_path)
+def run_dev(
+    project: Path, *, port: int = 8765, speed: float = DEMO_SPEED, ducklake: bool = False
+) -> int:
+    """Emulator in this process, `dagster dev` in its own process group; both end together.
+    The warehouse is `data/warehouse.duckdb`, or with ``ducklake`` the demo's lake."""
+    warehouse: Path | Lake
+    if ducklake:
+        warehouse = demo_lake(project)
+    else:
+        warehouse = Path(ensure_folder((project / DEFAULT_DUCKDB_PATH).resolve()))
     with Emulator(port=port, speed=speed) as emulator:
         print(f"Extralt emulator on {emulator.url} (demo key, clock x{speed:g})", flush=True)
-        shared = shared_env(emulator, project, duckdb_path)
+        shared = shared_env(emulator, project, warehouse)
         env = _env(shared)
         print(f"Dagster instance: {env['DAGSTER_HOME']}", flush=True)
         for line in second_shell_lines(shared):

@@ -245,8 +245,18 @@ def test_make_devs_second_shell_lines_reach_the_uis_instance(emulator, tmp_path,
         assert con.execute("select count(*) from extralt.books_captures").fetchone() == (150,)
 
 
-def test_make_dev_prints_the_instance_it_gives_dagster_dev(tmp_path, monkeypatch, capsys):
-    """`run_dev`'s printed export line holds exactly what its `dagster dev` process is given."""
+@pytest.mark.parametrize(
+    ("ducklake", "warehouse_env"),
+    [
+        (False, {"EXTRALT_DUCKDB_PATH"}),
+        (True, {"EXTRALT_DUCKLAKE_CATALOG", "EXTRALT_DUCKLAKE_DATA_PATH"}),
+    ],
+)
+def test_make_dev_prints_the_instance_it_gives_dagster_dev(
+    tmp_path, monkeypatch, capsys, ducklake, warehouse_env
+):
+    """`run_dev`'s printed export line holds exactly what its `dagster dev` process is given
+    (`dev --ducklake`: the demo's lake instead of the DuckDB file)."""
     import extralt_dagster.demo as demo
 
     given: dict = {}
@@ -263,17 +273,14 @@ def test_make_dev_prints_the_instance_it_gives_dagster_dev(tmp_path, monkeypatch
 
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     monkeypatch.setattr(demo.subprocess, "Popen", FinishedDagsterDev)
-    assert demo.run_dev(tmp_path, port=0) == 0
+    assert demo.run_dev(tmp_path, port=0, ducklake=ducklake) == 0
     out = capsys.readouterr().out.splitlines()
     (export,) = [line.strip() for line in out if line.strip().startswith("export ")]
     printed = dict(pair.split("=", 1) for pair in shlex.split(export)[1:])
-    assert set(printed) == {
-        "DAGSTER_HOME",
-        "EXTRALT_API_KEY",
-        "EXTRALT_BASE_URL",
-        "EXTRALT_DUCKDB_PATH",
-    }
+    assert set(printed) == {"DAGSTER_HOME", "EXTRALT_API_KEY", "EXTRALT_BASE_URL", *warehouse_env}
     assert {k: given["env"][k] for k in printed} == printed
+    other = {"EXTRALT_DUCKDB_PATH", "EXTRALT_DUCKLAKE_CATALOG"} - warehouse_env
+    assert not other & set(given["env"])
     assert printed["DAGSTER_HOME"] == str((tmp_path / ".dagster_home").resolve())
     assert f"Dagster instance: {printed['DAGSTER_HOME']}" in out
     assert given["cmd"][1:] == ["dev", "-w", "workspace.yaml"] and given["cwd"] == tmp_path

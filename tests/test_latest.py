@@ -318,6 +318,46 @@ def test_every_readme_example_query_runs_on_a_loaded_warehouse(conn, tmp_path):
         assert conn.execute(query).fetchall(), query
 
 
+def test_every_readme_ducklake_query_runs_on_a_loaded_lake(tmp_path, monkeypatch):
+    """The DuckLake section's SQL, verbatim, in order, on a lake laid out as `make demo-lake`
+    lays it out (data/lake/ under the working directory), after two loads of shoes."""
+    import re
+    from pathlib import Path
+
+    from extralt_dagster import warehouse
+    from extralt_dagster.demo import demo_lake
+
+    readme = Path(__file__).resolve().parents[1].joinpath("README.md").read_text()
+    section = re.search(r"^## DuckLake: .*?\n(.*?)(?=^## )", readme, re.M | re.S)
+    assert section, "the README has no DuckLake section"
+    (block,) = re.findall(r"```sql\n(.*?)```", section.group(1), re.S)
+    attach, *queries = [q.strip() for q in block.split(";") if q.strip()]
+    assert len(queries) == 3
+    monkeypatch.chdir(tmp_path)
+    lake = demo_lake(tmp_path)
+    with warehouse.connect(lake) as conn:
+        first, second = (
+            load(conn, export(tmp_path, run_id), run_id).snapshot_id for run_id in ("r1", "r2")
+        )
+    (at,) = set(re.findall(r"VERSION => (\d+)", block))
+    assert (first, second) == (int(at), int(at) + 1)  # the README's snapshot is the first load's
+
+    # A reader as the README has it: a plain DuckDB with the extensions, the lake attached
+    # read-only by its catalog alone.
+    with warehouse.connect(lake, read_only=True) as conn:  # loads the packaged extensions
+        conn.execute("USE memory")
+        conn.execute("DETACH lake")
+        conn.execute(attach)
+        snapshots, then, changed = (conn.execute(q).fetchall() for q in queries)
+        [(now,)] = conn.execute("SELECT count(*) FROM lake.extralt.shoes_products").fetchall()
+    assert [row[0] for row in snapshots] == [first, second]
+    assert [row[2] for row in snapshots] == ["load shoes run r1", "load shoes run r2"]
+    r1, r2 = RUNS["r1"][0], RUNS["r2"][0]
+    assert then[0][0] == r1 and now == r2  # as it was after r1, not as it is
+    # Since then, r2 holds the newest capture of every product: its own and r1's.
+    assert len(changed) == r2 and {row[3] for row in changed} == {"r2"}
+
+
 def test_a_sources_file_with_retention_keeps_only_its_last_run(
     emulator, instance, tmp_path, monkeypatch
 ):

@@ -1,4 +1,4 @@
-"""The README's "The Dagster assets" example, run verbatim against the emulator.
+"""The README's "The Dagster assets" and "DuckLake" examples, run verbatim against the emulator.
 
 The block is executed as written, from a fresh working directory, so its DuckDB path and the
 default schema are the ones a user gets. The one change: the API is the emulator, reached by
@@ -61,3 +61,30 @@ def test_the_dagster_assets_example_loads_into_its_own_defaults(
         runs = conn.execute("SELECT source, status, rows_loaded FROM extralt.runs").fetchall()
     assert (captures, products) == ((budget,), (budget,))
     assert runs == [("shoes", "completed", budget)]
+
+
+def test_the_ducklake_example_loads_into_its_lake(
+    emulator, tmp_path, monkeypatch: pytest.MonkeyPatch
+):
+    from extralt_dagster import DuckLakeResource, warehouse
+
+    (block,) = _python_blocks(_section("DuckLake: a warehouse readers never block"))
+    robot = re.search(r'"(rbt_[a-z0-9_]+)"', block)
+    assert robot, "the example names no robot"
+    emulator.add_robot(robot.group(1), "shoes.example")
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    defs: dg.Definitions = namespace["defs"]
+    resource = defs.resources["duckdb"]
+    assert isinstance(resource, DuckLakeResource)
+    assert resource.catalog == f"sqlite:{tmp_path.resolve() / 'data' / 'lake' / 'catalog.sqlite'}"
+
+    extralt = ExtraltResource(api_key=emulator.api_key, base_url=emulator.url, **FAST_POLL)
+    result = dg.materialize(defs.assets, resources={"extralt": extralt, "duckdb": resource})
+    assert result.success
+    budget = int(re.search(r"budget=(\d+)", block).group(1))
+    assert list((tmp_path / "data" / "lake" / "files").rglob("*.parquet"))
+    with warehouse.connect(resource.lake(), read_only=True) as conn:
+        products = conn.execute("SELECT count(*) FROM lake.extralt.shoes_products").fetchone()
+    assert products == (budget,)
