@@ -346,3 +346,30 @@ def test_a_failing_demo_names_the_failed_steps_and_its_log(tmp_path, monkeypatch
     assert "Demo FAILED" in captured.err and "data/demo.log" in captured.err
     log = (tmp_path / "data" / "demo.log").read_text(encoding="utf-8")
     assert "returned 402" in log and " - STEP_FAILURE - " in log
+
+
+def test_query_runs_one_read_only_query_and_names_the_warehouse_exactly_once(tmp_path, capsys):
+    """`extralt-dagster query`: a file or a lake, never both, never a lake without its data
+    path; a failing query exits 1 with DuckDB's message."""
+    from extralt_dagster.cli import main
+
+    database = tmp_path / "w.duckdb"
+    with duckdb.connect(str(database)) as con:
+        con.execute("CREATE TABLE t AS SELECT 42 AS answer")
+    assert main(["query", str(database), "SELECT answer FROM t"]) == 0
+    assert "42" in capsys.readouterr().out
+    assert main(["query", str(database), "SELECT nope FROM t"]) == 1
+    assert 'column "nope"' in capsys.readouterr().err
+    with duckdb.connect(str(database), read_only=True) as con:  # nothing was written
+        assert con.execute("SELECT * FROM t").fetchall() == [(42,)]
+    for argv, said in (
+        (["query", "SELECT 1"], "name the warehouse"),
+        (["query", str(database), "SELECT 1", "--data-path", "x/"], "--data-path goes with"),
+        (["query", "SELECT 1", "--catalog", "sqlite:c.sqlite"], "--catalog needs --data-path"),
+        (["summary", str(database), "--catalog", "sqlite:c", "--data-path", "x/"], "not both"),
+    ):
+        with pytest.raises(SystemExit) as exited:
+            main(argv)
+        assert exited.value.code == 2 and said in capsys.readouterr().err, argv
+    assert main(["summary", "--catalog", "mysql:x", "--data-path", "x/"]) == 2
+    assert "catalog must be 'sqlite:" in capsys.readouterr().err
