@@ -8,6 +8,7 @@ import os
 import sqlite3
 import textwrap
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -243,16 +244,32 @@ def test_the_job_on_a_duckdb_file_fails_saying_why(tmp_path, instance):
     assert not (tmp_path / "w.duckdb").exists()  # not even opened
 
 
-def test_the_schedule_is_stopped_by_default_and_checked_at_definition_time():
+def test_the_schedule_is_stopped_by_default_and_checked_at_definition_time(instance):
     schedule = build_extralt_maintenance_schedule()
     assert (schedule.name, schedule.job_name) == (MAINTENANCE_SCHEDULE, MAINTENANCE_JOB)
     assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
     assert schedule.cron_schedule == "0 4 * * 0"
-    with dg.build_schedule_context(
-        scheduled_execution_time=datetime(2026, 3, 1, 4, tzinfo=UTC)
-    ) as ctx:
+    when = datetime(2026, 3, 1, 4, tzinfo=UTC)
+    with dg.build_schedule_context(scheduled_execution_time=when) as ctx:
         request = schedule.evaluate_tick(ctx).run_requests[0]
     assert request.run_key == f"{MAINTENANCE_JOB}:2026-03-01T04:00:00+00:00"
+
+    # A finished maintenance run does not hold the next tick; one in flight does.
+    def run(status):
+        return instance.add_run(
+            dg.DagsterRun(job_name=MAINTENANCE_JOB, run_id=str(uuid.uuid4()), status=status)
+        )
+
+    def tick():
+        with dg.build_schedule_context(instance=instance, scheduled_execution_time=when) as ctx:
+            return schedule.evaluate_tick(ctx)
+
+    run(dg.DagsterRunStatus.SUCCESS)
+    assert len(tick().run_requests) == 1
+    busy = run(dg.DagsterRunStatus.STARTED)
+    skipped = tick()
+    assert skipped.run_requests == []
+    assert f"maintenance run {busy.run_id} is still started" in skipped.skip_message
     with pytest.raises(ExtraltValidationError, match="minute 61 is out of range"):
         build_extralt_maintenance_schedule("61 4 * * 0")
     with pytest.raises(ExtraltValidationError, match=r"^delete_files_older_than must be"):
