@@ -18,6 +18,8 @@ They enter three ways, each checked once, by the same per-field checks (`check_f
     schema, export_format, lock_timeout_seconds, null_price_warn_ratio, duckdb_memory_limit,
     preserve_insertion_order, export_dir, history_retention. Made by `SourceSpec.load_options` (the Python-only
     ones from `build_extralt_assets`' keywords, checked there).
+`MaintenanceSpec` (fields, stable): a sources file's `maintenance:` (a DuckLake's maintenance job):
+    cron, timezone, schedule_running, expire_snapshots_older_than, delete_files_older_than.
 
 No `from __future__ import annotations` here: the component derives its schema from these models.
 """

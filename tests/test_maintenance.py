@@ -5,7 +5,10 @@ the Dagster job, its schedule, and how the sources file and the Component turn t
 import contextlib
 import logging
 import os
+import signal
 import sqlite3
+import subprocess
+import sys
 import textwrap
 import time
 import uuid
@@ -31,6 +34,7 @@ from extralt_dagster.sources import SourcesFileError
 from extralt_dagster.warehouse import RunRecord, Target, WarehouseError, load_export
 from extralt_dagster.warehouse.maintenance import MaintenancePolicy, maintain, parse_duration
 
+from .support import wait_until
 from .targets import lake_at
 
 T0 = 1_767_225_600.0
@@ -158,6 +162,51 @@ def test_orphaned_files_go_once_older_than_the_age_and_fresh_ones_stay(lake, tmp
         policy = MaintenancePolicy.parse(delete_files_older_than="1 hour")
         assert maintain(conn, policy).orphans_deleted == 1
     assert not fresh.exists()
+
+
+KILLED_LOAD = """
+import sys
+from datetime import UTC, datetime
+from extralt_dagster import warehouse
+from extralt_dagster.warehouse import RunRecord, Target, load_export
+lake = warehouse.Lake(catalog=sys.argv[1], data_path=sys.argv[2])
+with warehouse.connect(lake) as conn:
+    run = RunRecord(run_id="killed", created_at=datetime(2026, 2, 1, tzinfo=UTC))
+    load_export(conn, sys.argv[3], target=Target("shoes"), run=run)
+"""
+
+
+def test_the_files_of_a_killed_load_stay_while_fresh_and_go_once_old(lake, tmp_path):
+    nightly_loads(lake, tmp_path, nights=2)
+    export = write_captures(tmp_path / "big.parquet", run_id="killed", count=20_000)
+    with warehouse.connect(lake) as conn:
+        before = contents(conn)
+    known = parquet_files(lake)
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_LOAD, lake.catalog, lake.data_path, str(export)]
+    )
+    try:
+        # SIGKILL as soon as the load has written its first file: long before its commit.
+        wait_until(lambda: parquet_files(lake) - known or child.poll() is not None, what="a file")
+        child.kill()
+    finally:
+        child.wait()
+    left = parquet_files(lake) - known
+    assert left and child.returncode == -signal.SIGKILL
+
+    with warehouse.connect(lake) as conn:
+        assert contents(conn) == before  # nothing of it is visible
+        # As fresh as a running load's files: kept.
+        assert maintain(conn).orphans_deleted == 0
+    assert left <= parquet_files(lake)
+    sizes = sum(p.stat().st_size for p in left)
+    for path in left:
+        age_file(path, days=2)
+    with warehouse.connect(lake) as conn:
+        result = maintain(conn)
+        assert contents(conn) == before
+    assert (result.orphans_deleted, result.bytes_freed) == (len(left), sizes)
+    assert not left & parquet_files(lake)
 
 
 def test_a_duckdb_file_is_refused(tmp_path):
@@ -317,6 +366,18 @@ def test_a_lake_gets_the_job_and_a_stopped_schedule_and_a_file_gets_neither(
     assert MAINTENANCE_JOB not in {j.name for j in defs.resolve_all_job_defs()}
     assert not [s for s in defs.schedules if s.name == MAINTENANCE_SCHEDULE]
     assert "`maintenance:` is for a DuckLake" in caplog.text
+
+
+def test_the_default_code_location_offers_it_on_a_lake(lake_env, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name in ("EXTRALT_SOURCES", "EXTRALT_API_KEY", "EXTRALT_BASE_URL", "EXTRALT_DUCKDB_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    from extralt_dagster.definitions import build_definitions
+
+    defs = build_definitions()
+    assert isinstance(defs.resources["duckdb"], DuckLakeResource)
+    assert schedule_of(defs).default_status == dg.DefaultScheduleStatus.STOPPED
+    assert MAINTENANCE_JOB in {j.name for j in defs.resolve_all_job_defs()}
 
 
 def test_the_sources_file_sets_the_schedule_and_the_ages(lake_env, tmp_path, instance):
