@@ -148,7 +148,8 @@ class ExtraltScaffolder(dg.Scaffolder):
 @dg.scaffold_with(ExtraltScaffolder)
 class ExtraltComponent(dg.Component, dg.Resolvable, ExtraltSources):
     """Extralt sources: per source, a run asset, a captures asset (DuckDB), a job and an
-    optional schedule; plus an `extralt_job` for all sources and the two resources."""
+    optional schedule; plus an `extralt_job` for all sources and the two resources, and on a
+    DuckLake the `extralt_lake_maintenance` job and its schedule (`maintenance`)."""
 
     defaults: Annotated[
         SourceDefaults | None, _checked_as_a_whole(_resolve_defaults, SourceDefaults, many=False)
