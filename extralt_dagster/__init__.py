@@ -6,6 +6,11 @@ from .assets.captures import ExtraltCapturesConfig
 from .assets.run import ExtraltRunConfig, build_extralt_assets
 from .component import ExtraltComponent
 from .lake import DuckLakeResource
+from .maintenance import (
+    ExtraltMaintenanceConfig,
+    build_extralt_maintenance_job,
+    build_extralt_maintenance_schedule,
+)
 from .resource import ExtraltResource
 from .schedules import build_extralt_job, build_extralt_schedule
 from .sources import (
@@ -21,6 +26,7 @@ __all__ = [
     "DuckLakeResource",
     "ExtraltCapturesConfig",
     "ExtraltComponent",
+    "ExtraltMaintenanceConfig",
     "ExtraltResource",
     "ExtraltRunConfig",
     "ExtraltSources",
@@ -29,6 +35,8 @@ __all__ = [
     "SourcesFileError",
     "build_extralt_assets",
     "build_extralt_job",
+    "build_extralt_maintenance_job",
+    "build_extralt_maintenance_schedule",
     "build_extralt_schedule",
     "load_extralt_definitions",
 ]

@@ -42,7 +42,7 @@ from .sources import (
     resolve_connection,
     validate_sources,
 )
-from .spec import ExtraltSources, SourceDefaults, SourceSpec
+from .spec import ExtraltSources, MaintenanceSpec, SourceDefaults, SourceSpec
 
 logger = logging.getLogger("extralt_dagster.component")
 _DEFS_FILES = ("defs.yaml", "defs.yml", "component.yaml")
@@ -90,7 +90,7 @@ def _validated(context: dg.ResolutionContext, attributes: BaseModel) -> ExtraltS
 def _check(context: dg.ResolutionContext, attributes: BaseModel) -> ExtraltSources:
     data = {
         key: _render_templates(context.at_path(key), getattr(attributes, key))
-        for key in ("defaults", "sources")
+        for key in ("defaults", "sources", "maintenance")
         if key in attributes.model_fields_set
     }
     tree = context.source_position_tree
@@ -127,6 +127,12 @@ def _resolve_defaults(context: dg.ResolutionContext, attributes: BaseModel) -> S
     return _validated(context, attributes).defaults or SourceDefaults()
 
 
+def _resolve_maintenance(
+    context: dg.ResolutionContext, attributes: BaseModel
+) -> MaintenanceSpec | None:
+    return _validated(context, attributes).maintenance
+
+
 def _resolve_sources(context: dg.ResolutionContext, attributes: BaseModel) -> list[SourceSpec]:
     return _validated(context, attributes).sources
 
@@ -142,7 +148,8 @@ class ExtraltScaffolder(dg.Scaffolder):
 @dg.scaffold_with(ExtraltScaffolder)
 class ExtraltComponent(dg.Component, dg.Resolvable, ExtraltSources):
     """Extralt sources: per source, a run asset, a captures asset (DuckDB), a job and an
-    optional schedule; plus an `extralt_job` for all sources and the two resources."""
+    optional schedule; plus an `extralt_job` for all sources and the two resources, and on a
+    DuckLake the `extralt_lake_maintenance` job and its schedule (`maintenance`)."""
 
     defaults: Annotated[
         SourceDefaults | None, _checked_as_a_whole(_resolve_defaults, SourceDefaults, many=False)
@@ -150,6 +157,13 @@ class ExtraltComponent(dg.Component, dg.Resolvable, ExtraltSources):
     sources: Annotated[
         list[SourceSpec], _checked_as_a_whole(_resolve_sources, SourceSpec, many=True)
     ] = Field(min_length=1, description="The sources, one per robot run.")
+    maintenance: Annotated[
+        MaintenanceSpec | None,
+        _checked_as_a_whole(_resolve_maintenance, MaintenanceSpec, many=False),
+    ] = Field(
+        default=None,
+        description="Lake maintenance's schedule and ages (a DuckLake warehouse only).",
+    )
     api_key: str | None = Field(
         default=None,
         repr=False,

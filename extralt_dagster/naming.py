@@ -18,6 +18,11 @@ WAREHOUSE_POOL = "duckdb"
 #: The asset group of every source unless configured, and the job of all sources together.
 DEFAULT_GROUP = KEY_PREFIX
 ALL_SOURCES_JOB = f"{KEY_PREFIX}_job"
+#: The lake maintenance job, its one op (where its run config goes; Dagster wants a name other
+#: than the job's), and its schedule: one each per code location, which has one warehouse.
+MAINTENANCE_JOB = f"{KEY_PREFIX}_lake_maintenance"
+MAINTENANCE_OP = f"{KEY_PREFIX}__lake_maintenance"
+MAINTENANCE_SCHEDULE = f"{MAINTENANCE_JOB}_schedule"
 
 #: Run tags every run of a source's job carries, and a scheduled one also names its schedule.
 SOURCE_TAG = "extralt/source"
@@ -87,6 +92,9 @@ __all__ = [
     "EXPORT_DAMAGE_KEY",
     "HOW_KEY",
     "KEY_PREFIX",
+    "MAINTENANCE_JOB",
+    "MAINTENANCE_OP",
+    "MAINTENANCE_SCHEDULE",
     "METADATA_PREFIX",
     "RUN_DOCUMENT_KEY",
     "RUN_ID_KEY",

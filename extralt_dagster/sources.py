@@ -7,6 +7,7 @@ models and their checks live in `spec.py`; this module reads the file and words 
 """
 
 import difflib
+import logging
 import os
 import reprlib
 from collections.abc import Callable, Mapping
@@ -24,10 +25,17 @@ from .api.errors import ExtraltAuthError, ExtraltError
 from .api.models import DEFAULT_BASE_URL, is_loopback, validate_base_url
 from .assets.run import build_source_assets
 from .lake import DuckLakeResource
+from .maintenance import maintenance_definitions
 from .naming import ALL_SOURCES_JOB, captures_asset_key, run_asset_key
 from .resource import ExtraltResource
 from .schedules import source_job, source_schedule
-from .spec import DuplicateNameError, ExtraltSources, SourceDefaults, SourceSpec
+from .spec import (
+    DuplicateNameError,
+    ExtraltSources,
+    MaintenanceSpec,
+    SourceDefaults,
+    SourceSpec,
+)
 from .warehouse import DEFAULT_DUCKDB_PATH, ensure_folder
 
 API_KEY_ENV = "EXTRALT_API_KEY"
@@ -46,6 +54,9 @@ EMULATOR_API_KEY = "extralt-demo-key"
 _SHORT = reprlib.Repr()
 _SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict = 2, 5, 5
 _SHORT.maxstring = _SHORT.maxother = 120
+
+
+logger = logging.getLogger("extralt_dagster.sources")
 
 
 class SourcesFileError(ExtraltError, ValueError):
@@ -191,6 +202,20 @@ def build_sources_definitions(
         "duckdb": _warehouse_resource(duckdb_path, where),
         **(resource_overrides or {}),
     }
+    if isinstance(resources["duckdb"], DuckLakeResource):
+        # A lake: its maintenance job and schedule (stopped unless `maintenance:` says so).
+        job, schedule = maintenance_definitions(spec.maintenance, defaults.timezone)
+        jobs.append(job)
+        schedules.append(schedule)
+    elif spec.maintenance is not None:
+        logger.warning(
+            "%s: `maintenance:` is for a DuckLake, and these sources load into a DuckDB file, "
+            "which has nothing to maintain: no maintenance job is defined. Set %s (and %s) to "
+            "load into a lake.",
+            where,
+            DUCKLAKE_CATALOG_ENV,
+            DUCKLAKE_DATA_PATH_ENV,
+        )
     return dg.Definitions(assets=assets, schedules=schedules, jobs=jobs, resources=resources)
 
 
@@ -288,8 +313,8 @@ def _subject(loc: tuple[Any, ...], data: Any) -> str:
         who = f"source {name!r} (sources[{loc[1]}])" if isinstance(name, str) and name else None
         who = who or f"sources[{loc[1]}]"
         rest = loc[2:]
-    elif loc and loc[0] == "defaults":
-        who, rest = "defaults", loc[1:]
+    elif loc and loc[0] in ("defaults", "maintenance"):
+        who, rest = str(loc[0]), loc[1:]
     else:
         who, rest = "top level", loc
     if not rest:
@@ -303,7 +328,8 @@ def _message(err: Mapping[str, Any], loc: tuple[Any, ...]) -> str:
     if kind == "value_error":
         return str(err["ctx"]["error"])
     if kind == "extra_forbidden":
-        model = {"sources": SourceSpec, "defaults": SourceDefaults}.get(loc[0], ExtraltSources)
+        models = {"sources": SourceSpec, "defaults": SourceDefaults, "maintenance": MaintenanceSpec}
+        model = models.get(loc[0], ExtraltSources)
         allowed = [f.alias or n for n, f in model.model_fields.items()]
         close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""

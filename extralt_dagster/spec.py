@@ -18,6 +18,8 @@ They enter three ways, each checked once, by the same per-field checks (`check_f
     schema, export_format, lock_timeout_seconds, null_price_warn_ratio, duckdb_memory_limit,
     preserve_insertion_order, export_dir, history_retention. Made by `SourceSpec.load_options` (the Python-only
     ones from `build_extralt_assets`' keywords, checked there).
+`MaintenanceSpec` (fields, stable): a sources file's `maintenance:` (a DuckLake's maintenance job):
+    cron, timezone, schedule_running, expire_snapshots_older_than, delete_files_older_than.
 
 No `from __future__ import annotations` here: the component derives its schema from these models.
 """
@@ -43,10 +45,17 @@ from .api.models import (
 )
 from .naming import DEFAULT_GROUP, DEFAULT_SCHEMA
 from .warehouse import HistoryRetention, WarehouseError
+from .warehouse.maintenance import (
+    DEFAULT_DELETE_FILES_OLDER_THAN,
+    DEFAULT_EXPIRE_SNAPSHOTS_OLDER_THAN,
+    parse_duration,
+)
 
 DEFAULT_LOCK_TIMEOUT_SECONDS = 60.0
 DEFAULT_NULL_PRICE_WARN_RATIO = 0.05
 DEFAULT_TIMEZONE = "UTC"
+#: Lake maintenance: Sundays at 04:00, after the nightly loads, once a week.
+DEFAULT_MAINTENANCE_CRON = "0 4 * * 0"
 _GROUP_RE = re.compile(r"^[A-Za-z0-9_]+$")
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
@@ -191,6 +200,15 @@ def _history_retention(v: object, label: str) -> str:
     return v  # type: ignore[return-value]
 
 
+def _duration(v: object, label: str) -> str:
+    """'7 days', '12 hours', '30m': parsed here so a typo fails at definition time."""
+    try:
+        parse_duration(v, label)
+    except WarehouseError as exc:
+        raise ExtraltValidationError(str(exc)) from None
+    return v  # type: ignore[return-value]
+
+
 def _warn_ratio(v: float, label: str) -> float:
     if not 0 <= v <= 1:
         raise ExtraltValidationError(f"{label} must be between 0 and 1, got {v!r}.")
@@ -214,6 +232,8 @@ _CHECKS: dict[str, Callable[[Any, str], Any]] = {
     "timezone": validate_timezone,
     "group": _group,
     "owners": _owners,
+    "expire_snapshots_older_than": _duration,
+    "delete_files_older_than": _duration,
 }
 
 
@@ -372,11 +392,37 @@ class SourceSpec(_Strict):
         )
 
 
+class MaintenanceSpec(_Strict):
+    """Lake maintenance (a DuckLake warehouse only): when it runs, and how old a snapshot or
+    an unused file must be to go."""
+
+    cron: str = Field(
+        default=DEFAULT_MAINTENANCE_CRON, description="5-field cron (default Sundays 04:00)."
+    )
+    timezone: str | None = Field(default=None, description="Cron time zone (default: defaults).")
+    schedule_running: bool = Field(
+        default=False, description="Start the schedule running; by default it starts stopped."
+    )
+    expire_snapshots_older_than: str = Field(
+        default=DEFAULT_EXPIRE_SNAPSHOTS_OLDER_THAN,
+        description="Snapshots older than this expire (time travel to them stops), e.g. '7 days'.",
+    )
+    delete_files_older_than: str = Field(
+        default=DEFAULT_DELETE_FILES_OLDER_THAN,
+        description="Unused and orphaned files are deleted once this old, e.g. '1 day': longer "
+        "than any load.",
+    )
+
+
 class ExtraltSources(_Strict):
     """The whole schema: shared by the YAML file and `ExtraltComponent`."""
 
     defaults: SourceDefaults | None = Field(
         default=None, description="Settings applied to every source."
+    )
+    maintenance: MaintenanceSpec | None = Field(
+        default=None,
+        description="Lake maintenance's schedule and ages (a DuckLake warehouse only).",
     )
     sources: list[SourceSpec] = Field(min_length=1, description="The sources, one per robot run.")
 
@@ -406,6 +452,7 @@ __all__ = [
     "DEFAULT_LOCK_TIMEOUT_SECONDS",
     "ExtraltSources",
     "LoadOptions",
+    "MaintenanceSpec",
     "SourceDefaults",
     "SourceSpec",
     "check_fields",
