@@ -102,7 +102,9 @@ e2e: $(E2E_STAMP)
 # catalogue shapes of 7 and 30 offers per capture at 1M, history growth over 1/10/40 loads of
 # 100k products; ~60 min, and 5-15 min more the first time to write the growth exports;
 # refreshes results.json and the table in BENCHMARKS.md); `bench-quick` is the load path at 100k,
-# growth over 1 and 10 loads, and polling, without the alternatives or Dagster's overhead.
+# growth over 1 and 10 loads, and polling, without the alternatives or Dagster's overhead. Both
+# load into a DuckLake (SQLite catalog) beside the DuckDB file, each against its own floor;
+# `bench` also runs the file on the newest DuckDB ($(NEWEST_DIR), as test-duckdb-newest).
 BENCH_STAMP := $(VENV)/.installed-bench
 
 .PHONY: bench bench-quick
@@ -112,7 +114,7 @@ $(BENCH_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	touch $(BENCH_STAMP)
 
-bench: $(BENCH_STAMP)
+bench: $(BENCH_STAMP) $(NEWEST_DIR)/duckdb
 	$(BIN)/python -m benchmarks --update-doc
 
 bench-quick: $(BENCH_STAMP)

@@ -33,7 +33,7 @@ from extralt_dagster.api.client import ExtraltClient
 from extralt_dagster.emulator import BROAD, FASHION, Catalogue, Emulator
 from extralt_dagster.emulator.datagen import DEFAULT_CATALOGUE
 
-from . import growth, polling, report
+from . import growth, polling, report, targets
 from .procs import ROOT, ChildResult, mem_available_mb, python_child, run_child
 
 CACHE = ROOT / "benchmarks" / ".cache"
@@ -156,8 +156,11 @@ class LoadBench:
         log: Log,
         catalogue: Catalogue = DEFAULT_CATALOGUE,
         shape_only: bool = False,
+        targets: list[str] | None = None,
     ) -> None:
         self.catalogue = catalogue
+        #: The targets section (issue 17): curl, then per warehouse target its floor and ours.
+        self.targets = targets or []
         #: Only what the shapes section compares: curl, the two-table floor and ours.
         self.shape_only = shape_only
         self.sizes = sorted(sizes)
@@ -245,7 +248,14 @@ class LoadBench:
                     if name in PEERS:
                         failed_peers[name] = result.error or "failed"
             (work / "limit.parquet").unlink(missing_ok=True)
-        return summarize_load(n, size, samples, failed_peers)
+        return self.summarize(n, size, samples, failed_peers)
+
+    def summarize(
+        self, n: int, size: int, samples: dict[str, list[ChildResult]], failed: dict[str, str]
+    ) -> dict[str, Any]:
+        if self.targets:
+            return targets.summarize(n, size, samples, self.targets)
+        return summarize_load(n, size, samples, failed)
 
     def _contenders(
         self, emu: Emulator, run_id: str, base: dict[str, Any], work: Path, big: bool
@@ -264,15 +274,18 @@ class LoadBench:
             url,
         ]
 
-        def child(name: str, kind: str, **params: Any) -> Callable[[], ChildResult]:
+        def child(
+            name: str, kind: str, env: dict[str, str] | None = None, **params: Any
+        ) -> Callable[[], ChildResult]:
             db = str(work / f"{name}.duckdb")
             timeout = 3600.0 if big else 900.0
             return lambda: python_child(
                 name,
                 kind,
-                {**base, "db": db, **params},
+                {**base, "db": db, "file": str(file), **params},
                 workdir=work,
                 timeout_seconds=timeout,
+                env=env,
                 **cap,
             )
 
@@ -282,6 +295,9 @@ class LoadBench:
                 "limit_curl", curl, log_path=work / "children.log", timeout_seconds=600.0, **cap
             ),
         )
+        if self.targets:
+            yield from targets.contenders(self.targets, child, work)
+            return
         if not self.shape_only:
             yield "limit_ctas_default", child("limit_ctas_default", "ctas", file=str(file))
         yield (
@@ -817,6 +833,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--growth-products", type=int, default=100_000, help="products per load (100000)"
     )
+    parser.add_argument(
+        "--targets",
+        help=f"warehouse targets to load side by side at every size ({', '.join(targets.TARGET_NAMES)};"
+        " default all, file,ducklake with --quick; '' for none)",
+    )
     parser.add_argument("--no-polling", action="store_true")
     parser.add_argument("--no-overhead", action="store_true")
     parser.add_argument("--out", type=Path, help="results JSON (default benchmarks/results.json)")
@@ -838,6 +859,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = set(args.shapes) - set(SHAPES)
     if unknown:
         parser.error(f"--shapes: unknown {sorted(unknown)}; choose from {', '.join(SHAPES)}")
+    chosen = args.targets
+    if chosen is None:
+        chosen = "file,ducklake" if args.quick else ",".join(targets.TARGET_NAMES)
+    args.targets = [x for x in chosen.split(",") if x]
+    unknown = set(args.targets) - set(targets.TARGET_NAMES)
+    if unknown:
+        parser.error(
+            f"--targets: unknown {sorted(unknown)}; choose from {', '.join(targets.TARGET_NAMES)}"
+        )
     growth_loads = args.growth if args.growth is not None else ("1,10" if args.quick else "1,10,40")
     args.growth = sorted({int(x) for x in growth_loads.split(",") if x})
     if any(x < 1 for x in args.growth):
@@ -896,6 +926,18 @@ def main(argv: list[str] | None = None) -> int:
             ).run()
             for name in args.shapes
         }
+    chosen = targets.available(args.targets, log)
+    if chosen:
+        results["warehouse_targets"] = LoadBench(
+            args.sizes,
+            repeat=args.repeat,
+            peers=False,
+            work=work / "targets",  # its own Dagster instance: the run tag is followed afresh
+            emulator_cache=cache / "emulator",
+            rss_cap_mb=rss_cap,
+            log=log,
+            targets=chosen,
+        ).run()
     if args.growth:
         results["growth"] = growth_bench(
             args.growth, args.growth_products, cache, work, rss_cap, log

@@ -9,6 +9,7 @@ in the time). Process start and imports are outside the number for every contend
 
 # No `from __future__ import annotations`: Dagster resolves the asset's return annotation.
 
+import contextlib
 import json
 import os
 import shutil
@@ -51,13 +52,46 @@ def _export_url(p: dict[str, Any]) -> tuple[str, dict[str, str], dict[str, str]]
 # --- The limit: a bare DuckDB copy of the file curl saved --------------------------------------
 
 
+def _lake(p: dict[str, Any]) -> Any:
+    """The DuckLake of ``p["lake"]`` (catalog, data path), emptied; None for a DuckDB file."""
+    if not p.get("lake"):
+        return None
+    from extralt_dagster import warehouse
+
+    lake = warehouse.Lake(**p["lake"])
+    shutil.rmtree(Path(lake.location).parent, ignore_errors=True)
+    Path(lake.location).parent.mkdir(parents=True)
+    return lake
+
+
+def _open(p: dict[str, Any], lake: Any) -> Any:
+    """A bare DuckDB connection to the file; a lake is attached as the default catalog by
+    ``warehouse.connect`` (the extensions, the catalog's options), so its floor runs under the
+    warehouse's DEFAULT_SETTINGS too."""
+    import duckdb
+
+    if lake is None:
+        return duckdb.connect(p["db"])
+    from extralt_dagster import warehouse
+
+    return warehouse.connect(lake)
+
+
+def _bytes(p: dict[str, Any], lake: Any) -> int:
+    if lake is None:
+        return os.path.getsize(p["db"])
+    root = Path(lake.location).parent
+    return sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
+
+
 def ctas(p: dict[str, Any]) -> dict[str, Any]:
     import duckdb
 
     fresh_db(p["db"])
+    lake = _lake(p)
     literal = "'" + p["file"].replace("'", "''") + "'"
     t0, c0 = time.perf_counter(), time.process_time()
-    con = duckdb.connect(p["db"])
+    con = _open(p, lake)
     if p.get("preserve_insertion_order") is False:
         con.execute("SET preserve_insertion_order = false")
     con.execute(f"CREATE TABLE captures AS SELECT * FROM read_parquet({literal})")
@@ -66,7 +100,7 @@ def ctas(p: dict[str, Any]) -> dict[str, Any]:
         con.execute(FLAT_OFFERS_SQL)
     con.close()
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-    with duckdb.connect(p["db"], read_only=True) as con:
+    with contextlib.closing(_open(p, lake)) as con:
         (rows,) = con.execute("SELECT count(*) FROM captures").fetchone() or (0,)
         offers = None
         if p.get("flat_offers"):
@@ -77,7 +111,8 @@ def ctas(p: dict[str, Any]) -> dict[str, Any]:
         "history_seconds": t1 - t0,
         "rows": rows,
         "offers": offers,
-        "db_bytes": os.path.getsize(p["db"]),
+        "db_bytes": _bytes(p, lake),
+        "duckdb": duckdb.__version__,
     }
 
 
@@ -115,10 +150,13 @@ def ours_bare(p: dict[str, Any]) -> dict[str, Any]:
     calls them. With ``history_only`` the load runs with ``include_variants=False``, so the
     same transaction loads history, the run log and the view, runs the checks and commits: the
     history load on its own, through the real code."""
+    import duckdb
+
     from extralt_dagster import warehouse
     from extralt_dagster.api.client import ExtraltClient
 
     fresh_db(p["db"])
+    lake = _lake(p)
     client = ExtraltClient(p["api_key"], p["base_url"])
     run = client.get_run(p["run_id"])  # the asset reads this from Dagster metadata instead
     record = warehouse.RunRecord.from_run(run)
@@ -128,7 +166,7 @@ def ours_bare(p: dict[str, Any]) -> dict[str, Any]:
         path = client.download_export(p["run_id"], dest, "parquet")
         t1 = time.perf_counter()
         size = path.stat().st_size
-        conn = warehouse.connect(p["db"])
+        conn = warehouse.connect(lake or p["db"])
         t2 = time.perf_counter()
         result = warehouse.load_export(
             conn,
@@ -163,6 +201,7 @@ def ours_bare(p: dict[str, Any]) -> dict[str, Any]:
         "variants": result.variants_for_run,
         "bytes": size,
         "settings": {k: str(v) for k, v in warehouse.DEFAULT_SETTINGS.items()},
+        "duckdb": duckdb.__version__,
     }
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import targets
+
 LOAD_ROWS: tuple[tuple[str, str], ...] = (
     ("limit", "LIMIT  curl -o + bare DuckDB CTAS ({variant})"),
     ("limit_curl", "         curl -o alone"),
@@ -215,6 +217,10 @@ def render(results: dict[str, Any]) -> str:
     if shapes:
         out.append("")
         out.extend(shapes)
+    lakes = targets.table(results)
+    if lakes:
+        out.append("")
+        out.extend(lakes)
     if "growth" in results:
         out.append("")
         out.extend(growth_table(results["growth"]))

@@ -10,6 +10,7 @@ def test_load_path_dry_run_measures_every_row(tmp_path):
     out = tmp_path / "results.json"
     argv = ["--sizes", "1000", "--repeat", "1", "--no-peers", "--no-overhead", "--no-polling"]
     argv += ["--shapes", "fashion", "--growth", "1,2", "--growth-products", "500"]
+    argv += ["--targets", "file,ducklake"]
     argv += ["--cache-dir", str(tmp_path / "cache"), "--out", str(out)]
     assert bench.main(argv) == 0
     results = json.loads(out.read_text())
@@ -28,6 +29,11 @@ def test_load_path_dry_run_measures_every_row(tmp_path):
     after = results["growth"]["at"]["2"]
     assert after["history_rows"] == 1000 and after["product_lookup"]["rows"] == 1
     assert after["offers_lookup"]["rows"] >= 1 and after["products_scan"]["rows"] == 1
+    # The warehouse targets, each against its own floor (issue 17).
+    targets = results["warehouse_targets"]["1k"]["targets"]
+    assert set(targets) == {"file", "ducklake"}
+    for row in targets.values():
+        assert row["ratio"] > 0 and row["floor_seconds"]["median"] > 0 and row["duckdb"]
     judged = {(v["target"], v["size"]) for v in results["verdicts"]}
     assert {("growth product_lookup ms", "2 loads"), ("two-table floor", "fashion 1k")} <= judged
     assert not (tmp_path / "cache" / "work").exists()  # scratch is cleaned up
