@@ -5,6 +5,7 @@ reads everything from the environment (set by `soak.run_soak`):
 
 - `EXTRALT_BASE_URL`: the emulator; `EXTRALT_API_KEY` is read at run time through `dg.EnvVar`
 - `SOAK_DUCKDB_PATH`, `SOAK_EXPORT_DIR`: the warehouse file and the folder exports stream into
+- `SOAK_LAKE_CATALOG`, `SOAK_LAKE_DATA_PATH`: when set, the warehouse is this DuckLake instead
 
 The job is resolved at import, so the forkserver preloads it and a step process starts in about
 a second instead of rebuilding the definitions.
@@ -15,7 +16,7 @@ import os
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from extralt_dagster import ExtraltResource, build_extralt_assets
+from extralt_dagster import DuckLakeResource, ExtraltResource, build_extralt_assets
 
 from .config import (
     JOB_NAME,
@@ -62,8 +63,16 @@ def _resources() -> dict:
             heartbeat_seconds=5.0,
             stop_timeout_seconds=5.0,
         ),
-        "duckdb": DuckDBResource(database=os.environ["SOAK_DUCKDB_PATH"]),
+        "duckdb": _warehouse(),
     }
+
+
+def _warehouse() -> DuckDBResource | DuckLakeResource:
+    if "SOAK_LAKE_CATALOG" in os.environ:
+        return DuckLakeResource(
+            catalog=os.environ["SOAK_LAKE_CATALOG"], data_path=os.environ["SOAK_LAKE_DATA_PATH"]
+        )
+    return DuckDBResource(database=os.environ["SOAK_DUCKDB_PATH"])
 
 
 _executor = dg.multiprocess_executor.configured(

@@ -34,7 +34,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import dagster as dg
+import duckdb
 
+from extralt_dagster import warehouse
 from extralt_dagster.api.models import TERMINAL_STATUSES
 from extralt_dagster.assets.captures import EXPORT_FOLDER_PREFIX, export_folder_owner
 from extralt_dagster.emulator import Emulator, RunView
@@ -71,6 +73,7 @@ class Paths:
     home: Path
     exports: Path
     duckdb: Path
+    lake: Path  # a DuckLake's SQLite catalog (catalog.sqlite) and data files (data/)
     worker_log: Path
     daemon_log: Path
 
@@ -81,6 +84,7 @@ class Paths:
             home=root / "dagster_home",
             exports=root / "exports",
             duckdb=root / "warehouse.duckdb",
+            lake=root / "lake",
             worker_log=root / "worker.log",
             daemon_log=root / "daemon.log",
         )
@@ -116,6 +120,18 @@ class RoundResult:
     def window(self) -> tuple[float, float]:
         """Emulated time from the round's first attempt to its last."""
         return self.attempts[0].emulated_window[0], self.attempts[-1].emulated_window[1]
+
+
+def _end(proc: subprocess.Popen[Any]) -> None:
+    """End a child that stops when its stdin closes; killed if it has not within 30 s."""
+    with contextlib.suppress(OSError):
+        if proc.stdin is not None:
+            proc.stdin.close()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 # --- The Dagster side -----------------------------------------------------------------------
@@ -198,14 +214,7 @@ class Worker:
     def close(self) -> None:
         if self._log.closed:
             return
-        with contextlib.suppress(OSError):
-            if self.proc.stdin is not None:
-                self.proc.stdin.close()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        _end(self.proc)
         self._log.close()
 
 
@@ -230,14 +239,53 @@ print("released", time.time(), flush=True)
 """
 
 
-class DuckDBHolder:
-    """Another process that opens the DuckDB file read-write, as a person's notebook would."""
+#: On a lake: a reader holding a transaction open (`duckdb_lock`), which must block no load.
+_LAKE_READER = """
+import select, sys, time, duckdb
+from soak.analyst import ALIAS, attach
+catalog, data_path, hold = sys.argv[1], sys.argv[2], float(sys.argv[3])
+con = duckdb.connect()
+attach(con, catalog, data_path)
+con.execute("BEGIN TRANSACTION")
+con.execute(f"SELECT * FROM {ALIAS}.current_snapshot()").fetchall()
+print("locked", time.time(), flush=True)
+select.select([sys.stdin], [], [], hold)
+con.execute("ROLLBACK")
+con.close()
+print("released", time.time(), flush=True)
+"""
 
-    def __init__(self, path: Path, hold_seconds: float) -> None:
+#: On a lake: another writer holding the SQLite catalog's write lock (`load_killed`), so the
+#: round's first load waits at its first catalog write, its export downloaded.
+_CATALOG_WRITER = """
+import select, sqlite3, sys, time
+path, hold = sys.argv[1], float(sys.argv[2])
+con = sqlite3.connect(path, timeout=60, isolation_level=None)
+con.execute("BEGIN IMMEDIATE")
+print("locked", time.time(), flush=True)
+select.select([sys.stdin], [], [], hold)
+con.execute("ROLLBACK")
+con.close()
+print("released", time.time(), flush=True)
+"""
+
+
+class DuckDBHolder:
+    """Another process that opens the DuckDB file read-write, as a person's notebook would; on a
+    lake, a reader holding a transaction open, or (`writer`) another writer of its catalog."""
+
+    def __init__(self, soak: "Soak", hold_seconds: float, *, writer: bool = False) -> None:
+        if soak.lake is None:
+            args = [_HOLDER, str(soak.paths.duckdb)]
+        elif writer:
+            args = [_CATALOG_WRITER, soak.lake.location]
+        else:
+            args = [_LAKE_READER, soak.lake.catalog, soak.lake.data_path]
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", _HOLDER, str(path), str(hold_seconds)],
+            [sys.executable, "-c", *args, str(hold_seconds)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            cwd=ROOT,
             text=True,
         )
         self.times: dict[str, float] = {}
@@ -446,39 +494,46 @@ class RoundController:
         )
         if not started:
             return
-        self._holder = DuckDBHolder(self.soak.paths.duckdb, hold)
+        self._holder = DuckDBHolder(self.soak, hold)
         self.lock_window = self._holder.release(now=False)
         if self.lock_window is not None:
-            self.actions.append(f"another process held the DuckDB file for {hold:.1f}s")
+            what = "a read transaction on the lake" if self.soak.lake else "the DuckDB file"
+            self.actions.append(f"another process held {what} for {hold:.1f}s")
         else:
             self.errors.append(f"the DuckDB holder exited {self._holder.proc.returncode}")
 
     def _kill_loading_step(self, fault: Fault) -> None:
         """Hold the DuckDB file from the round's start; the first captures step downloads its
         export, then waits for the lock: kill it there, with its export on disk, and let go."""
-        self._holder = DuckDBHolder(self.soak.paths.duckdb, ACTION_TIMEOUT_SECONDS)
+        self._holder = DuckDBHolder(self.soak, ACTION_TIMEOUT_SECONDS, writer=True)
         try:
             if not self._holder.wait_locked():
                 self.errors.append(f"the DuckDB holder exited {self._holder.proc.wait()}")
                 return
-            found = self._wait_for(self._step_waiting_with_its_export, "a loading step")
+            # Over the whole round: when another fault ends the first run before any step
+            # has its export, the re-execution's first loading step is the one killed.
+            found = self._wait_for(
+                self._step_waiting_with_its_export, "a loading step", whole_round=True
+            )
             if found is not None:
                 step, pid, folder = found
                 os.kill(pid, signal.SIGKILL)
                 self.actions.append(
                     f"killed loading step {step} (pid {pid}, SIGKILL) while it waited for the "
-                    f"DuckDB file, its export downloaded into {folder.name}"
+                    f"{'catalog' if self.soak.lake else 'DuckDB file'}, its export downloaded "
+                    f"into {folder.name}"
                 )
         finally:
             self.lock_window = self._holder.release()
 
     def _step_waiting_with_its_export(self) -> tuple[str, int, Path] | None:
-        """A captures step of this round whose export folder holds a whole download."""
-        run = self._dagster_run()
-        if run is None:
-            return None
+        """A captures step of this round (any of its Dagster runs) whose export folder holds a
+        whole download."""
+        round_tag = {"soak/round": self.tags["soak/round"]}
+        runs = self.soak.instance.get_runs(filters=dg.RunsFilter(tags=round_tag))
         pids = {
             e.dagster_event.pid: e.step_key
+            for run in runs
             for e in self.soak.instance.all_logs(run.run_id, of_type=STEP_PROCESS_STARTS)
             if e.dagster_event is not None and (e.step_key or "").endswith("__captures")
         }
@@ -509,13 +564,76 @@ class SoakReport:
         return not self.violations
 
 
-class Soak:
-    """One soak: the emulator, the worker, the instance, and the rounds of the plan."""
+class Analyst:
+    """`soak.analyst` in a child process, attached to the lake for the whole soak; `.queries`
+    are its results (a thread reads them as they come); `stop()` ends it."""
 
-    def __init__(self, plan: Plan, paths: Paths, log: Callable[[str], None] = _say) -> None:
+    def __init__(self, lake: warehouse.Lake, log_path: Path) -> None:
+        self._log = log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "soak.analyst", lake.catalog, lake.data_path],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+        )
+        self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.queries: list[dict[str, Any]] = []
+        self._reader: threading.Thread | None = None
+        assert self.proc.stdout is not None
+        first = self.proc.stdout.readline()
+        if json.loads(first or "{}") != {"attached": True}:
+            self.stop()
+            raise SoakError(f"the analyst did not attach the lake (see {log_path})")
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(json.loads(line))
+
+    def stop(self) -> list[dict[str, Any]]:
+        """End the analyst (once); every query it ran, and an error if it had exited early."""
+        if self._log.closed:
+            return self.queries
+        alive = self.proc.poll() is None
+        _end(self.proc)
+        if self._reader is not None:
+            self._reader.join(timeout=10)
+        while not self.lines.empty():
+            self.queries.append(self.lines.get())
+        if not alive:
+            self.queries.append({"error": f"the analyst exited early ({self.proc.returncode})"})
+        self._log.close()
+        return self.queries
+
+
+class Soak:
+    """One soak: the emulator, the worker, the instance, and the rounds of the plan. `lake`
+    makes the warehouse a DuckLake with a SQLite catalog, an analyst attached throughout."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        paths: Paths,
+        log: Callable[[str], None] = _say,
+        *,
+        lake: bool = False,
+    ) -> None:
         self.plan = plan
         self.paths = paths
         self.log = log
+        self.lake = (
+            warehouse.Lake(
+                catalog=f"sqlite:{paths.lake / 'catalog.sqlite'}",
+                data_path=f"{paths.lake / 'data'}/",
+            )
+            if lake
+            else None
+        )
+        self.analyst_queries: list[dict[str, Any]] = []
         # A key only this soak uses, so a leak of it anywhere is unambiguous.
         self.api_key = f"sk-soak-{plan.seed}-{secrets.token_hex(12)}"
         self.emu = Emulator(
@@ -548,19 +666,39 @@ class Soak:
             stack.callback(self.daemon.close)
             self.worker = Worker(self._worker_env(), self.paths.worker_log)
             stack.callback(self.worker.close)
+            analyst = None
+            if self.lake is not None:
+                # The lake is made before the team uses it: its catalog in WAL mode.
+                warehouse.connect(self.lake).close()
+                analyst = Analyst(self.lake, self.paths.root / "analyst.log")
+                stack.callback(analyst.stop)
             self.log(
                 f"Soak seed {self.plan.seed}, size {self.plan.size}: {len(self.plan.rounds)} "
                 f"rounds, {self.plan.materializations} source materializations, "
-                f"{len(SOURCES)} sources; emulator {self.emu.url}; work dir {self.paths.root}"
+                f"{len(SOURCES)} sources, into {self.lake or 'a DuckDB file'}; "
+                f"emulator {self.emu.url}; work dir {self.paths.root}"
             )
             for rnd in self.plan.rounds:
                 self.results.append(self._run_round(rnd))
+            if analyst is not None:
+                self.analyst_queries = analyst.stop()
             self.worker.close()
             self.daemon.close()
             figures, violations, text = verify(self, seconds=time.monotonic() - started)
         return SoakReport(
             self.plan, self.results, figures, violations, text, time.monotonic() - started
         )
+
+    def warehouse_exists(self) -> bool:
+        if self.lake is not None:
+            return Path(self.lake.location).exists()
+        return self.paths.duckdb.exists()
+
+    def open_warehouse(self, *, read_only: bool = True) -> "duckdb.DuckDBPyConnection":
+        """The soak's warehouse, the lake attached and in use (`schema.table` names resolve)."""
+        if self.lake is not None:
+            return warehouse.connect(self.lake, read_only=read_only)
+        return duckdb.connect(str(self.paths.duckdb), read_only=read_only)
 
     def _worker_env(self) -> dict[str, str]:
         return {
@@ -569,6 +707,11 @@ class Soak:
             "EXTRALT_API_KEY": self.api_key,
             "EXTRALT_BASE_URL": self.emu.url,
             "SOAK_DUCKDB_PATH": str(self.paths.duckdb),
+            **(
+                {"SOAK_LAKE_CATALOG": self.lake.catalog, "SOAK_LAKE_DATA_PATH": self.lake.data_path}
+                if self.lake
+                else {}
+            ),
             "SOAK_EXPORT_DIR": str(self.paths.exports),
             "PYTHONPATH": os.pathsep.join(
                 p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
@@ -675,11 +818,13 @@ def run_soak(
     rounds: int | None = None,
     workdir: str | os.PathLike[str] | None = None,
     log: Callable[[str], None] = _say,
+    lake: bool = False,
 ) -> SoakReport:
-    """Run a soak and return its report; `workdir` (new) keeps its files for a post-mortem."""
+    """Run a soak and return its report; `workdir` (new) keeps its files for a post-mortem;
+    `lake` loads into a DuckLake (SQLite catalog) with an analyst attached throughout."""
     plan = make_plan(size, seed, rounds)
     with _workdir(workdir) as root:
-        return Soak(plan, Paths.under(root), log).run()
+        return Soak(plan, Paths.under(root), log, lake=lake).run()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -688,8 +833,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=int(os.environ.get("SOAK_SEED", DEFAULT_SEED)))
     parser.add_argument("--rounds", type=int, default=None, help="override the size's rounds")
     parser.add_argument("--workdir", default=None, help="keep the soak's files here (new dir)")
+    parser.add_argument(
+        "--lake", action="store_true", help="into a DuckLake (SQLite catalog), an analyst attached"
+    )
     args = parser.parse_args(argv)
-    report = run_soak(args.size, args.seed, rounds=args.rounds, workdir=args.workdir)
+    report = run_soak(
+        args.size, args.seed, rounds=args.rounds, workdir=args.workdir, lake=args.lake
+    )
     print(report.text)
     return 0 if report.ok else 1
 

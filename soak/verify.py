@@ -14,8 +14,10 @@
 """
 
 import contextlib
+import itertools
 import re
 import sqlite3
+import statistics
 import tempfile
 import zlib
 from collections import Counter, defaultdict
@@ -31,7 +33,7 @@ from extralt_dagster import ExtraltClient
 from extralt_dagster.api.models import TERMINAL_STATUSES
 from extralt_dagster.emulator.datagen import NESTED_FIELD, TYPELESS_COLUMNS
 from extralt_dagster.naming import COLUMNS_ADDED_KEY, HOW_KEY, run_id_tag
-from extralt_dagster.warehouse import DOCUMENTED_TYPES, Target
+from extralt_dagster.warehouse import DOCUMENTED_TYPES, Target, WarehouseError
 
 from .config import EMULATOR_RATE_LIMIT, SOURCES, captures_op, run_op
 from .plan import ALL_KINDS, Fault
@@ -74,6 +76,8 @@ def verify(soak: "Soak", *, seconds: float) -> tuple[dict[str, Any], list[str], 
     check.key_nowhere()
     check.faults_landed()
     check.shapes_absorbed()
+    if soak.lake is not None:
+        check.analyst_whole_snapshots()
     check.figures["seconds"] = round(seconds, 1)
     return check.figures, check.violations, check.report()
 
@@ -211,32 +215,88 @@ class _Checker:
         leftovers = sorted(str(p) for p in self.soak.paths.exports.rglob("*"))
         for path in leftovers:
             self.fail(f"half-done: {path} was left in the export folder")
+        lake = self.soak.lake
+        # A DuckDB file: every object but DuckDB's own. A lake: every object in it.
+        where = "NOT internal" + (f" AND database_name = '{lake.alias}'" if lake else "")
         scanned: dict[str, int] = {}
         try:
-            with duckdb.connect(str(self.soak.paths.duckdb)) as con:
-                con.execute("CHECKPOINT")
+            with self.soak.open_warehouse(read_only=False) as con:
+                if lake is None:
+                    con.execute("CHECKPOINT")
                 objects = con.execute(
-                    "SELECT schema_name, table_name FROM duckdb_tables() WHERE NOT internal "
-                    "UNION ALL SELECT schema_name, view_name FROM duckdb_views() WHERE NOT internal"
+                    f"SELECT schema_name, table_name FROM duckdb_tables() WHERE {where} "
+                    f"UNION ALL SELECT schema_name, view_name FROM duckdb_views() WHERE {where}"
                 ).fetchall()
                 for schema, name in objects:
                     table = con.sql(f'SELECT * FROM "{schema}"."{name}"').to_arrow_table()
                     scanned[f"{schema}.{name}"] = table.num_rows
-            with duckdb.connect(str(self.soak.paths.duckdb), read_only=True) as con:
+            with self.soak.open_warehouse() as con:
                 for obj, rows in scanned.items():
                     schema, name = obj.split(".", 1)
                     [(again,)] = con.execute(f'SELECT count(*) FROM "{schema}"."{name}"').fetchall()
                     if again != rows:
                         self.fail(f"half-done: {obj} had {rows} rows, then {again} read-only")
-        except duckdb.Error as exc:
-            self.fail(f"half-done: the DuckDB file does not open and scan: {exc}")
+        except (duckdb.Error, WarehouseError) as exc:
+            self.fail(f"half-done: the warehouse does not open and scan: {exc}")
+        files = (
+            [p for p in self.soak.paths.lake.rglob("*") if p.is_file()]
+            if lake
+            else [self.soak.paths.duckdb] * self.soak.paths.duckdb.exists()
+        )
         self.figures["half_done"] = {
             "files_left_in_export_dir": len(leftovers),
             "duckdb_objects_scanned": len(scanned),
             "duckdb_rows_scanned": sum(scanned.values()),
-            "duckdb_bytes": self.soak.paths.duckdb.stat().st_size
-            if self.soak.paths.duckdb.exists()
-            else 0,
+            "duckdb_bytes": sum(p.stat().st_size for p in files),
+            "duckdb_files": len(files),
+        }
+
+    # --- On a lake: the analyst attached throughout -------------------------------------------
+
+    def analyst_whole_snapshots(self) -> None:
+        """Every query of the analyst succeeded and read one whole snapshot: the counts it saw
+        are that snapshot's (`AT (VERSION => n)`), and no count ever went down."""
+        queries = self.soak.analyst_queries
+        failed = [q for q in queries if "error" in q]
+        for q in failed[:5]:
+            self.fail(f"analyst: a query failed: {q['error']}")
+        good = sorted((q for q in queries if "error" not in q), key=lambda q: q["started"])
+        wrong = 0
+        truth: dict[int, dict[str, int]] = {}
+        with self.soak.open_warehouse() as con:
+            for q in good:
+                snapshot = q["snapshot"]
+                if snapshot not in truth:
+                    truth[snapshot] = {}
+                for name, count in q["counts"].items():
+                    if name not in truth[snapshot]:
+                        [(n,)] = con.execute(
+                            f'SELECT count(*) FROM extralt."{name}" AT (VERSION => ?)',
+                            [snapshot],
+                        ).fetchall()
+                        truth[snapshot][name] = n
+                    wrong += truth[snapshot][name] != count
+        if wrong:
+            self.fail(f"analyst: {wrong} counts were of no snapshot the query read")
+        went_down = sum(
+            1
+            for a, b in itertools.pairwise(good)
+            for name, n in a["counts"].items()
+            if b["counts"].get(name, n) < n or name not in b["counts"]
+        )
+        if went_down:
+            self.fail(f"analyst: a products count went down (or vanished) {went_down} times")
+        if not good:
+            self.fail("analyst: no query ran")
+        ms = sorted(q["seconds"] * 1000 for q in good)
+        self.figures["analyst"] = {
+            "queries": len(queries),
+            "failed": len(failed),
+            "snapshots_seen": len(truth),
+            "counts_of_no_snapshot": wrong,
+            "median_ms": round(statistics.median(ms), 1) if ms else None,
+            "p95_ms": round(ms[min(len(ms) - 1, round(0.95 * (len(ms) - 1)))], 1) if ms else None,
+            "max_ms": round(ms[-1], 1) if ms else None,
         }
 
     # --- 3. Nothing lost --------------------------------------------------------------------
@@ -255,12 +315,12 @@ class _Checker:
             "variant_offers_exported": 0,
         }
         self.figures["lost"] = figures
-        if not self.soak.paths.duckdb.exists():
+        if not self.soak.warehouse_exists():
             self.fail("lost: no DuckDB file was written")
             return
         newest: dict[str, dict[str, tuple[float, str, bool]]] = defaultdict(dict)
         with (
-            duckdb.connect(str(self.soak.paths.duckdb), read_only=True) as con,
+            self.soak.open_warehouse() as con,
             ExtraltClient(  # paced under the emulator's limit: no 429s to wait out
                 self.soak.api_key,
                 self.emu.url,
@@ -554,9 +614,9 @@ class _Checker:
             if v.robot_id == fault.victim_robot and lo <= v.created_at <= hi
         ]
         table = _table(fault.victim, "captures")
-        if not run_ids or not self.soak.paths.duckdb.exists():
+        if not run_ids or not self.soak.warehouse_exists():
             return []
-        with duckdb.connect(str(self.soak.paths.duckdb), read_only=True) as con:
+        with self.soak.open_warehouse() as con:
             types = dict(_column_types(con, fault.victim))
             if fault.kind == "nested_field":
                 if NESTED_FIELD not in types.get("variants", ""):
@@ -584,10 +644,10 @@ class _Checker:
         ]
         figures = {"typeless_sources_typed": 0, "nested_fields_reported": 0}
         self.figures["shapes"] = figures
-        if not shapes or not self.soak.paths.duckdb.exists():
+        if not shapes or not self.soak.warehouse_exists():
             return
         reported = self._columns_added_by_source()
-        with duckdb.connect(str(self.soak.paths.duckdb), read_only=True) as con:
+        with self.soak.open_warehouse() as con:
             for result, fault in shapes:
                 source = fault.victim or ""
                 if fault.kind == "typeless_export":
@@ -744,7 +804,7 @@ def format_report(soak: "Soak", figures: dict[str, Any], violations: list[str]) 
         f"{f['seconds']:.0f}s",
         "Faults injected (kind: rounds/hits): "
         + ", ".join(f"{k}: {v['rounds']}/{v['hits']}" for k, v in f["faults"].items())
-        + f"; captures steps that ran while the DuckDB file was held: {f['lock_waits']}; "
+        + f"; captures steps that ran while the {'lake was read' if soak.lake else 'DuckDB file was held'}: {f['lock_waits']}; "
         f"pool slots that ended runs still held, freed by the daemon: "
         f"{f['slots_freed_by_daemon']}",
         f"(1) Credits: {c['runs_created']} Extralt runs created == {c['materializations_needing_a_run']}"
@@ -763,8 +823,13 @@ def format_report(soak: "Soak", figures: dict[str, Any], violations: list[str]) 
         f"products {lost['products']:,} == distinct product keys; variants "
         f"{lost['variants']:,} == {lost['variant_offers_exported']:,} exported offers",
         f"(4) Nothing half-done: {half['files_left_in_export_dir']} files left in the export "
-        f"folder; DuckDB file ({half['duckdb_bytes']:,} bytes) checkpointed and scanned: "
-        f"{half['duckdb_objects_scanned']} tables and views, {half['duckdb_rows_scanned']:,} rows",
+        f"folder; "
+        + (
+            f"DuckLake ({half['duckdb_bytes']:,} bytes in {half['duckdb_files']} files) scanned: "
+            if soak.lake
+            else f"DuckDB file ({half['duckdb_bytes']:,} bytes) checkpointed and scanned: "
+        )
+        + f"{half['duckdb_objects_scanned']} tables and views, {half['duckdb_rows_scanned']:,} rows",
         f"(5) Failures explained: {ex['step_failures']} step failures and {ex['step_retries']} "
         "step retries, each naming the Extralt run (or robot) and the cause ("
         + ", ".join(f"{k}: {v}" for k, v in ex["by_cause"].items())
@@ -774,6 +839,14 @@ def format_report(soak: "Soak", figures: dict[str, Any], violations: list[str]) 
         "type-less export have the documented types; "
         f"{f['shapes']['nested_fields_reported']} new nested fields reported by path",
     ]
+    if "analyst" in f:
+        a = f["analyst"]
+        lines.append(
+            f"(7) Analyst attached throughout: {a['queries']} queries of every _products, "
+            f"{a['failed']} failed; {a['snapshots_seen']} snapshots seen, "
+            f"{a['counts_of_no_snapshot']} counts of no snapshot; latency median "
+            f"{a['median_ms']} ms, p95 {a['p95_ms']} ms, max {a['max_ms']} ms"
+        )
     if violations:
         lines.append(f"VIOLATIONS ({len(violations)}):")
         lines += [f"  - {v}" for v in violations]

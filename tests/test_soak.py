@@ -18,15 +18,16 @@ from soak.plan import ALL_KINDS, make_plan
 from soak.run_soak import DEFAULT_SEED, SoakReport, run_soak
 
 from .support import wait_until
+from .targets import TARGETS
 
 SEED = int(os.environ.get("SOAK_SEED", DEFAULT_SEED))
 
 
-def soak(size: str, tmp_path, capsys: pytest.CaptureFixture[str]) -> SoakReport:
+def soak(size: str, tmp_path, capsys: pytest.CaptureFixture[str], **options) -> SoakReport:
     """Run a soak with its progress and figures in the test log, pass or fail."""
     with capsys.disabled():
         print()
-        report = run_soak(size, SEED, workdir=tmp_path / "soak")
+        report = run_soak(size, SEED, workdir=tmp_path / "soak", **options)
         print(report.text)
     return report
 
@@ -58,6 +59,34 @@ def test_ci_soak_spends_each_credit_once_and_loses_no_row(tmp_path, capsys):
     report = soak(os.environ.get("SOAK_SIZE", "small"), tmp_path, capsys)
     check(report)
     assert set(report.figures["faults"]) == set(ALL_KINDS)  # every kind landed, at least once
+
+
+#: The lake soak's rounds in `make test`: 4 of the small plan's 8 (20 materializations), which
+#: still deal both lock faults, both shapes, every export fault and four run faults; a round
+#: takes about twice as long into the lake (RELIABILITY.md).
+LAKE_ROUNDS = {"small": 4}
+
+
+@pytest.mark.skipif("ducklake" not in TARGETS, reason="EXTRALT_WAREHOUSE_TARGETS has no ducklake")
+@pytest.mark.timeout(1200)
+def test_ci_soak_into_a_ducklake_with_an_analyst_attached_throughout(tmp_path, capsys):
+    """The same soak into a DuckLake with a SQLite catalog. An analyst process stays attached
+    from before the first load to after the last and counts every `_products` every 0.5 s:
+    no query fails, each sees one whole snapshot, and the five invariants hold. The lock
+    faults become a reader holding a transaction (no load may wait for it) and another
+    writer holding the catalog, which the first loading step waits for and is killed in.
+    `make test` runs the first `LAKE_ROUNDS` rounds of the plan."""
+    size = os.environ.get("SOAK_SIZE", "small")
+    report = soak(size, tmp_path, capsys, lake=True, rounds=LAKE_ROUNDS.get(size))
+    check(report)
+    analyst = report.figures["analyst"]
+    assert analyst["failed"] == analyst["counts_of_no_snapshot"] == 0
+    # 0.5 s apart, each taking about 1 s on 2 busy cores (RELIABILITY.md): at least one every 5 s.
+    assert analyst["queries"] >= report.seconds / 5
+    # One snapshot per load: the analyst saw most of them.
+    assert analyst["snapshots_seen"] >= report.plan.materializations // 2
+    assert report.figures["faults"]["duckdb_lock"]["hits"] >= 1
+    assert report.figures["faults"]["load_killed"]["hits"] >= 1
 
 
 @pytest.mark.slow

@@ -436,7 +436,39 @@ def write_captures(
             con.execute(f"COPY ({sql}) TO {_lit(str(target))} ({options})")
     finally:
         shutil.rmtree(spill, ignore_errors=True)
+    if typeless and format == "parquet":
+        _null_typed(target, TYPELESS_COLUMNS)
     return target
+
+
+def _null_typed(path: Path, names: Iterable[str]) -> None:
+    """Give the columns ``names`` Parquet's null type, as DuckDB 2.0 writes a column of untyped
+    NULLs. DuckDB 1.x writes it as INTEGER, a type the run never had, which a reader cannot
+    tell from a real one; a file DuckDB already wrote so is left as it is, byte for byte."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    untyped = set(names)
+    source = pq.ParquetFile(path)
+    schema = pa.schema(
+        [pa.field(f.name, pa.null()) if f.name in untyped else f for f in source.schema_arrow]
+    )
+    if schema.equals(source.schema_arrow):
+        source.close()
+        return
+    tmp = path.with_name(f".{path.name}.null-typed")
+    try:
+        with source, pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+            for group in range(source.num_row_groups):
+                table = source.read_row_group(group)
+                columns = [
+                    pa.nulls(table.num_rows, pa.null()) if n in untyped else table.column(n)
+                    for n in table.column_names
+                ]
+                writer.write_table(pa.table(columns, schema=schema))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)

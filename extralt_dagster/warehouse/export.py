@@ -160,11 +160,22 @@ _CORRUPTION_HINTS = (
 )
 
 
+#: The place in the query DuckDB may append to its message ("LINE 1: SELECT ... ^").
+_QUERY_CONTEXT = re.compile(r"\n+LINE \d+:.*\Z", re.DOTALL)
+
+
+def _said(exc: duckdb.Error) -> str:
+    """DuckDB's words about the file, without the place in the loader's own query that DuckDB
+    1.x appends to an error it raises while planning (2.0 does not): that query is not the
+    user's, and the message is the same on both versions."""
+    return _QUERY_CONTEXT.sub("", str(exc))
+
+
 def _unreadable(exc: duckdb.Error, path: str, fmt: str, run_id: str) -> WarehouseError:
     """The error for an export whose columns DuckDB cannot read."""
     return _corrupt(exc, path, fmt, run_id) or WarehouseError(
         f"Cannot read {path!r} as a {fmt} export of run {run_id}; nothing was loaded. "
-        f"DuckDB said: {exc}"
+        f"DuckDB said: {_said(exc)}"
     )
 
 
@@ -182,7 +193,7 @@ def _corrupt(exc: duckdb.Error, path: str, fmt: str, run_id: str) -> WarehouseEx
         f"The export of run {run_id} is corrupt{where}: {path!r} cannot be decoded, and "
         f"nothing was loaded. Loading the same file again cannot help; download the export "
         f"again, and if it is still corrupt, the run's export is damaged at Extralt. "
-        f"DuckDB said: {exc}",
+        f"DuckDB said: {_said(exc)}",
         path=path,
         location=location,
     )
