@@ -39,7 +39,7 @@ test: lint
 # fetch a newer one.
 DUCKDB_NEWEST ?= duckdb
 NEWEST_DIR := .venv-compat/duckdb-newest
-WAREHOUSE_TESTS := tests/test_warehouse.py tests/test_latest.py tests/test_load_failures.py \
+WAREHOUSE_TESTS := tests/test_warehouse.py tests/test_latest.py tests/test_load_failures.py tests/test_load_guards.py \
 	tests/test_export_shapes.py tests/test_export_types.py tests/test_export_properties.py \
 	tests/test_captures_asset.py tests/test_storage_compat.py
 .PHONY: test-duckdb-newest
