@@ -16,6 +16,7 @@ from extralt_dagster.warehouse import (
     load_export,
 )
 from extralt_dagster.warehouse import load as load_module
+from extralt_dagster.warehouse import sql as warehouse_sql
 from tests.targets import is_lake, target_fixture
 
 DAY = 86_400.0
@@ -173,6 +174,49 @@ def test_a_warehouse_of_an_earlier_release_gains_pointers_and_views(conn, tmp_pa
         f"SELECT count(DISTINCT product_key) FROM {SHOES.current_variants} WHERE run_id = 'r2'"
     ).fetchall()
     assert from_r2 == 10
+
+
+#: ``product_key`` as earlier releases defined it in the variants table; None: this release's.
+VARIANTS_KEYS = {
+    "stored": None,
+    "generated": warehouse_sql.GENERATED_KEY,
+    "generated, blank ids as keys": (
+        "VARCHAR GENERATED ALWAYS AS (coalesce(product_id, url)) VIRTUAL"
+    ),
+}
+
+
+@pytest.mark.parametrize("made", VARIANTS_KEYS)
+def test_the_variants_key_is_stored_unless_an_earlier_release_generates_it(conn, tmp_path, made):
+    """A new warehouse stores the key; one whose variants table generates it keeps the table
+    and loads it without the key; one generating the key that kept blank ids is rebuilt stored."""
+    if (definition := VARIANTS_KEYS[made]) is not None:
+        conn.execute("CREATE SCHEMA extralt")
+        columns = [
+            (n, definition if n == "product_key" else t) for n, t in warehouse.VARIANT_COLUMNS
+        ]
+        conn.execute(f"CREATE TABLE {SHOES.variants} ({warehouse_sql._ddl_columns(columns)})")
+    for run_id in ("r1", "r_late", "r2"):
+        load(conn, export(tmp_path, run_id), run_id)
+        assert_current(conn)
+    load(conn, export(tmp_path, "r1", count=10, day=5), "r1")  # a reload
+    assert_current(conn)
+    [(sql,)] = conn.execute(
+        "SELECT sql FROM duckdb_tables() WHERE table_name = 'shoes_variants'"
+    ).fetchall()
+    assert ("GENERATED" in sql.upper()) == (made == "generated")
+    assert conn.execute(
+        f"SELECT count(*), count(*) FILTER (WHERE product_key IS DISTINCT FROM {KEY}) "
+        f"FROM {SHOES.variants}"
+    ).fetchone() == (offers_in_history(conn), 0)
+
+
+def offers_in_history(conn) -> int:
+    [(count,)] = conn.execute(
+        f"SELECT coalesce(sum((SELECT sum(len(v.offers)) FROM unnest(variants) AS t(v))), 0) "
+        f"FROM {SHOES.captures}"
+    ).fetchall()
+    return int(count)
 
 
 def test_a_load_leaves_unchanged_views_alone(conn, tmp_path):

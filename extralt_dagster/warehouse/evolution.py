@@ -39,7 +39,7 @@ import duckdb
 from .errors import WarehouseError, WarehouseSchemaError
 from .quote import _q
 from .schema import _concrete, _Conflict, _documented, _fill, _merge, _Type, _weaker
-from .sql import META_COLUMNS, VARIANT_COLUMNS, _ddl_columns
+from .sql import META_COLUMNS, VARIANT_COLUMNS, _ddl_columns, _key_sql
 from .target import Target
 
 #: Names an export column cannot have: the loader's own columns, ``product_key`` (the products
@@ -215,21 +215,31 @@ def _child(t: _Type, name: str) -> _Type | None:
     return t.field(name) if t.kind == "struct" else dict(t.children).get(name)
 
 
-def _migrate_variants_key(conn: duckdb.DuckDBPyConnection, target: Target) -> None:
-    """Give a variants table made by an earlier release (``product_key`` =
-    ``coalesce(product_id, url)``, which kept '' as a key) today's key. DuckDB cannot alter a
-    generated column: the table is rebuilt, in the load's transaction."""
+def _variants_key_stored(conn: duckdb.DuckDBPyConnection, target: Target) -> bool:
+    """Whether the variants table stores ``product_key`` (this release's table) rather than
+    generating it (earlier releases': ``GENERATED_KEY``). A table made with
+    ``coalesce(product_id, url)``, which kept '' as a key, is first rebuilt with today's stored
+    key, in the load's transaction (DuckDB cannot alter a generated column). One of today's
+    generated keys is kept as it is: rebuilding a large table inside a load would cost more
+    than the insert saves in many loads, and it reads the same."""
     row = conn.execute(
         "SELECT sql FROM duckdb_tables() WHERE database_name = ? AND schema_name = ? "
         "AND table_name = ?",
         [target.catalog, target.schema, target.table("variants")],
     ).fetchone()
-    if row is None or "nullif" in str(row[0]).lower():
-        return
+    sql = str(row[0]).lower() if row else ""
+    if "generated" not in sql:
+        return True
+    if "nullif" in sql:
+        return False
     rebuilt = target.qualified(f"{target.table('variants')}__rekeyed")
-    stored = [n for n, _ in VARIANT_COLUMNS if n != "product_key"]
-    names = ", ".join(_q(n) for n in stored)
+    stored = ", ".join(_q(n) for n, _ in VARIANT_COLUMNS if n != "product_key")
+    key = _key_sql("product_id", "url")
     conn.execute(f"CREATE TABLE {rebuilt} ({_ddl_columns(VARIANT_COLUMNS)})")
-    conn.execute(f"INSERT INTO {rebuilt} ({names}) SELECT {names} FROM {target.variants}")
+    conn.execute(
+        f"INSERT INTO {rebuilt} (product_key, {stored}) "
+        f"SELECT {key}, {stored} FROM {target.variants}"
+    )
     conn.execute(f"DROP TABLE {target.variants}")
     conn.execute(f"ALTER TABLE {rebuilt} RENAME TO {_q(target.table('variants'))}")
+    return True

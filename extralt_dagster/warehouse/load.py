@@ -52,7 +52,7 @@ from typing import Any
 import duckdb
 
 from .errors import _RETRYABLE_DUCKDB_ERRORS, WarehouseError, _setting
-from .evolution import _drift, _migrate_variants_key, _Plan, _plan
+from .evolution import _drift, _Plan, _plan, _variants_key_stored
 from .export import (
     _blank,
     _check_format,
@@ -72,8 +72,8 @@ from .schema import _holds_no_value, _table_columns, _Type
 from .sql import (
     _RUNS_COLUMNS,
     META_COLUMN_TYPES,
+    VARIANT_COLUMNS,
     _ddl_columns,
-    _variant_columns,
     _variants_insert_sql,
 )
 from .stats import _Checks, _column_types, _run_checks, table_stats
@@ -224,6 +224,16 @@ def _attempt(
         raise error from exc
 
 
+@dataclass
+class _VariantsTable:
+    """The variants table as this load found it."""
+
+    #: It predates ``export_row``: refill it from history (once).
+    refill: bool = False
+    #: Its ``product_key`` is stored (this release), not generated (``GENERATED_KEY``).
+    key_stored: bool = True
+
+
 @dataclass(frozen=True)
 class _Job:
     """One load: what every step reads. ``target`` is bound to the connection's catalog."""
@@ -241,8 +251,8 @@ class _Job:
     retention: HistoryRetention | None = None
     #: Unique to this attempt: the commit message of its snapshot, on a lake.
     token: str = ""
-    #: The variants table predates ``export_row``: refill it from history (once).
-    refill_variants: list[bool] = dataclasses.field(default_factory=lambda: [False])
+    #: What ``_prepare`` found of the variants table.
+    variants_table: _VariantsTable = dataclasses.field(default_factory=_VariantsTable)
 
 
 def _begin(conn: duckdb.DuckDBPyConnection) -> None:
@@ -380,11 +390,12 @@ def _prepare(job: _Job) -> tuple[list[tuple[str, _Type]] | None, _Plan]:
     conn, target = job.conn, job.target
     conn.execute(f"CREATE SCHEMA IF NOT EXISTS {target.schema_sql}")
     conn.execute(f"CREATE TABLE IF NOT EXISTS {target.runs} ({_ddl_columns(_RUNS_COLUMNS)})")
-    variant_columns = _ddl_columns(_variant_columns(job.caps))
-    conn.execute(f"CREATE TABLE IF NOT EXISTS {target.variants} ({variant_columns})")
-    if job.caps.generated_columns:
-        _migrate_variants_key(conn, target)
-    job.refill_variants[0] = _add_capture_columns(conn, target)
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {target.variants} ({_ddl_columns(VARIANT_COLUMNS)})")
+    job.variants_table.refill = _add_capture_columns(conn, target)
+    # Only a catalog with generated columns can hold an earlier release's variants table.
+    job.variants_table.key_stored = not job.caps.generated_columns or _variants_key_stored(
+        conn, target
+    )
     has_table = exists(conn, target, target.table("captures"))
     table_cols = _table_columns(conn, target.captures) if has_table else None
     file_cols = _export_columns(job, table_cols)
@@ -528,18 +539,21 @@ def _history_types(job: _Job) -> dict[str, _Type]:
 def _variants(job: _Job, cols: Mapping[str, _Type], rows: int) -> int:
     """Variants: replace this run's variant offers with those of its history rows."""
     conn, run_id = job.conn, job.run.run_id
-    refill = job.refill_variants[0] and job.include_variants
+    refill = job.variants_table.refill and job.include_variants
+    stored_key = job.variants_table.key_stored
     conn.execute(
         f"DELETE FROM {job.target.variants}" + ("" if refill else " WHERE run_id = ?"),
         [] if refill else [run_id],
     )
     if not job.include_variants:
         return 0
-    if refill and (other := _variants_insert_sql(job.target, cols, job.caps, where="run_id <> ?")):
+    if refill and (
+        other := _variants_insert_sql(job.target, cols, stored_key=stored_key, where="run_id <> ?")
+    ):
         conn.execute(other, [run_id])
     # loaded_at as well: zone maps then skip every other load's row groups of history.
     this_load = "loaded_at = ? AND run_id = ?"
-    insert = _variants_insert_sql(job.target, cols, job.caps, where=this_load)
+    insert = _variants_insert_sql(job.target, cols, stored_key=stored_key, where=this_load)
     if insert is None or not rows:
         return 0
     inserted = conn.execute(insert, [job.loaded_at, run_id]).fetchone()

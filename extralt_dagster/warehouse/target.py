@@ -509,8 +509,8 @@ def _locked_error(
 class Capabilities:
     """What a catalog can hold, where targets differ: the loader asks instead of assuming."""
 
-    #: Virtual generated columns (the variants table's ``product_key``). Without them the key is
-    #: a stored column the variants insert fills.
+    #: Generated columns: only a catalog with them can hold an earlier release's variants
+    #: table, whose ``product_key`` is generated (today's is stored, filled by the insert).
     generated_columns: bool = True
     #: Views. The lake's ``<schema>.runs`` is one (earlier releases' products view was).
     views: bool = True
