@@ -1,6 +1,7 @@
 """The products and current-offers tables equal what ranking all of history gives, whatever the
 order of the loads, after a reload, a failed load and history retention."""
 
+import contextlib
 import itertools
 from datetime import UTC, datetime, timedelta
 
@@ -17,7 +18,7 @@ from extralt_dagster.warehouse import (
 )
 from extralt_dagster.warehouse import load as load_module
 from extralt_dagster.warehouse import sql as warehouse_sql
-from tests.targets import is_lake, target_fixture
+from tests.targets import is_lake, target_conn, target_fixture
 
 DAY = 86_400.0
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
@@ -177,8 +178,8 @@ def test_a_warehouse_of_an_earlier_release_gains_pointers_and_views(conn, tmp_pa
 
 
 #: ``product_key`` as earlier releases defined it in the variants table; None: this release's.
-VARIANTS_KEYS = {
-    "stored": None,
+#: How earlier releases defined the variants table's key: a DuckDB file may hold one.
+EARLIER_VARIANTS_KEYS = {
     "generated": warehouse_sql.GENERATED_KEY,
     "generated, blank ids as keys": (
         "VARCHAR GENERATED ALWAYS AS (coalesce(product_id, url)) VIRTUAL"
@@ -186,25 +187,36 @@ VARIANTS_KEYS = {
 }
 
 
-@pytest.mark.parametrize("made", VARIANTS_KEYS)
-def test_the_variants_key_is_stored_unless_an_earlier_release_generates_it(conn, tmp_path, made):
-    """A new warehouse stores the key; one whose variants table generates it keeps the table
-    and loads it without the key; one generating the key that kept blank ids is rebuilt stored."""
-    if (definition := VARIANTS_KEYS[made]) is not None:
-        conn.execute("CREATE SCHEMA extralt")
+def test_a_new_warehouse_stores_the_variants_key(conn, tmp_path):
+    assert_variants_key_after_loads(conn, tmp_path, generated=False)
+
+
+@pytest.mark.parametrize("made", EARLIER_VARIANTS_KEYS)
+def test_an_earlier_release_variants_key_is_kept_or_rebuilt_stored(tmp_path, made):
+    """A file whose variants table generates today's key keeps the table and loads it without
+    the key; one generating the key that kept blank ids is rebuilt stored. (Only a DuckDB file
+    has generated columns: a lake never held such a table.)"""
+    with contextlib.closing(target_conn("file", tmp_path)) as con:
+        con.execute("CREATE SCHEMA extralt")
         columns = [
-            (n, definition if n == "product_key" else t) for n, t in warehouse.VARIANT_COLUMNS
+            (n, EARLIER_VARIANTS_KEYS[made] if n == "product_key" else t)
+            for n, t in warehouse_sql.VARIANT_COLUMNS
         ]
-        conn.execute(f"CREATE TABLE {SHOES.variants} ({warehouse_sql._ddl_columns(columns)})")
+        con.execute(f"CREATE TABLE {SHOES.variants} ({warehouse_sql._ddl_columns(columns)})")
+        assert_variants_key_after_loads(con, tmp_path, generated=made == "generated")
+
+
+def assert_variants_key_after_loads(conn, tmp_path, *, generated: bool) -> None:
     for run_id in ("r1", "r_late", "r2"):
         load(conn, export(tmp_path, run_id), run_id)
         assert_current(conn)
     load(conn, export(tmp_path, "r1", count=10, day=5), "r1")  # a reload
     assert_current(conn)
     [(sql,)] = conn.execute(
-        "SELECT sql FROM duckdb_tables() WHERE table_name = 'shoes_variants'"
+        "SELECT sql FROM duckdb_tables() WHERE table_name = 'shoes_variants' "
+        "AND database_name = current_database()"
     ).fetchall()
-    assert ("GENERATED" in sql.upper()) == (made == "generated")
+    assert ("GENERATED" in sql.upper()) == generated
     assert conn.execute(
         f"SELECT count(*), count(*) FILTER (WHERE product_key IS DISTINCT FROM {KEY}) "
         f"FROM {SHOES.variants}"
