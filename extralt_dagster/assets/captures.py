@@ -1,4 +1,5 @@
-"""The `captures` asset: download the export of the newest recorded run and load it into DuckDB.
+"""The `captures` asset: download the export of the newest recorded run (or of the run its
+config names) and load it into DuckDB.
 
 No `from __future__ import annotations` here: Dagster must resolve the `dg.Config` class.
 """
@@ -25,12 +26,13 @@ from ..api.errors import (
     ExtraltConnectionError,
     ExtraltError,
     ExtraltExportError,
+    ExtraltNotFoundError,
     ExtraltRateLimitError,
     ExtraltServerError,
 )
-from ..api.models import EXPORT_FORMATS, ExportFormat, ExtraltRun
+from ..api.models import EXPORT_FORMATS, ExportFormat, ExtraltRun, RunStatus
 from ..lake import WarehouseAt, warehouse_at
-from ..naming import EXPORT_DAMAGE_KEY, captures_asset_key, run_asset_key
+from ..naming import EXPORT_DAMAGE_KEY, captures_asset_key, metadata_key, run_asset_key
 from ..resource import ExtraltResource
 from ..spec import LoadOptions, SourceSpec
 from .checks import check_results, check_specs
@@ -55,6 +57,19 @@ class ExtraltCapturesConfig(dg.Config):
         description="Export to load: parquet (the source's default) or jsonl where Parquet "
         "export is unavailable. Upper case (PARQUET, JSONL) works too.",
     )
+    run_id: str | None = Field(
+        default=None,
+        description="Load this Extralt run (e.g. one started from the Extralt dashboard or by "
+        "an Extralt schedule) instead of the run asset's newest: it must be a completed run "
+        "of the source's robot. Costs no credits: nothing is created, stopped or restarted.",
+    )
+
+
+#: Where the loaded run came from, in the captures asset's metadata (`extralt/run_from`).
+RUN_FROM_CONFIG = "run config"
+#: Extralt's run ids as the API hands them out; the docs give no format beyond the examples, so
+#: only the prefix is checked, to catch a robot id or a Dagster run id pasted by mistake.
+RUN_ID_PREFIX = "run_"
 
 
 def build_captures_asset(
@@ -93,7 +108,9 @@ def build_captures_asset(
         # A DuckDBResource or a DuckLakeResource: `warehouse_at` reads either.
         duckdb: dg.ResourceParam[Any],
     ) -> dg.MaterializeResult:
-        return _materialize(context, config, extralt, warehouse_at(duckdb), target, load)
+        return _materialize(
+            context, config, extralt, warehouse_at(duckdb), target, load, spec.robot_id
+        )
 
     return _captures
 
@@ -105,12 +122,21 @@ def _materialize(
     where: WarehouseAt,
     target: "warehouse.Target",
     load: LoadOptions,
+    robot_id: str,
 ) -> dg.MaterializeResult:
-    """One attempt: the recorded run's export, downloaded into a folder of its own, loaded."""
-    run = _recorded_run(context.instance, target.source)
+    """One attempt: the recorded (or chosen) run's export, downloaded into a folder of its own,
+    loaded."""
+    chosen_id = _checked_run_id(config.run_id)
+    if chosen_id is None:
+        run = _recorded_run(context.instance, target.source)
+        run_from = run_asset_key(target.source).to_user_string()
     chosen = config.export_format.value.lower() if config.export_format else load.export_format
     fmt = ExportFormat(chosen).value
     client = extralt.get_client()
+    if chosen_id is not None:
+        run = _chosen_run(client, chosen_id, robot_id, target.source)
+        run_from = RUN_FROM_CONFIG
+        context.log.info(f"Loading Extralt run {run.id} of robot {robot_id}, chosen in run config")
     base = Path(load.export_dir or tempfile.gettempdir())
     base.mkdir(parents=True, exist_ok=True)
     for orphan in remove_orphaned_export_folders(base):
@@ -121,7 +147,10 @@ def _materialize(
         result = _load(where, path, target, record, fmt, size, load)
     _log_load(context, result, target, where.name)
     return dg.MaterializeResult(
-        metadata=captures_metadata(where.uri, target, result, size, download_seconds),
+        metadata={
+            **captures_metadata(where.uri, target, result, size, download_seconds),
+            metadata_key("run_from"): run_from,
+        },
         check_results=check_results(result, load.null_price_warn_ratio),
     )
 
@@ -139,6 +168,62 @@ def _recorded_run(instance: dg.DagsterInstance, name: str) -> ExtraltRun:
             allow_retries=False,
         )
     return recorded.run
+
+
+def _checked_run_id(value: str | None) -> str | None:
+    """`run_id` of the run config, checked before any request; None when not given."""
+    if value is None:
+        return None
+    if not value.strip():
+        raise dg.Failure(
+            description="run_id in the captures asset's run config is empty: give the id of "
+            "an Extralt run such as 'run_abc123', or leave run_id out to load the run asset's "
+            "newest run. No request was sent and no table was changed.",
+            allow_retries=False,
+        )
+    if not value.startswith(RUN_ID_PREFIX) or value != value.strip() or "/" in value:
+        raise dg.Failure(
+            description=f"run_id in the captures asset's run config must be an Extralt run id "
+            f"such as 'run_abc123' (starting with {RUN_ID_PREFIX!r}, no spaces or '/'), got "
+            f"{value!r}. No request was sent and no table was changed.",
+            allow_retries=False,
+        )
+    return value
+
+
+def _chosen_run(client: ExtraltClient, run_id: str, robot_id: str, name: str) -> ExtraltRun:
+    """The run `run_id` names, if it is a completed run of the source's robot; else a failure
+    that says why, before any download and any table change."""
+    unchanged = "Nothing was downloaded and no table was changed."
+    try:
+        run = client.get_run(run_id)
+    except ExtraltNotFoundError:
+        raise dg.Failure(
+            description=f"Extralt run {run_id} (run_id in the run config) does not exist for "
+            f"this API key. {unchanged}",
+            allow_retries=False,
+        ) from None
+    except ExtraltError as exc:
+        retry = _download_may_heal(exc)
+        raise dg.Failure(
+            description=f"Extralt run {run_id} could not be looked up: {exc} {unchanged}",
+            allow_retries=retry,
+        ) from None
+    if run.robot_id != robot_id:
+        owner = f"robot {run.robot_id}" if run.robot_id else "no robot the run document names"
+        raise dg.Failure(
+            description=f"Extralt run {run_id} (run_id in the run config) belongs to {owner}, "
+            f"not to robot {robot_id} of source {name!r}: it is not loaded into this source's "
+            f"tables. {unchanged}",
+            allow_retries=False,
+        )
+    if run.status != RunStatus.COMPLETED:
+        raise dg.Failure(
+            description=f"Extralt run {run_id} (run_id in the run config) is {run.status.value}, "
+            f"not completed: only a completed run is loaded. {unchanged}",
+            allow_retries=False,
+        )
+    return run
 
 
 def _download(
