@@ -71,15 +71,34 @@ def test_a_run_made_outside_dagster_loads_without_spending(emulator, instance, t
     md = materialization_metadata(result, captures_asset_key("shoes"))
     assert md["extralt/run_id"] == run_id
     assert md["extralt/run_from"] == "run config"
+    assert md["extralt/origin"] == "extralt"  # no Dagster run followed it
     assert md["dagster/row_count"] == 30
     assert history_runs(tmp_path) == {run_id: 30}
     assert spending_requests(emulator) == []
     assert emulator.count_requests("GET", f"/v0/extract/runs/{run_id}") == 1
     with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
-        [(logged, dagster_run)] = con.execute(
-            "select run_id, dagster_run_id from extralt.runs"
+        [(logged, dagster_run, origin)] = con.execute(
+            "select run_id, dagster_run_id, origin from extralt.runs"
         ).fetchall()
-    assert (logged, dagster_run) == (run_id, result.run_id)
+    assert (logged, dagster_run, origin) == (run_id, result.run_id, "extralt")
+
+
+def test_a_chosen_run_that_dagster_started_is_logged_as_dagsters(
+    emulator, instance, tmp_path, source
+):
+    made = dg.materialize(
+        source, instance=instance, resources=resources(emulator, tmp_path), raise_on_error=False
+    )
+    assert made.success, failure_messages(made)
+    [run_id] = emulator.runs
+    result = load_run(source, emulator, instance, tmp_path, run_id)
+    assert result.success, failure_messages(result)
+    md = materialization_metadata(result, captures_asset_key("shoes"))
+    assert (md["extralt/run_id"], md["extralt/origin"]) == (run_id, "dagster")
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
+        assert con.execute("select run_id, origin from extralt.runs").fetchall() == [
+            (run_id, "dagster")
+        ]
 
 
 def test_without_run_id_the_run_assets_newest_run_still_loads(emulator, instance, tmp_path, source):
@@ -91,6 +110,7 @@ def test_without_run_id_the_run_assets_newest_run_still_loads(emulator, instance
     [made] = emulator.runs
     assert md["extralt/run_id"] == made
     assert md["extralt/run_from"] == "extralt/shoes/run"
+    assert md["extralt/origin"] == "dagster"
 
 
 def test_a_run_of_another_robot_is_refused_before_any_download(

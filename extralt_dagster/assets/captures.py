@@ -32,7 +32,13 @@ from ..api.errors import (
 )
 from ..api.models import EXPORT_FORMATS, ExportFormat, ExtraltRun, RunStatus
 from ..lake import WarehouseAt, warehouse_at
-from ..naming import EXPORT_DAMAGE_KEY, captures_asset_key, metadata_key, run_asset_key
+from ..naming import (
+    EXPORT_DAMAGE_KEY,
+    captures_asset_key,
+    metadata_key,
+    run_asset_key,
+    run_ids_tag,
+)
 from ..resource import ExtraltResource
 from ..spec import LoadOptions, SourceSpec
 from .checks import check_results, check_specs
@@ -91,7 +97,7 @@ def build_captures_asset(
             f"Captures of source `{spec.name}` in DuckDB: history `{tables['captures']}`, latest "
             f"products `{tables['products']}`, flat variants `{tables['variants']}`, and "
             f"the run log `{tables['runs']}`. Materializing alone reloads the newest recorded "
-            "run without spending credits."
+            "run without spending credits; `run_id` in its run config loads a chosen run instead."
         ),
         group_name=spec.group,
         retry_policy=retry_policy,
@@ -130,26 +136,32 @@ def _materialize(
     if chosen_id is None:
         run = _recorded_run(context.instance, target.source)
         run_from = run_asset_key(target.source).to_user_string()
+        origin = "dagster"
     chosen = config.export_format.value.lower() if config.export_format else load.export_format
     fmt = ExportFormat(chosen).value
     client = extralt.get_client()
     if chosen_id is not None:
         run = _chosen_run(client, chosen_id, robot_id, target.source)
         run_from = RUN_FROM_CONFIG
-        context.log.info(f"Loading Extralt run {run.id} of robot {robot_id}, chosen in run config")
+        origin = _origin(context.instance, target.source, run.id)
+        context.log.info(
+            f"Loading Extralt run {run.id} of robot {robot_id}, chosen in run config "
+            f"(started by {'Dagster' if origin == 'dagster' else 'Extralt'})"
+        )
     base = Path(load.export_dir or tempfile.gettempdir())
     base.mkdir(parents=True, exist_ok=True)
     for orphan in remove_orphaned_export_folders(base):
         context.log.warning(f"Removed {orphan}, left behind by a killed step.")
     with tempfile.TemporaryDirectory(prefix=_export_folder_prefix(), dir=base) as tmp:
         path, size, download_seconds = _download(context, client, run.id, fmt, tmp)
-        record = warehouse.RunRecord.from_run(run, dagster_run_id=context.run.run_id)
+        record = warehouse.RunRecord.from_run(run, dagster_run_id=context.run.run_id, origin=origin)
         result = _load(where, path, target, record, fmt, size, load)
     _log_load(context, result, target, where.name)
     return dg.MaterializeResult(
         metadata={
             **captures_metadata(where.uri, target, result, size, download_seconds),
             metadata_key("run_from"): run_from,
+            metadata_key("origin"): origin,
         },
         check_results=check_results(result, load.null_price_warn_ratio),
     )
@@ -189,6 +201,15 @@ def _checked_run_id(value: str | None) -> str | None:
             allow_retries=False,
         )
     return value
+
+
+def _origin(instance: dg.DagsterInstance, name: str, run_id: str) -> str:
+    """`dagster` when a Dagster run of the source followed this Extralt run (the run asset's
+    `extralt/<name>.run_ids` tag, restarted runs included), else `extralt`: Extralt's own
+    schedules or a person on its dashboard started it."""
+    tags = instance.get_run_tags(tag_keys=[run_ids_tag(name)])
+    followed = any(run_id in value.split(",") for _, values in tags for value in values)
+    return "dagster" if followed else "extralt"
 
 
 def _chosen_run(client: ExtraltClient, run_id: str, robot_id: str, name: str) -> ExtraltRun:
