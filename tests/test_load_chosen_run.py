@@ -191,7 +191,9 @@ def test_a_live_run_is_refused_with_its_status(emulator, instance, tmp_path, sou
     assert emulator.run(run_id).status == "starting"
 
 
-@pytest.mark.parametrize("bad", ["", "   ", "rbt_shoes", "run_a/b", " run_abc"])
+@pytest.mark.parametrize(
+    "bad", ["", "   ", "rbt_shoes", "run_a/b", " run_abc", "0c5b3a8e-1f2d-4c6b-9e7a-3d2f1b0a9c8d"]
+)
 def test_bad_run_ids_fail_naming_the_field_without_a_request(
     emulator, instance, tmp_path, source, bad
 ):

@@ -6,6 +6,7 @@ No `from __future__ import annotations` here: Dagster must resolve the `dg.Confi
 
 import hashlib
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -73,9 +74,11 @@ class ExtraltCapturesConfig(dg.Config):
 
 #: Where the loaded run came from, in the captures asset's metadata (`extralt/run_from`).
 RUN_FROM_CONFIG = "run config"
-#: Extralt's run ids as the API hands them out; the docs give no format beyond the examples, so
-#: only the prefix is checked, to catch a robot id or a Dagster run id pasted by mistake.
-RUN_ID_PREFIX = "run_"
+#: The docs give no format for Extralt's run ids, so a run id is not checked against one: only
+#: what is surely something else, pasted by mistake, is refused before any request: a robot id
+#: (the docs' `rbt_abc123`) or a Dagster run id (a UUID). Any other id the API itself judges.
+ROBOT_ID_PREFIX = "rbt_"
+_DAGSTER_RUN_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def build_captures_asset(
@@ -193,11 +196,19 @@ def _checked_run_id(value: str | None) -> str | None:
             "newest run. No request was sent and no table was changed.",
             allow_retries=False,
         )
-    if not value.startswith(RUN_ID_PREFIX) or value != value.strip() or "/" in value:
+    mistaken = (
+        "a robot id"
+        if value.startswith(ROBOT_ID_PREFIX)
+        else "a Dagster run id"
+        if _DAGSTER_RUN_ID.fullmatch(value)
+        else None
+    )
+    if mistaken or value != value.strip() or any(c.isspace() or c in "/?#" for c in value):
+        what = f"looks like {mistaken}" if mistaken else "has a space, '/', '?' or '#'"
         raise dg.Failure(
-            description=f"run_id in the captures asset's run config must be an Extralt run id "
-            f"such as 'run_abc123' (starting with {RUN_ID_PREFIX!r}, no spaces or '/'), got "
-            f"{value!r}. No request was sent and no table was changed.",
+            description=f"run_id in the captures asset's run config must be the id of an "
+            f"Extralt run (the `id` of `GET /runs`, on the run's page in Extralt), and {value!r} "
+            f"{what}. No request was sent and no table was changed.",
             allow_retries=False,
         )
     return value
