@@ -40,6 +40,13 @@ def print_summary(
             f"{s.credits:>9,}",
             file=out,
         )
+    total = sum(s.runs for s in summary.sources)
+    extralt = sum(s.extralt_runs for s in summary.sources)
+    print(
+        f"Runs by origin ({schema}.runs): {total - extralt:,} started by Dagster, {extralt:,} "
+        "by Extralt (its schedules or dashboard)",
+        file=out,
+    )
     print(f"\nCheapest in-stock products (from {schema}.<source>_products):", file=out)
     for row in summary.cheapest:
         print(

@@ -196,6 +196,7 @@ def test_first_load_fills_history_variants_products_and_run_log(conn, tmp_path):
         "export_format": "parquet",
         "rows_loaded": 300,
         "bytes_downloaded": 1234,
+        "origin": "dagster",
     }
     assert logged["loaded_at"] is not None
 

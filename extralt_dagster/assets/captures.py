@@ -1,10 +1,12 @@
-"""The `captures` asset: download the export of the newest recorded run and load it into DuckDB.
+"""The `captures` asset: download the export of the newest recorded run (or of the run its
+config names) and load it into DuckDB.
 
 No `from __future__ import annotations` here: Dagster must resolve the `dg.Config` class.
 """
 
 import hashlib
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -25,12 +27,19 @@ from ..api.errors import (
     ExtraltConnectionError,
     ExtraltError,
     ExtraltExportError,
+    ExtraltNotFoundError,
     ExtraltRateLimitError,
     ExtraltServerError,
 )
-from ..api.models import EXPORT_FORMATS, ExportFormat, ExtraltRun
+from ..api.models import EXPORT_FORMATS, ExportFormat, ExtraltRun, RunStatus
 from ..lake import WarehouseAt, warehouse_at
-from ..naming import EXPORT_DAMAGE_KEY, captures_asset_key, run_asset_key
+from ..naming import (
+    EXPORT_DAMAGE_KEY,
+    captures_asset_key,
+    metadata_key,
+    run_asset_key,
+    run_ids_tag,
+)
 from ..resource import ExtraltResource
 from ..spec import LoadOptions, SourceSpec
 from .checks import check_results, check_specs
@@ -55,6 +64,21 @@ class ExtraltCapturesConfig(dg.Config):
         description="Export to load: parquet (the source's default) or jsonl where Parquet "
         "export is unavailable. Upper case (PARQUET, JSONL) works too.",
     )
+    run_id: str | None = Field(
+        default=None,
+        description="Load this Extralt run (e.g. one started from the Extralt dashboard or by "
+        "an Extralt schedule) instead of the run asset's newest: it must be a completed run "
+        "of the source's robot. Costs no credits: nothing is created, stopped or restarted.",
+    )
+
+
+#: Where the loaded run came from, in the captures asset's metadata (`extralt/run_from`).
+RUN_FROM_CONFIG = "run config"
+#: The docs give no format for Extralt's run ids, so a run id is not checked against one: only
+#: what is surely something else, pasted by mistake, is refused before any request: a robot id
+#: (the docs' `rbt_abc123`) or a Dagster run id (a UUID). Any other id the API itself judges.
+ROBOT_ID_PREFIX = "rbt_"
+_DAGSTER_RUN_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def build_captures_asset(
@@ -76,7 +100,7 @@ def build_captures_asset(
             f"Captures of source `{spec.name}` in DuckDB: history `{tables['captures']}`, latest "
             f"products `{tables['products']}`, flat variants `{tables['variants']}`, and "
             f"the run log `{tables['runs']}`. Materializing alone reloads the newest recorded "
-            "run without spending credits."
+            "run without spending credits; `run_id` in its run config loads a chosen run instead."
         ),
         group_name=spec.group,
         retry_policy=retry_policy,
@@ -93,7 +117,9 @@ def build_captures_asset(
         # A DuckDBResource or a DuckLakeResource: `warehouse_at` reads either.
         duckdb: dg.ResourceParam[Any],
     ) -> dg.MaterializeResult:
-        return _materialize(context, config, extralt, warehouse_at(duckdb), target, load)
+        return _materialize(
+            context, config, extralt, warehouse_at(duckdb), target, load, spec.robot_id
+        )
 
     return _captures
 
@@ -105,23 +131,41 @@ def _materialize(
     where: WarehouseAt,
     target: "warehouse.Target",
     load: LoadOptions,
+    robot_id: str,
 ) -> dg.MaterializeResult:
-    """One attempt: the recorded run's export, downloaded into a folder of its own, loaded."""
-    run = _recorded_run(context.instance, target.source)
+    """One attempt: the recorded (or chosen) run's export, downloaded into a folder of its own,
+    loaded."""
+    chosen_id = _checked_run_id(config.run_id)
+    if chosen_id is None:
+        run = _recorded_run(context.instance, target.source)
+        run_from = run_asset_key(target.source).to_user_string()
+        origin = "dagster"
     chosen = config.export_format.value.lower() if config.export_format else load.export_format
     fmt = ExportFormat(chosen).value
     client = extralt.get_client()
+    if chosen_id is not None:
+        run = _chosen_run(client, chosen_id, robot_id, target.source)
+        run_from = RUN_FROM_CONFIG
+        origin = _origin(context.instance, target.source, run.id)
+        context.log.info(
+            f"Loading Extralt run {run.id} of robot {robot_id}, chosen in run config "
+            f"(started by {'Dagster' if origin == 'dagster' else 'Extralt'})"
+        )
     base = Path(load.export_dir or tempfile.gettempdir())
     base.mkdir(parents=True, exist_ok=True)
     for orphan in remove_orphaned_export_folders(base):
         context.log.warning(f"Removed {orphan}, left behind by a killed step.")
     with tempfile.TemporaryDirectory(prefix=_export_folder_prefix(), dir=base) as tmp:
         path, size, download_seconds = _download(context, client, run.id, fmt, tmp)
-        record = warehouse.RunRecord.from_run(run, dagster_run_id=context.run.run_id)
+        record = warehouse.RunRecord.from_run(run, dagster_run_id=context.run.run_id, origin=origin)
         result = _load(where, path, target, record, fmt, size, load)
     _log_load(context, result, target, where.name)
     return dg.MaterializeResult(
-        metadata=captures_metadata(where.uri, target, result, size, download_seconds),
+        metadata={
+            **captures_metadata(where.uri, target, result, size, download_seconds),
+            metadata_key("run_from"): run_from,
+            metadata_key("origin"): origin,
+        },
         check_results=check_results(result, load.null_price_warn_ratio),
     )
 
@@ -139,6 +183,79 @@ def _recorded_run(instance: dg.DagsterInstance, name: str) -> ExtraltRun:
             allow_retries=False,
         )
     return recorded.run
+
+
+def _checked_run_id(value: str | None) -> str | None:
+    """`run_id` of the run config, checked before any request; None when not given."""
+    if value is None:
+        return None
+    if not value.strip():
+        raise dg.Failure(
+            description="run_id in the captures asset's run config is empty: give the id of "
+            "an Extralt run such as 'run_abc123', or leave run_id out to load the run asset's "
+            "newest run. No request was sent and no table was changed.",
+            allow_retries=False,
+        )
+    mistaken = (
+        "a robot id"
+        if value.startswith(ROBOT_ID_PREFIX)
+        else "a Dagster run id"
+        if _DAGSTER_RUN_ID.fullmatch(value)
+        else None
+    )
+    if mistaken or value != value.strip() or any(c.isspace() or c in "/?#" for c in value):
+        what = f"looks like {mistaken}" if mistaken else "has a space, '/', '?' or '#'"
+        raise dg.Failure(
+            description=f"run_id in the captures asset's run config must be the id of an "
+            f"Extralt run (the `id` of `GET /runs`, on the run's page in Extralt), and {value!r} "
+            f"{what}. No request was sent and no table was changed.",
+            allow_retries=False,
+        )
+    return value
+
+
+def _origin(instance: dg.DagsterInstance, name: str, run_id: str) -> str:
+    """`dagster` when a Dagster run of the source followed this Extralt run (the run asset's
+    `extralt/<name>.run_ids` tag, restarted runs included), else `extralt`: Extralt's own
+    schedules or a person on its dashboard started it."""
+    tags = instance.get_run_tags(tag_keys=[run_ids_tag(name)])
+    followed = any(run_id in value.split(",") for _, values in tags for value in values)
+    return "dagster" if followed else "extralt"
+
+
+def _chosen_run(client: ExtraltClient, run_id: str, robot_id: str, name: str) -> ExtraltRun:
+    """The run `run_id` names, if it is a completed run of the source's robot; else a failure
+    that says why, before any download and any table change."""
+    unchanged = "Nothing was downloaded and no table was changed."
+    try:
+        run = client.get_run(run_id)
+    except ExtraltNotFoundError:
+        raise dg.Failure(
+            description=f"Extralt run {run_id} (run_id in the run config) does not exist for "
+            f"this API key. {unchanged}",
+            allow_retries=False,
+        ) from None
+    except ExtraltError as exc:
+        retry = _download_may_heal(exc)
+        raise dg.Failure(
+            description=f"Extralt run {run_id} could not be looked up: {exc} {unchanged}",
+            allow_retries=retry,
+        ) from None
+    if run.robot_id != robot_id:
+        owner = f"robot {run.robot_id}" if run.robot_id else "no robot the run document names"
+        raise dg.Failure(
+            description=f"Extralt run {run_id} (run_id in the run config) belongs to {owner}, "
+            f"not to robot {robot_id} of source {name!r}: it is not loaded into this source's "
+            f"tables. {unchanged}",
+            allow_retries=False,
+        )
+    if run.status != RunStatus.COMPLETED:
+        raise dg.Failure(
+            description=f"Extralt run {run_id} (run_id in the run config) is {run.status.value}, "
+            f"not completed: only a completed run is loaded. {unchanged}",
+            allow_retries=False,
+        )
+    return run
 
 
 def _download(

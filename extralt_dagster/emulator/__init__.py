@@ -12,7 +12,7 @@ from .datagen import BROAD, CAPTURE_COLUMNS, EXTRA_COLUMNS, FASHION, Catalogue, 
 from .exports import EmulatorAbort
 from .faults import Faults
 from .gate import RecordedRequest
-from .runs import DEMO_ROBOTS, STATUSES, Robot, RunView
+from .runs import DEMO_ROBOTS, ORIGINS, STATUSES, Robot, RunView, Schedule
 from .server import DEMO_API_KEY, Emulator
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "DEMO_ROBOTS",
     "EXTRA_COLUMNS",
     "FASHION",
+    "ORIGINS",
     "STATUSES",
     "Catalogue",
     "Emulator",
@@ -31,5 +32,6 @@ __all__ = [
     "RecordedRequest",
     "Robot",
     "RunView",
+    "Schedule",
     "write_captures",
 ]

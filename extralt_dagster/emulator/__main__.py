@@ -5,6 +5,7 @@ import re
 import signal
 import sys
 import threading
+from dataclasses import dataclass
 
 from .datagen import DEFAULT_CATALOGUE, Catalogue
 from .gate import ADMIN_PREFIX
@@ -13,6 +14,16 @@ from .server import DEMO_API_KEY, Emulator
 
 _CATALOGUE_SPEC = re.compile(r"^(?P<sizes>\d+)x(?P<colours>\d+)x(?P<offers>\d+(?:\.\d+)?)$")
 _ROBOT_SPEC = re.compile(r"^(?P<id>[^=\s/]+)=(?P<host>[A-Za-z0-9.-]+)(?::(?P<size>\d+))?$")
+_SCHEDULE_SPEC = re.compile(r"^(?P<id>[^=\s/]+)=(?P<every>\d+(?:\.\d+)?)(?::(?P<budget>\d+))?$")
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    """`--schedule ID=SECONDS[:BUDGET]`: a robot's recurring runs, as its dashboard sets them."""
+
+    robot_id: str
+    every_seconds: float
+    budget: int | None = None
 
 
 def _robots_epilog() -> str:
@@ -26,6 +37,12 @@ def _robots_epilog() -> str:
         "  --robot rbt_tea=tea.example:500",
         f"or at run time: POST {ADMIN_PREFIX}/robots with {{'id': ..., 'host': ...}};",
         f"GET {ADMIN_PREFIX}/robots lists them. In Python: Emulator().add_robot(id, host).",
+        "",
+        "schedule a robot with --schedule ID=SECONDS[:BUDGET] (repeatable): the emulator",
+        "creates a run of it every SECONDS of its clock by itself, as Extralt's dashboard",
+        "schedules do, e.g. --schedule rbt_shoes=3600:50 (hourly, 50 captures each);",
+        f"or at run time: POST {ADMIN_PREFIX}/schedules with {{'robot_id': ..., "
+        "'every_seconds': ...}.",
     ]
     return "\n".join(lines)
 
@@ -41,6 +58,29 @@ def parse_robot(spec: str) -> Robot:
     host = match["host"]
     size = int(match["size"]) if match["size"] else 1000
     return Robot(match["id"], host, f"{host} (US)", "US", "USD", size)
+
+
+def parse_schedule(spec: str) -> ScheduleSpec:
+    """`ID=SECONDS[:BUDGET]`, e.g. `rbt_shoes=3600` or `rbt_shoes=3600:50`."""
+    match = _SCHEDULE_SPEC.fullmatch(spec.strip())
+    every = float(match["every"]) if match else 0.0
+    budget = int(match["budget"]) if match and match["budget"] else None
+    if match is None or every <= 0 or budget == 0:
+        raise argparse.ArgumentTypeError(
+            f"--schedule must be ROBOT_ID=SECONDS or ROBOT_ID=SECONDS:BUDGET (both positive), "
+            f"such as rbt_shoes=3600 or rbt_shoes=3600:50; got {spec!r}"
+        )
+    return ScheduleSpec(match["id"], every, budget)
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {value!r}")
+    return number
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -86,6 +126,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="the products' shape: up to SIZES by COLOURS variants, OFFERS per variant on "
         "average (default 3x2x1.25: 3.0 variants, 3.75 offers a capture; fashion: 9x9x1.2)",
     )
+    parser.add_argument(
+        "--schedule",
+        type=parse_schedule,
+        action="append",
+        default=[],
+        metavar="ID=SECONDS[:BUDGET]",
+        help="create a run of robot ID every SECONDS of the emulator's clock, as an Extralt "
+        "dashboard schedule does (repeatable), e.g. rbt_shoes=3600 or rbt_shoes=3600:50",
+    )
+    parser.add_argument(
+        "--runs-page-size",
+        type=_positive_int,
+        default=100,
+        metavar="N",
+        help="the most runs one page of GET /v0/extract/runs holds before nextCursor (default 100)",
+    )
     return parser
 
 
@@ -115,9 +171,17 @@ def build_emulator(args: argparse.Namespace) -> Emulator:
         capture_rate=args.capture_rate,
         rate_limit=None if args.no_rate_limit else (120, 30),
         catalogue=args.catalogue,
+        runs_page_size=args.runs_page_size,
     )
     for robot in args.robot:
         emu.state.add_robot(robot)
+    for sched in args.schedule:
+        if sched.robot_id not in emu.robots:
+            raise ValueError(
+                f"--schedule {sched.robot_id}: no such robot (robots: {', '.join(emu.robots)}; "
+                "add one with --robot)"
+            )
+        emu.set_schedule(sched.robot_id, every_seconds=sched.every_seconds, budget=sched.budget)
     return emu
 
 
@@ -140,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         try:
             emu = build_emulator(args).start()
+        except ValueError as exc:
+            parser.error(str(exc))
         except OSError as exc:
             print(f"error: cannot serve on {args.host}:{args.port}: {exc}", file=sys.stderr)
             return 1
@@ -148,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  EXTRALT_API_KEY={emu.api_key}", flush=True)
         print(f"  robots: {', '.join(sorted(emu.robots))} (GET {ADMIN_PREFIX}/robots)", flush=True)
         print(f"  run pages: {emu.url}/runs/<run id>", flush=True)
+        for robot_id, sched in emu.schedules.items():
+            budget = "" if sched["budget"] is None else f", budget {sched['budget']:,}"
+            print(f"  schedule: {robot_id} every {sched['every_seconds']:g} s{budget}", flush=True)
         print("Press Ctrl-C to stop.", flush=True)
         emu.serve_forever(stop)
     finally:

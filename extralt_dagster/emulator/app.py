@@ -62,14 +62,17 @@ async def create_run(request: Request) -> Response:
         start_urls=start_urls,
         budget=budget,
         auto_enrich=bool(auto_enrich),
+        origin="api",
         **emu.faults.run_marks(robot_id),
     )
     return JSONResponse({"id": run_id}, status_code=202)
 
 
 async def list_runs(request: Request) -> Response:
-    rows, cursor = _emulator(request).state.list_docs(
-        limit=_int_param(request, "limit", 20, 100),
+    emu = _emulator(request)
+    most = emu.runs_page_size
+    rows, cursor = emu.state.list_docs(
+        limit=_int_param(request, "limit", min(20, most), most),
         cursor=request.query_params.get("cursor") or None,
         robot_id=request.query_params.get("robot_id") or None,
         status=request.query_params.get("status") or None,
@@ -82,7 +85,7 @@ async def get_run(request: Request) -> Response:
 
 
 async def stop_run(request: Request) -> Response:
-    _emulator(request).state.stop(request.path_params["run_id"])
+    _emulator(request).state.stop(request.path_params["run_id"], by="api")
     return Response(status_code=204)
 
 
@@ -94,7 +97,7 @@ async def restart_run(request: Request) -> Response:
         marks = emu.faults.run_marks(emu.state.view(run_id).robot_id)
     except KeyError:
         marks = {}  # restart answers 404
-    new_id = emu.state.restart(run_id, budget=_opt_budget(body), **marks)
+    new_id = emu.state.restart(run_id, budget=_opt_budget(body), by="api", **marks)
     return JSONResponse({"id": new_id}, status_code=202)
 
 
@@ -172,8 +175,51 @@ async def admin_state(request: Request) -> Response:
             "robots": [asdict(r) for r in emu.state.robots.values()],
             "requests": {"total": sum(by_route.values()), "by_route": dict(by_route)},
             "faults": emu.faults.to_dict(),
+            "schedules": list(emu.schedules.values()),
+            "run_counts": emu.run_counts(),
+            "runs_page_size": emu.runs_page_size,
         }
     )
+
+
+async def admin_list_schedules(request: Request) -> Response:
+    return JSONResponse({"schedules": list(_emulator(request).schedules.values())})
+
+
+#: The fields of `POST /_emulator/schedules`: `Emulator.set_schedule`'s arguments.
+_SCHEDULE_FIELDS = frozenset(
+    {"robot_id", "every_seconds", "budget", "runs", "failing", "fail_message", "first_in"}
+)
+
+
+async def admin_schedules(request: Request) -> Response:
+    """Set a robot's schedule (`every_seconds` null removes it)."""
+    body = await _json_object(request, required=True)
+    robot_id = body.get("robot_id")
+    if not isinstance(robot_id, str) or not robot_id:
+        raise ApiError.of(400, "robot_id is required and must be a non-empty string.")
+    unknown = sorted(set(body) - _SCHEDULE_FIELDS)
+    if unknown:
+        raise ApiError.of(400, f"Unknown schedule fields: {', '.join(unknown)}.")
+    emu = _emulator(request)
+    if body.get("every_seconds") is None:
+        removed = emu.clear_schedule(robot_id)
+        return JSONResponse({"robot_id": robot_id, "removed": removed})
+    fields = {k: v for k, v in body.items() if k != "robot_id"}
+    try:
+        if not all(_is_number(fields.get(k, 1)) for k in ("every_seconds", "first_in")):
+            raise ValueError("every_seconds and first_in must be numbers")
+        failing = fields.pop("failing", [])
+        if not isinstance(failing, list) or not all(isinstance(n, int) for n in failing):
+            raise ValueError("failing must be a list of run numbers (1 = the first)")
+        sched = emu.set_schedule(robot_id, failing=failing, **fields)
+    except (TypeError, ValueError) as exc:
+        raise ApiError.of(400, f"Bad schedule: {exc}") from None
+    return JSONResponse(sched.to_dict(), status_code=201)
+
+
+def _is_number(value: Any) -> bool:
+    return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
 
 
 async def admin_faults(request: Request) -> Response:
@@ -239,7 +285,7 @@ async def admin_run_action(request: Request) -> Response:
     body = await _json_body(request, required=False) or {}
     state = _emulator(request).state
     if action == "stop":
-        state.stop(run_id)
+        state.stop(run_id, by="dashboard")
     elif action == "fail":
         state.fail(run_id, str(body.get("message") or "Robot crashed"))
     elif action == "finish":
@@ -357,6 +403,8 @@ ROUTES = [
     Route(f"{_ADMIN}/credits", admin_credits, methods=["POST"]),
     Route(f"{_ADMIN}/robots", admin_robots, methods=["POST"]),
     Route(f"{_ADMIN}/robots", admin_list_robots, methods=["GET"]),
+    Route(f"{_ADMIN}/schedules", admin_schedules, methods=["POST"]),
+    Route(f"{_ADMIN}/schedules", admin_list_schedules, methods=["GET"]),
     Route(f"{RUN_PAGE_PREFIX}{{run_id:path}}", run_page, methods=["GET"]),
     Route(f"{_ADMIN}/runs/{{run_id}}/{{action}}", admin_run_action, methods=["POST"]),
 ]

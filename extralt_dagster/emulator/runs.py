@@ -11,6 +11,10 @@ TERMINAL = frozenset({COMPLETED, FAILED, STOPPED})
 #: The lifecycle statuses a run can still leave (a forced, unknown status is in neither set).
 LIVE = frozenset(STATUSES) - TERMINAL
 CREDITS_PER_CAPTURE = 2
+#: Who made a run, stopped it or restarted it: a client of the API, a person on the dashboard
+#: (the emulator's Python API), or one of the emulator's schedules. The emulator's own record
+#: only: the API's run documents never say (the real API's do not).
+ORIGINS = ("api", "dashboard", "schedule")
 EPS = 1e-9  # float time: a capture count this close to the next whole one has reached it
 
 
@@ -59,6 +63,7 @@ class Run:
     stop_reason: str | None = None
     forced_status: str | None = None
     generation: int = 0
+    origin: str = "api"
 
     @property
     def goal(self) -> int:
@@ -87,6 +92,36 @@ class Run:
         return 0
 
 
+@dataclass
+class Schedule:
+    """A robot's recurring runs, as set in the dashboard: one every `every_seconds` of the
+    emulator's clock from `next_at` on, `runs` of them at most (None: no end). The scheduled runs
+    numbered in `failing` (1 = the first) fail partway with `fail_message`."""
+
+    robot_id: str
+    every_seconds: float
+    next_at: float
+    budget: int | None = None
+    runs: int | None = None
+    failing: frozenset[int] = frozenset()
+    fail_message: str = "Robot crashed"
+    fired: int = 0
+    skipped: int = 0  # fire times the credit balance could not pay for a single capture
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "robot_id": self.robot_id,
+            "every_seconds": self.every_seconds,
+            "next_at": self.next_at,
+            "budget": self.budget,
+            "runs": self.runs,
+            "failing": sorted(self.failing),
+            "fail_message": self.fail_message,
+            "fired": self.fired,
+            "skipped": self.skipped,
+        }
+
+
 @dataclass(frozen=True)
 class RunView:
     """A snapshot of one run, for tests and the admin endpoint. Times are emulated epoch s."""
@@ -110,6 +145,7 @@ class RunView:
     stop_reason: str | None
     credits_used: int
     generation: int
+    origin: str  # who created the run: api, dashboard or schedule (never in the API's documents)
 
 
 @dataclass(frozen=True)
@@ -191,6 +227,7 @@ def run_view(r: Run) -> RunView:
         stop_reason=r.stop_reason,
         credits_used=r.count * CREDITS_PER_CAPTURE,
         generation=r.generation,
+        origin=r.origin,
     )
 
 

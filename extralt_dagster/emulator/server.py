@@ -24,7 +24,7 @@ from .datagen import DEFAULT_CATALOGUE, Catalogue
 from .exports import EmulatorAbort, ExportCache
 from .faults import FaultInjector, Faults
 from .gate import Gate, RateLimiter, RecordedRequest, RequestLog
-from .state import EmulatorState, Robot, RunView
+from .state import EmulatorState, Robot, RunView, Schedule
 
 DEMO_API_KEY = "extralt-demo-key"
 
@@ -36,7 +36,9 @@ class Emulator:
     their lifecycle whenever anything reads them. Faults are switched on with `set_faults()`.
     Run ids are random, unique per emulator, unless `seed` is given: then they repeat from one
     emulator to the next. `catalogue` shapes every robot's products (variants and offers per
-    capture). `GET /runs/<id>` is a read-only HTML page of the run, for people.
+    capture). `GET /runs/<id>` is a read-only HTML page of the run, for people. `set_schedule()`
+    gives a robot runs that the emulator creates by itself as its clock advances, and
+    `runs_page_size` is the most runs one page of `GET /v0/extract/runs` holds.
     """
 
     def __init__(
@@ -58,9 +60,15 @@ class Emulator:
         start_time: float | None = None,
         robots: list[Robot] | None = None,
         catalogue: Catalogue = DEFAULT_CATALOGUE,
+        runs_page_size: int = 100,
     ) -> None:
         if not api_key:
             raise ValueError("api_key must be a non-empty string")
+        if isinstance(runs_page_size, bool) or not isinstance(runs_page_size, int):
+            raise ValueError(f"runs_page_size must be an integer, got {runs_page_size!r}")
+        if runs_page_size < 1:
+            raise ValueError(f"runs_page_size must be >= 1, got {runs_page_size}")
+        self.runs_page_size = runs_page_size
         self.api_key = api_key
         self.host = host
         # No seed: random run ids, unique per process (a restarted emulator must never hand out
@@ -270,9 +278,34 @@ class Emulator:
         """Set the balance, e.g. low enough that a run runs out partway."""
         self.state.set_balance(credits)
 
+    def create_run_externally(self, robot_id: str, *, budget: int | None = None) -> str:
+        """As if a person started a run on the dashboard: counted as `dashboard`, not `api`."""
+        return self.state.create_run(robot_id, budget=budget, origin="dashboard")
+
     def stop_run_externally(self, run_id: str) -> None:
         """As if a person clicked Stop on the dashboard."""
-        self.state.stop(run_id)
+        self.state.stop(run_id, by="dashboard")
+
+    def run_counts(self) -> dict[str, dict[str, int]]:
+        """Runs `created`, `stopped` and `restarted`, each by who did it: `api` (requests to the
+        API), `dashboard` (this Python API, as a person would) and `schedule`."""
+        return self.state.counts()
+
+    # --- Schedules ----------------------------------------------------------------------
+
+    def set_schedule(self, robot_id: str, *, every_seconds: float, **options: Any) -> Schedule:
+        """Recurring runs of a robot, as Extralt's dashboard sets them up: the emulator creates
+        one every `every_seconds` of its clock by itself. `options` (`budget`, `runs`,
+        `failing`, `fail_message`, `first_in`) are `EmulatorState.set_schedule`'s. Their
+        documents are like any other run's; `run(id).origin` is `schedule`."""
+        return self.state.set_schedule(robot_id, every_seconds, **options)
+
+    def clear_schedule(self, robot_id: str) -> bool:
+        return self.state.clear_schedule(robot_id)
+
+    @property
+    def schedules(self) -> dict[str, dict[str, Any]]:
+        return self.state.schedules()
 
     def fail_run(self, run_id: str, message: str = "Robot crashed") -> None:
         self.state.fail(run_id, message)

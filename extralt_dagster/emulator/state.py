@@ -1,13 +1,16 @@
-"""Robots, runs and credits, advanced lazily from the clock under one lock.
+"""Robots, runs, schedules and credits, advanced lazily from the clock under one lock.
 
 No thread ticks in the background: every read first replays what happened between the last
-read and now (runs leaving the queue, extracting, running out of credits, finishing) as a
-small event simulation, so any clock speed or `advance()` gives exact, repeatable state.
+read and now (schedules creating runs, runs leaving the queue, extracting, running out of
+credits, finishing) as a small event simulation, so any clock speed or `advance()` gives exact,
+repeatable state.
 """
 
 import math
 import random
 import threading
+from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +23,7 @@ from .runs import (
     DEMO_ROBOTS,
     EPS,
     FAILED,
+    ORIGINS,
     PENDING,
     RESTARTING,
     RUNNING,
@@ -31,12 +35,25 @@ from .runs import (
     Robot,
     Run,
     RunView,
+    Schedule,
     export_spec,
     run_document,
     run_view,
 )
 
-__all__ = ["DEMO_ROBOTS", "STATUSES", "ApiError", "EmulatorState", "Robot", "RunView"]
+__all__ = [
+    "DEMO_ROBOTS",
+    "ORIGINS",
+    "STATUSES",
+    "ApiError",
+    "EmulatorState",
+    "Robot",
+    "RunView",
+    "Schedule",
+]
+
+#: What `counts()` counts, each by origin.
+ACTIONS = ("created", "stopped", "restarted")
 
 
 @dataclass
@@ -63,6 +80,8 @@ class EmulatorState:
         self._credits_total = int(self.credits)  # credits ever granted; spending is derived
         self._runs: dict[str, Run] = {}
         self._live: list[Run] = []
+        self._schedules: dict[str, Schedule] = {}
+        self._counts: Counter[tuple[str, str]] = Counter()
         self._seq = 0
         self._rng: random.Random = (
             random.SystemRandom()
@@ -91,6 +110,9 @@ class EmulatorState:
                     nxt = min(nxt, r.since + self.starting_seconds)
                 elif r.status == RESTARTING:
                     nxt = min(nxt, r.since + self.restarting_seconds)
+            for sched in self._schedules.values():
+                if sched.runs is None or sched.fired < sched.runs:
+                    nxt = min(nxt, max(t, sched.next_at))
             pool = self._pool()
             if extracting:
                 for r in extracting:
@@ -100,7 +122,8 @@ class EmulatorState:
             for r in extracting:
                 r.extracted = min(float(r.goal), r.extracted + rate * dt)
             t = max(t, nxt)
-            if not self._transitions(t, extracting) and t >= now:
+            changed = self._transitions(t, extracting)
+            if not self._fire_schedules(t) and not changed and t >= now:
                 break
         self._t = t
         return t
@@ -149,6 +172,29 @@ class EmulatorState:
                     self._end(r, COMPLETED, t, reason="credits_exhausted")
                     changed = True
         return changed
+
+    def _fire_schedules(self, t: float) -> bool:
+        """Create the runs schedules owe at `t` (each at its own fire time); whether any was."""
+        fired = False
+        for sched in self._schedules.values():
+            while (sched.runs is None or sched.fired < sched.runs) and sched.next_at <= t + EPS:
+                at = sched.next_at
+                sched.next_at = at + sched.every_seconds
+                robot = self.robots.get(sched.robot_id)
+                if robot is None or self._pool() < 1 - 1e-6:
+                    sched.skipped += 1
+                    continue
+                sched.fired += 1
+                fail = sched.fail_message if sched.fired in sched.failing else None
+                self._seq += 1
+                r = self._add_run(
+                    robot, f"{robot.name} #{self._seq}", sched.budget, None, False, at
+                )
+                r.origin = "schedule"
+                self._enqueue(r, PENDING, at, sched.budget, fail, False)
+                self._counts["created", "schedule"] += 1
+                fired = True
+        return fired
 
     def _end(self, r: Run, status: str, t: float, *, reason: str | None = None) -> None:
         r.extracted = float(r.count)
@@ -212,14 +258,20 @@ class EmulatorState:
         self._runs[r.id] = r
         return r
 
-    def _queue(
+    def _enqueue(
         self, r: Run, status: str, now: float, budget: int | None, fail: str | None, stall: bool
-    ) -> str:
-        """Put `r` in the queue as of now, with its target and run faults; its id."""
+    ) -> None:
+        """Put `r` in the queue as of now, with its target and run faults."""
         r.status, r.since, r.queued_at = status, now, now
         r.target = self._target(r.robot, budget)
         self._mark(r, fail, stall)
         self._live.append(r)
+
+    def _queue(
+        self, r: Run, status: str, now: float, budget: int | None, fail: str | None, stall: bool
+    ) -> str:
+        """`_enqueue`, then the simulation brought up to now; the run's id."""
+        self._enqueue(r, status, now, budget, fail, stall)
         self._sync()
         return r.id
 
@@ -232,8 +284,11 @@ class EmulatorState:
         auto_enrich: bool = False,
         fail: str | None = None,
         stall: bool = False,
+        origin: str = "api",
     ) -> str:
-        """Queue a run; `fail` (an error message) and `stall` arm the run faults."""
+        """Queue a run; `fail` (an error message) and `stall` arm the run faults. `origin` says
+        who made it (`api`, or `dashboard` for a run a person started), for `counts()`."""
+        _check_origin(origin)
         with self._lock:
             now = self._sync()
             robot = self.robots.get(robot_id)
@@ -244,6 +299,8 @@ class EmulatorState:
             name = f"{robot.name} #{self._seq}"
             urls = list(start_urls) if start_urls else None
             r = self._add_run(robot, name, budget, urls, auto_enrich, now)
+            r.origin = origin
+            self._counts["created", origin] += 1
             return self._queue(r, PENDING, now, budget, fail, stall)
 
     def _get(self, run_id: str) -> Run:
@@ -259,10 +316,12 @@ class EmulatorState:
             raise ApiError(409, "Conflict", f"Run {run_id} is already {r.status}")
         return r
 
-    def stop(self, run_id: str) -> None:
+    def stop(self, run_id: str, *, by: str = "api") -> None:
+        _check_origin(by)
         with self._lock:
             now = self._sync()
             self._end(self._unended(run_id), STOPPED, now, reason="stopped_by_user")
+            self._counts["stopped", by] += 1
             self._sync()
 
     def restart(
@@ -272,7 +331,9 @@ class EmulatorState:
         budget: int | None = None,
         fail: str | None = None,
         stall: bool = False,
+        by: str = "api",
     ) -> str:
+        _check_origin(by)
         with self._lock:
             now = self._sync()
             old = self._get(run_id)
@@ -283,6 +344,7 @@ class EmulatorState:
             self._need_credits()
             budget = old.budget if budget is None else budget
             self._seq += 1
+            self._counts["restarted", by] += 1
             if self.restart_keeps_id:
                 r = old
                 r.generation += 1
@@ -293,6 +355,7 @@ class EmulatorState:
                 r = self._add_run(
                     old.robot, old.name, budget, old.start_urls, old.auto_enrich, now, old.id
                 )
+                r.origin = by
             return self._queue(r, RESTARTING, now, budget, fail, stall)
 
     def fail(self, run_id: str, message: str) -> None:
@@ -324,6 +387,65 @@ class EmulatorState:
     def add_robot(self, robot: Robot) -> None:
         with self._lock:
             self.robots[robot.id] = robot
+
+    # --- Schedules ----------------------------------------------------------------------
+
+    def set_schedule(
+        self,
+        robot_id: str,
+        every_seconds: float,
+        *,
+        budget: int | None = None,
+        runs: int | None = None,
+        failing: Collection[int] = (),
+        fail_message: str = "Robot crashed",
+        first_in: float | None = None,
+    ) -> Schedule:
+        """Give a robot recurring runs: the first `first_in` seconds from now (default: one
+        interval), then one every `every_seconds`; it replaces the robot's schedule."""
+        if isinstance(every_seconds, bool) or not every_seconds > 0:
+            raise ValueError(f"every_seconds must be > 0, got {every_seconds!r}")
+        if budget is not None and (isinstance(budget, bool) or int(budget) < 1):
+            raise ValueError(f"budget must be a positive count of captures, got {budget!r}")
+        if runs is not None and (isinstance(runs, bool) or int(runs) < 0):
+            raise ValueError(f"runs must be >= 0 or None for no end, got {runs!r}")
+        if any(isinstance(n, bool) or int(n) < 1 for n in failing):
+            raise ValueError(f"failing counts scheduled runs from 1, got {sorted(failing)!r}")
+        if first_in is not None and first_in < 0:
+            raise ValueError(f"first_in must be >= 0, got {first_in!r}")
+        with self._lock:
+            if robot_id not in self.robots:
+                raise ApiError(404, "NotFound", f"Robot {robot_id} not found")
+            now = self._sync()
+            sched = Schedule(
+                robot_id=robot_id,
+                every_seconds=float(every_seconds),
+                next_at=now + float(every_seconds if first_in is None else first_in),
+                budget=None if budget is None else int(budget),
+                runs=None if runs is None else int(runs),
+                failing=frozenset(int(n) for n in failing),
+                fail_message=fail_message,
+            )
+            self._schedules[robot_id] = sched
+            self._sync()  # a schedule due at once (first_in=0) fires now
+            return sched
+
+    def clear_schedule(self, robot_id: str) -> bool:
+        """Remove a robot's schedule; whether it had one."""
+        with self._lock:
+            self._sync()
+            return self._schedules.pop(robot_id, None) is not None
+
+    def schedules(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            self._sync()
+            return {k: s.to_dict() for k, s in self._schedules.items()}
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Runs created, stopped and restarted, each by origin (api, dashboard, schedule)."""
+        with self._lock:
+            self._sync()
+            return {a: {o: self._counts[a, o] for o in ORIGINS} for a in ACTIONS}
 
     # --- Credits ------------------------------------------------------------------------
 
@@ -392,3 +514,8 @@ class EmulatorState:
         with self._lock:
             now = self._sync()
             return export_spec(self._get(run_id), now, self.capture_rate)
+
+
+def _check_origin(origin: str) -> None:
+    if origin not in ORIGINS:
+        raise ValueError(f"origin must be one of {', '.join(ORIGINS)}, got {origin!r}")

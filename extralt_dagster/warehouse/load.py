@@ -390,6 +390,7 @@ def _prepare(job: _Job) -> tuple[list[tuple[str, _Type]] | None, _Plan]:
     conn, target = job.conn, job.target
     conn.execute(f"CREATE SCHEMA IF NOT EXISTS {target.schema_sql}")
     conn.execute(f"CREATE TABLE IF NOT EXISTS {target.runs} ({_ddl_columns(_RUNS_COLUMNS)})")
+    _migrate_run_log(conn, target)
     conn.execute(f"CREATE TABLE IF NOT EXISTS {target.variants} ({_ddl_columns(VARIANT_COLUMNS)})")
     job.variants_table.refill = _add_capture_columns(conn, target)
     # Only a catalog with generated columns can hold an earlier release's variants table.
@@ -422,6 +423,14 @@ def _export_columns(
         return _file_columns(job.conn, job.path, job.fmt, table_cols)
     except duckdb.Error as exc:
         raise _unreadable(exc, job.path, job.fmt, job.run.run_id) from exc
+
+
+def _migrate_run_log(conn: duckdb.DuckDBPyConnection, target: Target) -> None:
+    """Give a run log made before ``origin`` the column; its rows were all Dagster's runs."""
+    if "origin" in {n.lower() for n, _ in _table_columns(conn, target.runs)}:
+        return
+    conn.execute(f"ALTER TABLE {target.runs} ADD COLUMN origin VARCHAR")
+    conn.execute(f"UPDATE {target.runs} SET origin = 'dagster'")
 
 
 def _add_capture_columns(conn: duckdb.DuckDBPyConnection, target: Target) -> bool:
@@ -641,6 +650,7 @@ def _run_log_row(job: _Job, rows: int) -> dict[str, Any]:
         "rows_loaded": rows,
         "bytes_downloaded": job.bytes_downloaded,
         "loaded_at": job.loaded_at,
+        "origin": run.origin,
     }
 
 

@@ -10,7 +10,12 @@ from typing import Any
 from ..api.models import CREDITS_PER_CAPTURE, ExtraltRun
 from .errors import WarehouseError
 
-__all__ = ["LoadResult", "RunRecord"]
+__all__ = ["ORIGINS", "LoadResult", "RunRecord"]
+
+#: Where a run came from, as the run log's ``origin`` says: started by Dagster (the ``run``
+#: asset), or by Extralt itself (its schedules, a person on its dashboard). Rows logged before
+#: the column existed were all Dagster's.
+ORIGINS = ("dagster", "extralt")
 
 
 @dataclass(frozen=True)
@@ -27,17 +32,22 @@ class RunRecord:
     started_at: datetime | None = None
     duration_seconds: float | None = None
     dagster_run_id: str | None = None
+    origin: str = "dagster"
 
     def __post_init__(self) -> None:
         if not isinstance(self.run_id, str) or not self.run_id.strip():
             raise WarehouseError(f"run_id must be a non-empty string, got {self.run_id!r}")
+        if self.origin not in ORIGINS:
+            raise WarehouseError(f"origin must be one of {', '.join(ORIGINS)}, got {self.origin!r}")
 
     @property
     def credits(self) -> int | None:
         return None if self.extracted is None else self.extracted * CREDITS_PER_CAPTURE
 
     @classmethod
-    def from_run(cls, run: ExtraltRun, *, dagster_run_id: str | None = None) -> RunRecord:
+    def from_run(
+        cls, run: ExtraltRun, *, dagster_run_id: str | None = None, origin: str = "dagster"
+    ) -> RunRecord:
         return cls(
             run_id=run.id,
             robot_id=run.robot_id,
@@ -49,6 +59,7 @@ class RunRecord:
             started_at=run.started_at,
             duration_seconds=run.duration,
             dagster_run_id=dagster_run_id,
+            origin=origin,
         )
 
 

@@ -91,6 +91,8 @@ _RUNS_COLUMNS: tuple[tuple[str, str], ...] = (
     ("rows_loaded", "BIGINT"),
     ("bytes_downloaded", "BIGINT"),
     ("loaded_at", "TIMESTAMPTZ"),
+    # Last, where a migration adds it to a run log made before it (`load._migrate_run_log`).
+    ("origin", "VARCHAR"),
 )
 
 

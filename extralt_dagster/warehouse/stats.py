@@ -183,6 +183,9 @@ class SourceSummary:
     products: int
     variants: int
     credits: int
+    #: Of ``runs``, those Extralt started by itself (its schedules, its dashboard): ``origin``
+    #: ``extralt`` in the run log. The rest Dagster started.
+    extralt_runs: int = 0
 
 
 @dataclass(frozen=True)
@@ -206,12 +209,20 @@ def summarize(conn: duckdb.DuckDBPyConnection, *, schema: str = DEFAULT_SCHEMA) 
     catalog = attached_catalog(conn)
     if not table_exists(conn, catalog, schema, "runs", views=True):
         return Summary(sources=(), cheapest=())
+    runs_log = f"{_q(catalog)}.{_q(schema)}.{_q('runs')}"
+    described = conn.execute(f"SELECT * FROM {runs_log} LIMIT 0").description or []
+    # A run log no load has migrated yet (written before ``origin``) holds Dagster's runs only.
+    from_extralt = (
+        "count(*) FILTER (WHERE origin = 'extralt')"
+        if "origin" in {str(d[0]).lower() for d in described}
+        else "0"
+    )
     rows = conn.execute(
-        f"SELECT source, count(*), coalesce(sum(credits), 0) "
-        f"FROM {_q(catalog)}.{_q(schema)}.{_q('runs')} GROUP BY source ORDER BY source"
+        f"SELECT source, count(*), coalesce(sum(credits), 0), {from_extralt} "
+        f"FROM {runs_log} GROUP BY source ORDER BY source"
     ).fetchall()
     sources, cheapest = [], []
-    for source, runs, credits in rows:
+    for source, runs, credits, extralt_runs in rows:
         try:
             target = Target(source=source, schema=schema, catalog=catalog)
         except ExtraltError:
@@ -219,7 +230,13 @@ def summarize(conn: duckdb.DuckDBPyConnection, *, schema: str = DEFAULT_SCHEMA) 
         stats = table_stats(conn, target)
         sources.append(
             SourceSummary(
-                source, int(runs), stats.captures, stats.products, stats.variants, int(credits)
+                source,
+                int(runs),
+                stats.captures,
+                stats.products,
+                stats.variants,
+                int(credits),
+                int(extralt_runs),
             )
         )
         if stats.products:
