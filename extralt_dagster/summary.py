@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TextIO
 
 import duckdb
 
@@ -12,7 +13,9 @@ from . import warehouse
 
 
 def print_summary(
-    database: str | Path | warehouse.Lake, schema: str = warehouse.DEFAULT_SCHEMA, out=sys.stdout
+    database: str | Path | warehouse.Lake,
+    schema: str = warehouse.DEFAULT_SCHEMA,
+    out: TextIO | None = None,
 ) -> int:
     """Print sources, runs, captures, products, credits and the cheapest in-stock products.
 
@@ -63,7 +66,7 @@ def _title(database: str | Path | warehouse.Lake) -> str:
     return f"DuckDB warehouse: {database}"
 
 
-def print_query(database: str | Path | warehouse.Lake, sql: str, out=sys.stdout) -> int:
+def print_query(database: str | Path | warehouse.Lake, sql: str, out: TextIO | None = None) -> int:
     """Run one query on the warehouse, read-only, and print its result as a table; a lake is
     in ``USE``, so ``extralt.shoes_products`` and ``lake.extralt.shoes_products`` both work.
     Returns 0, or 1 with DuckDB's message when the query fails."""
