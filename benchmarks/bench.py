@@ -838,6 +838,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"warehouse targets to load side by side at every size ({', '.join(targets.TARGET_NAMES)};"
         " default all, file,ducklake with --quick; '' for none)",
     )
+    parser.add_argument(
+        "--targets-only",
+        action="store_true",
+        help="only the warehouse targets section (no load path, shapes, growth, polling, overhead)",
+    )
     parser.add_argument("--no-polling", action="store_true")
     parser.add_argument("--no-overhead", action="store_true")
     parser.add_argument("--out", type=Path, help="results JSON (default benchmarks/results.json)")
@@ -874,7 +879,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--growth: load counts must be at least 1")
     # Everyday use: the load path and polling. Dagster's overhead (its CLI alone spends ~15 s a
     # run here) and the peers (minutes at 100k) are for the full run.
-    args.no_overhead = args.no_overhead or args.quick
+    args.no_overhead = args.no_overhead or args.quick or args.targets_only
+    if args.targets_only:
+        args.no_polling, args.shapes, args.growth, args.peers = True, [], [], False
     if args.out is None:
         args.out = QUICK_RESULTS if args.quick else RESULTS
     return args
@@ -902,15 +909,19 @@ def main(argv: list[str] | None = None) -> int:
         "machine": info,
     }
     started = time.perf_counter()
-    results["load"] = LoadBench(
-        args.sizes,
-        repeat=args.repeat,
-        peers=args.peers,
-        work=work,
-        emulator_cache=cache / "emulator",
-        rss_cap_mb=rss_cap,
-        log=log,
-    ).run()
+    results["load"] = (
+        {}
+        if args.targets_only
+        else LoadBench(
+            args.sizes,
+            repeat=args.repeat,
+            peers=args.peers,
+            work=work,
+            emulator_cache=cache / "emulator",
+            rss_cap_mb=rss_cap,
+            log=log,
+        ).run()
+    )
     if args.shapes:
         results["shapes"] = {
             name: LoadBench(
