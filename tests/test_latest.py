@@ -18,7 +18,7 @@ from extralt_dagster.warehouse import (
 )
 from extralt_dagster.warehouse import load as load_module
 from extralt_dagster.warehouse import sql as warehouse_sql
-from tests.targets import is_lake, target_conn, target_fixture
+from tests.targets import TARGETS, is_lake, target_conn, target_fixture
 
 DAY = 86_400.0
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
@@ -374,6 +374,7 @@ def test_every_readme_example_query_runs_on_a_loaded_warehouse(conn, tmp_path):
         assert conn.execute(query).fetchall(), query
 
 
+@pytest.mark.skipif("ducklake" not in TARGETS, reason="EXTRALT_WAREHOUSE_TARGETS has no ducklake")
 def test_every_readme_ducklake_query_runs_on_a_loaded_lake(tmp_path, monkeypatch):
     """The DuckLake section's SQL, verbatim, in order, on a lake laid out as `make demo-lake`
     lays it out (data/lake/ under the working directory), after two loads of shoes."""
