@@ -13,6 +13,7 @@ from .maintenance import (
 )
 from .resource import ExtraltResource
 from .schedules import build_extralt_job, build_extralt_schedule
+from .sensors import build_extralt_sensor
 from .sources import (
     ExtraltSources,
     SourceDefaults,
@@ -38,5 +39,6 @@ __all__ = [
     "build_extralt_maintenance_job",
     "build_extralt_maintenance_schedule",
     "build_extralt_schedule",
+    "build_extralt_sensor",
     "load_extralt_definitions",
 ]

@@ -1,7 +1,7 @@
 """Every name the integration gives Dagster: asset keys, op, job and schedule names, pools, run
 tags, metadata keys, and the schema its tables go in.
 
-One module, so the assets, the schedules, the sensor-to-come and the soak spell them alike. The
+One module, so the assets, the schedules, the sensor and the soak spell them alike. The
 warehouse names its own tables (`warehouse.Target`) and owns `DEFAULT_SCHEMA`: it cannot import
 this module, which imports Dagster.
 """
@@ -27,6 +27,12 @@ MAINTENANCE_SCHEDULE = f"{MAINTENANCE_JOB}_schedule"
 #: Run tags every run of a source's job carries, and a scheduled one also names its schedule.
 SOURCE_TAG = "extralt/source"
 SCHEDULE_TAG = "extralt/schedule"
+#: Run tag of a load the external-runs sensor requested: the Extralt run it loads. Read back by
+#: every such sensor, so no two of them (renamed, or with another interval) request it twice.
+OBSERVED_RUN_TAG = "extralt/observed_run_id"
+#: The sensor of runs started outside Dagster, one per tick interval in use (see
+#: `external_runs_sensor_name`).
+EXTERNAL_RUNS_SENSOR = f"{KEY_PREFIX}_external_runs_sensor"
 
 
 def run_asset_key(name: str) -> dg.AssetKey:
@@ -55,6 +61,14 @@ def schedule_name(name: str) -> str:
     return f"{KEY_PREFIX}_{name}_schedule"
 
 
+def external_runs_sensor_name(interval_seconds: int, *, alone: bool) -> str:
+    """`extralt_external_runs_sensor` when every observing source ticks alike, else one sensor
+    per interval: `extralt_external_runs_every_300s_sensor`."""
+    if alone:
+        return EXTERNAL_RUNS_SENSOR
+    return f"{KEY_PREFIX}_external_runs_every_{interval_seconds}s_sensor"
+
+
 def run_id_tag(name: str) -> str:
     """Run tag holding the Extralt run this source follows; survives re-execution."""
     return f"{METADATA_PREFIX}{name}.run_id"
@@ -81,6 +95,8 @@ def metadata_key(field: str) -> str:
 RUN_ID_KEY = metadata_key("run_id")
 RUN_DOCUMENT_KEY = metadata_key("run_document")
 HOW_KEY = metadata_key("how")
+#: Who started the Extralt run: `dagster`, or `extralt` (its schedules or its dashboard).
+ORIGIN_KEY = metadata_key("origin")
 COLUMNS_ADDED_KEY = metadata_key("columns_added")
 EXPORT_DAMAGE_KEY = metadata_key("export_damage")
 
@@ -90,12 +106,15 @@ __all__ = [
     "DEFAULT_GROUP",
     "DEFAULT_SCHEMA",
     "EXPORT_DAMAGE_KEY",
+    "EXTERNAL_RUNS_SENSOR",
     "HOW_KEY",
     "KEY_PREFIX",
     "MAINTENANCE_JOB",
     "MAINTENANCE_OP",
     "MAINTENANCE_SCHEDULE",
     "METADATA_PREFIX",
+    "OBSERVED_RUN_TAG",
+    "ORIGIN_KEY",
     "RUN_DOCUMENT_KEY",
     "RUN_ID_KEY",
     "RUN_POOL",
@@ -105,6 +124,7 @@ __all__ = [
     "captures_asset_key",
     "captures_op_name",
     "create_sent_tag",
+    "external_runs_sensor_name",
     "job_name",
     "metadata_key",
     "run_asset_key",

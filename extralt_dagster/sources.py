@@ -26,10 +26,17 @@ from .api.models import DEFAULT_BASE_URL, is_loopback, validate_base_url
 from .assets.run import build_source_assets
 from .lake import DuckLakeResource
 from .maintenance import maintenance_definitions
-from .naming import ALL_SOURCES_JOB, captures_asset_key, run_asset_key
+from .naming import (
+    ALL_SOURCES_JOB,
+    captures_asset_key,
+    external_runs_sensor_name,
+    run_asset_key,
+)
 from .resource import ExtraltResource
 from .schedules import source_job, source_schedule
+from .sensors import build_extralt_sensor
 from .spec import (
+    DEFAULT_OBSERVE_INTERVAL_SECONDS,
     DuplicateNameError,
     ExtraltSources,
     MaintenanceSpec,
@@ -74,7 +81,8 @@ def load_extralt_definitions(
     base_url: str | None = None,
     resource_overrides: Mapping[str, Any] | None = None,
 ) -> dg.Definitions:
-    """Definitions for every source in a YAML file: assets, schedules, jobs and resources.
+    """Definitions for every source in a YAML file: assets, schedules, jobs, the sensor of runs
+    started outside Dagster (for the sources with `observe_external_runs`) and resources.
 
     Resources: `extralt` reads the key from `EXTRALT_API_KEY` at run time unless `api_key` is
     given; `base_url` falls back to `EXTRALT_BASE_URL`, then the public API; the DuckDB file is
@@ -216,7 +224,42 @@ def build_sources_definitions(
             DUCKLAKE_CATALOG_ENV,
             DUCKLAKE_DATA_PATH_ENV,
         )
-    return dg.Definitions(assets=assets, schedules=schedules, jobs=jobs, resources=resources)
+    sensors = _external_runs_sensors(spec, defaults, where)
+    return dg.Definitions(
+        assets=assets, schedules=schedules, jobs=jobs, sensors=sensors, resources=resources
+    )
+
+
+def _external_runs_sensors(
+    spec: ExtraltSources, defaults: SourceDefaults, where: str
+) -> list[dg.SensorDefinition]:
+    """One external-runs sensor per tick interval of the sources with `observe_external_runs`
+    (one sensor, `extralt_external_runs_sensor`, when they share it, as they do by default)."""
+    by_interval: dict[int, list[SourceSpec]] = {}
+    robots: dict[str, str] = {}
+    for i, entry in enumerate(spec.sources):
+        source = entry.with_defaults(defaults)
+        if not source.observe_external_runs:
+            continue
+        if source.robot_id in robots:
+            raise SourcesFileError(
+                f"{where}: source {source.name!r} (sources[{i}]), field observe_external_runs: "
+                f"source {robots[source.robot_id]!r} already watches robot {source.robot_id}, "
+                "and a run that robot started outside Dagster could belong to either. Turn "
+                "observe_external_runs on for one of them only. No Extralt API call was made."
+            )
+        robots[source.robot_id] = source.name
+        interval = source.observe_interval_seconds or DEFAULT_OBSERVE_INTERVAL_SECONDS
+        by_interval.setdefault(interval, []).append(source)
+    return [
+        build_extralt_sensor(
+            sources,
+            name=external_runs_sensor_name(interval, alone=len(by_interval) == 1),
+            minimum_interval_seconds=interval,
+            pages_per_tick=defaults.observe_pages_per_tick,
+        )
+        for interval, sources in sorted(by_interval.items())
+    ]
 
 
 @dataclass(frozen=True)

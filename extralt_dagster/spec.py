@@ -13,7 +13,8 @@ They enter three ways, each checked once, by the same per-field checks (`check_f
     name, robot_id, start_urls, budget, auto_enrich: the source and what to ask of its robot;
     cron, timezone, schedule_running: its schedule; group, owners, tags: its assets;
     poll_timeout_seconds: the run asset's wait; export_format, schema_, lock_timeout_seconds,
-    history_retention: the load (also in `LoadOptions`).
+    history_retention: the load (also in `LoadOptions`); observe_external_runs,
+    observe_interval_seconds: the sensor of runs started outside Dagster.
 `LoadOptions` (fields, stable): what the captures asset needs to load one source's export:
     schema, export_format, lock_timeout_seconds, null_price_warn_ratio, duckdb_memory_limit,
     preserve_insertion_order, export_dir, history_retention. Made by `SourceSpec.load_options` (the Python-only
@@ -56,6 +57,13 @@ DEFAULT_NULL_PRICE_WARN_RATIO = 0.05
 DEFAULT_TIMEZONE = "UTC"
 #: Lake maintenance: Sundays at 04:00, after the nightly loads, once a week.
 DEFAULT_MAINTENANCE_CRON = "0 4 * * 0"
+#: The external-runs sensor: a tick every 2 minutes, of at most 5 pages of the run list (about
+#: 2.5 requests a minute at most, of the API's 120).
+DEFAULT_OBSERVE_INTERVAL_SECONDS = 120
+DEFAULT_OBSERVE_PAGES_PER_TICK = 5
+#: Bounds of a tick's interval: the daemon ticks sensors every 30 s at best; a day at most.
+OBSERVE_INTERVAL_RANGE = (30, 86_400)
+OBSERVE_PAGES_RANGE = (1, 100)
 _GROUP_RE = re.compile(r"^[A-Za-z0-9_]+$")
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
@@ -177,12 +185,6 @@ def _owners(v: list[str], label: str) -> list[str]:
     return v
 
 
-def _auto_enrich(v: object, label: str) -> bool:
-    if not isinstance(v, bool):
-        raise ExtraltValidationError(f"{label} must be true or false, got {v!r}.")
-    return v
-
-
 def _export_format(v: object, label: str) -> ExportFormatName:
     if v not in EXPORT_FORMATS:
         raise ExtraltValidationError(
@@ -209,6 +211,25 @@ def _duration(v: object, label: str) -> str:
     return v  # type: ignore[return-value]
 
 
+def _bool(v: object, label: str) -> bool:
+    if not isinstance(v, bool):
+        raise ExtraltValidationError(f"{label} must be true or false, got {v!r}.")
+    return v
+
+
+def _whole_in(bounds: tuple[int, int], unit: str) -> Callable[[object, str], int]:
+    low, high = bounds
+
+    def check(v: object, label: str) -> int:
+        if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
+            raise ExtraltValidationError(
+                f"{label} must be a whole number of {unit} from {low:,} to {high:,}, got {v!r}."
+            )
+        return v
+
+    return check
+
+
 def _warn_ratio(v: float, label: str) -> float:
     if not 0 <= v <= 1:
         raise ExtraltValidationError(f"{label} must be between 0 and 1, got {v!r}.")
@@ -222,7 +243,10 @@ _CHECKS: dict[str, Callable[[Any, str], Any]] = {
     "robot_id": validate_robot_id,
     "start_urls": validate_start_urls,
     "budget": validate_budget,
-    "auto_enrich": _auto_enrich,
+    "auto_enrich": _bool,
+    "observe_external_runs": _bool,
+    "observe_interval_seconds": _whole_in(OBSERVE_INTERVAL_RANGE, "seconds"),
+    "observe_pages_per_tick": _whole_in(OBSERVE_PAGES_RANGE, "pages"),
     "poll_timeout_seconds": _poll_timeout,
     "export_format": _export_format,
     "lock_timeout_seconds": _lock_timeout,
@@ -241,6 +265,7 @@ _CHECKS: dict[str, Callable[[Any, str], Any]] = {
 _NONE_IS_UNSET = frozenset(
     {"start_urls", "budget", "poll_timeout_seconds", "lock_timeout_seconds", "cron", "timezone"}
     | {"group", "owners", "history_retention"}
+    | {"observe_external_runs", "observe_interval_seconds"}
 )
 
 
@@ -288,6 +313,20 @@ class SourceDefaults(_Strict):
     lock_timeout_seconds: float = Field(
         default=DEFAULT_LOCK_TIMEOUT_SECONDS,
         description="How long a load waits for another process to release the DuckDB file.",
+    )
+    observe_external_runs: bool = Field(
+        default=False,
+        description="Watch every source's robot for runs started outside Dagster (Extralt "
+        "schedules, its dashboard) and load each completed one once; no credits are spent.",
+    )
+    observe_interval_seconds: int = Field(
+        default=DEFAULT_OBSERVE_INTERVAL_SECONDS,
+        description="Seconds between two ticks of the external-runs sensor (30 to 86400).",
+    )
+    observe_pages_per_tick: int = Field(
+        default=DEFAULT_OBSERVE_PAGES_PER_TICK,
+        description="The most pages of the run list one sensor tick requests (1 to 100); the "
+        "rest of the list waits for the next tick.",
     )
 
 
@@ -342,6 +381,16 @@ class SourceSpec(_Strict):
         description="Keep only the last N runs ('30 runs') or days ('90 days') of this "
         "source's history, dropped in each load's transaction; unset keeps all history.",
     )
+    observe_external_runs: bool | None = Field(
+        default=None,
+        description="Load this robot's runs started outside Dagster (Extralt schedules, its "
+        "dashboard), each completed one once, with no credits (default: defaults, else false).",
+    )
+    observe_interval_seconds: int | None = Field(
+        default=None,
+        description="Seconds between the external-runs sensor's ticks for this source "
+        "(default: defaults, else 120).",
+    )
 
     @classmethod
     def from_keywords(cls, **fields: Any) -> "SourceSpec":
@@ -358,12 +407,18 @@ class SourceSpec(_Strict):
     def with_defaults(self, defaults: SourceDefaults) -> "SourceSpec":
         """This source with the file's `defaults` filled in where it sets nothing."""
         lock = self.lock_timeout_seconds
+        observe = self.observe_external_runs
         return self.model_copy(
             update={
                 "schema_": self.schema_ or defaults.schema_,
                 "group": self.group or defaults.group,
                 "timezone": self.timezone or defaults.timezone,
                 "lock_timeout_seconds": defaults.lock_timeout_seconds if lock is None else lock,
+                "observe_external_runs": defaults.observe_external_runs
+                if observe is None
+                else observe,
+                "observe_interval_seconds": self.observe_interval_seconds
+                or defaults.observe_interval_seconds,
             }
         )
 
@@ -450,6 +505,8 @@ class DuplicateNameError(ValueError):
 
 __all__ = [
     "DEFAULT_LOCK_TIMEOUT_SECONDS",
+    "DEFAULT_OBSERVE_INTERVAL_SECONDS",
+    "DEFAULT_OBSERVE_PAGES_PER_TICK",
     "ExtraltSources",
     "LoadOptions",
     "MaintenanceSpec",

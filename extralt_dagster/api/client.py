@@ -10,6 +10,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Collection, Iterator
+from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from .errors import (
     ExtraltConnectionError,
     ExtraltError,
     ExtraltServerError,
+    ExtraltUnknownStatusError,
     ExtraltValidationError,
 )
 from .models import (
@@ -45,6 +47,9 @@ from .transport import (
 )
 
 DEFAULT_DASHBOARD_URL = "https://app.extralt.com/runs/{run_id}"
+#: How much earlier than our create request a run may look created, by the API's clock, and
+#: still be the run that request started: the clock skew tolerated between us and the API.
+CREATE_CLOCK_SKEW_SECONDS = 120.0
 
 logger = logging.getLogger("extralt_dagster.client")
 
@@ -235,6 +240,33 @@ class ExtraltClient:
                 return
             yield ExtraltRun.from_api(doc)
 
+    def runs_page(
+        self,
+        cursor: str | None = None,
+        *,
+        page_size: int = 100,
+        retry: bool = True,
+        deadline: float | None = None,
+    ) -> RunsPage:
+        """One page of `GET /runs`: the first (no `cursor`) or the one a `nextCursor` names.
+
+        `retry=False` makes it exactly one request (a sensor tick counts its requests);
+        `deadline` bounds it in seconds. A page without `rows` raises; a row that is no run
+        document we can read (an unknown status, a malformed field) lands in `unreadable`, so
+        one odd row never hides the rest of the list."""
+        params: dict[str, Any] = {"limit": page_size, **({"cursor": cursor} if cursor else {})}
+        response = self._transport.request(
+            "GET", "/runs", params=params, retry=retry, deadline=deadline
+        )
+        rows, next_cursor = _page_rows("/runs", json_body(response))
+        runs, unreadable = [], []
+        for doc in rows:
+            try:
+                runs.append(ExtraltRun.from_api(doc))
+            except (ExtraltAPIError, ExtraltUnknownStatusError) as exc:
+                unreadable.append(str(exc))
+        return RunsPage(runs=runs, next_cursor=next_cursor, unreadable=unreadable)
+
     def iter_captures(self, run_id: str, *, page_size: int = 100) -> Iterator[dict[str, Any]]:
         """Capture rows one page at a time; use `download_export` for bulk data."""
         yield from self._paginate("/captures", {"run_id": run_id, "limit": page_size})
@@ -255,7 +287,7 @@ class ExtraltClient:
         would otherwise take a run started a minute earlier for the new one. Two or more matches
         raise rather than guess.
         """
-        floor_ms = (since - 120) * 1000  # tolerate clock skew between us and the API
+        floor_ms = (since - CREATE_CLOCK_SKEW_SECONDS) * 1000
         matches = []
         for run in self.iter_runs(limit=50, page_size=50):
             doc = run.raw
@@ -306,21 +338,40 @@ class ExtraltClient:
         seen: set[str] = set()
         while True:
             query = dict(params, **({"cursor": cursor} if cursor else {}))
-            page = json_body(self._transport.request("GET", path, params=query))
-            if not isinstance(page, dict):
-                raise ExtraltAPIError(f"GET {path}: expected a JSON object page")
-            rows = page.get("rows", page.get("items"))
-            if not isinstance(rows, list):
-                raise ExtraltAPIError(f"GET {path}: page has no 'rows' list")
+            rows, cursor = _page_rows(
+                path, json_body(self._transport.request("GET", path, params=query))
+            )
             yield from rows
-            cursor = page.get("nextCursor")
-            if not cursor:
+            if cursor is None:
                 return
-            if not isinstance(cursor, str):
-                raise ExtraltAPIError(f"GET {path}: 'nextCursor' is not a string: {cursor!r:.80}")
             if cursor in seen:
                 raise ExtraltAPIError(f"GET {path}: the API repeated cursor {cursor!r}")
             seen.add(cursor)
+
+
+@dataclass(frozen=True)
+class RunsPage:
+    """One page of the run list, and the cursor of the next (None: this was the last)."""
+
+    runs: list[ExtraltRun]
+    next_cursor: str | None
+    #: Why each row that is no readable run document was left out.
+    unreadable: list[str] = field(default_factory=list)
+
+
+def _page_rows(path: str, page: object) -> tuple[list[Any], str | None]:
+    """A list page's rows (`rows`, or `items` in older docs) and its `nextCursor`."""
+    if not isinstance(page, dict):
+        raise ExtraltAPIError(f"GET {path}: expected a JSON object page")
+    rows = page.get("rows", page.get("items"))
+    if not isinstance(rows, list):
+        raise ExtraltAPIError(f"GET {path}: page has no 'rows' list")
+    cursor = page.get("nextCursor")
+    if not cursor:
+        return rows, None
+    if not isinstance(cursor, str):
+        raise ExtraltAPIError(f"GET {path}: 'nextCursor' is not a string: {cursor!r:.80}")
+    return rows, cursor
 
 
 def _open_http(

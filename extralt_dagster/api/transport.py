@@ -143,9 +143,13 @@ class Transport:
         *,
         idempotent: bool = True,
         deadline: float | None = None,
+        retry: bool = True,
         **kwargs: Any,
     ) -> httpx.Response:
-        """One API call, read whole, retried as the policy allows; `deadline` bounds it all."""
+        """One API call, read whole, retried as the policy allows; `deadline` bounds it all.
+
+        `retry=False` sends it once: for a caller that is itself the retry loop (a sensor's next
+        tick), so one call is one request."""
         if deadline is not None:
             kwargs.setdefault("timeout", deadline)
         # httpx's read timeout is per read: a body that trickles a byte at a time never trips
@@ -162,7 +166,9 @@ class Transport:
                 raise self.error_for(response)
             return response
 
-        return self.with_retries(method, path, attempt, idempotent=idempotent, deadline=deadline)
+        return self.with_retries(
+            method, path, attempt, idempotent=idempotent, deadline=deadline, retry=retry
+        )
 
     @contextlib.contextmanager
     def stream(self, method: str, path: str, **kwargs: Any) -> Iterator[httpx.Response]:
@@ -181,6 +187,7 @@ class Transport:
         *,
         idempotent: bool,
         deadline: float | None = None,
+        retry: bool = True,
     ) -> _T:
         """Run `attempt` until it succeeds, fails for good, or the retry budget is spent."""
         started = time.monotonic()
@@ -195,7 +202,7 @@ class Transport:
                 return attempt()
             except (ExtraltAPIError, ExtraltConnectionError, httpx.HTTPError) as raw:
                 exc = self._translate(raw, method, path)
-                retryable = _is_retryable(exc, idempotent)
+                retryable = retry and _is_retryable(exc, idempotent)
                 delay = policy.delay_for(exc, tries) if retryable else 0.0
                 elapsed = max(time.monotonic() - started, slept)
                 if not retryable or tries >= policy.max_retries or elapsed + delay > budget_seconds:

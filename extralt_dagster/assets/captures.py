@@ -43,7 +43,12 @@ from ..naming import (
 from ..resource import ExtraltResource
 from ..spec import LoadOptions, SourceSpec
 from .checks import check_results, check_specs
-from .metadata import captures_metadata, latest_run_materialization, typed_text
+from .metadata import (
+    RunMaterialization,
+    captures_metadata,
+    latest_run_materialization,
+    typed_text,
+)
 
 #: An export folder is named after its owner (this host, this pid), so a later step can tell
 #: the folder of a step that was killed (no `finally` ran) from one still in use.
@@ -137,9 +142,9 @@ def _materialize(
     loaded."""
     chosen_id = _checked_run_id(config.run_id)
     if chosen_id is None:
-        run = _recorded_run(context.instance, target.source)
+        recorded = _recorded_run(context.instance, target.source)
+        run, origin = recorded.run, recorded.origin
         run_from = run_asset_key(target.source).to_user_string()
-        origin = "dagster"
     chosen = config.export_format.value.lower() if config.export_format else load.export_format
     fmt = ExportFormat(chosen).value
     client = extralt.get_client()
@@ -170,7 +175,7 @@ def _materialize(
     )
 
 
-def _recorded_run(instance: dg.DagsterInstance, name: str) -> ExtraltRun:
+def _recorded_run(instance: dg.DagsterInstance, name: str) -> RunMaterialization:
     """The Extralt run of the source's newest `run` materialization; none is a clear failure."""
     recorded = latest_run_materialization(instance, name)
     if recorded is None:
@@ -182,7 +187,7 @@ def _recorded_run(instance: dg.DagsterInstance, name: str) -> ExtraltRun:
             ),
             allow_retries=False,
         )
-    return recorded.run
+    return recorded
 
 
 def _checked_run_id(value: str | None) -> str | None:

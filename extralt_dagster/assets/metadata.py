@@ -33,13 +33,15 @@ class RunMaterialization:
     """
 
     run: ExtraltRun
-    #: created, adopted, resumed, restarted or reused.
+    #: created, adopted, resumed, restarted or reused; `observed` from the external-runs sensor.
     how: str
     dashboard_url: str
     polls: int
     #: The run's robot and budget, else the source's (a run document may omit them).
     robot_id: str
     budget: int | None
+    #: Who started the run: `dagster`, or `extralt` (its schedules, its dashboard).
+    origin: str = "dagster"
 
     def to_metadata(self) -> dict[str, Any]:
         run = self.run
@@ -52,6 +54,7 @@ class RunMaterialization:
             "credits_spent": run.credits_spent,
             "credits_per_capture": CREDITS_PER_CAPTURE,
             "how": self.how,
+            "origin": self.origin,
             "polls": self.polls,
             "run_document": dg.MetadataValue.json(dict(run.raw)),
         }
@@ -108,6 +111,7 @@ def latest_run_materialization(
         polls=int(value("polls", 0)),
         robot_id=str(value("robot_id", run.robot_id or "")),
         budget=value("budget", run.budget),
+        origin=str(value("origin", "dagster")),
     )
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from .datagen import DEFAULT_CATALOGUE, Catalogue
 from .gate import ADMIN_PREFIX
 from .runs import DEMO_ROBOTS, Robot
-from .server import DEMO_API_KEY, Emulator
+from .server import DEMO_API_KEY, RUNS_ORDERS, Emulator
 
 _CATALOGUE_SPEC = re.compile(r"^(?P<sizes>\d+)x(?P<colours>\d+)x(?P<offers>\d+(?:\.\d+)?)$")
 _ROBOT_SPEC = re.compile(r"^(?P<id>[^=\s/]+)=(?P<host>[A-Za-z0-9.-]+)(?::(?P<size>\d+))?$")
@@ -142,6 +142,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         metavar="N",
         help="the most runs one page of GET /v0/extract/runs holds before nextCursor (default 100)",
     )
+    parser.add_argument(
+        "--runs-order",
+        choices=RUNS_ORDERS,
+        default="newest",
+        help="the order GET /v0/extract/runs lists runs in (default newest first)",
+    )
     return parser
 
 
@@ -172,6 +178,7 @@ def build_emulator(args: argparse.Namespace) -> Emulator:
         rate_limit=None if args.no_rate_limit else (120, 30),
         catalogue=args.catalogue,
         runs_page_size=args.runs_page_size,
+        runs_order=args.runs_order,
     )
     for robot in args.robot:
         emu.state.add_robot(robot)

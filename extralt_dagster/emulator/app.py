@@ -76,6 +76,7 @@ async def list_runs(request: Request) -> Response:
         cursor=request.query_params.get("cursor") or None,
         robot_id=request.query_params.get("robot_id") or None,
         status=request.query_params.get("status") or None,
+        oldest_first=emu.runs_order == "oldest",
     )
     return JSONResponse({"rows": rows, "nextCursor": cursor})
 

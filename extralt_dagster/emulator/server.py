@@ -29,6 +29,10 @@ from .state import EmulatorState, Robot, RunView, Schedule
 DEMO_API_KEY = "extralt-demo-key"
 
 
+#: The orders `GET /v0/extract/runs` can list runs in.
+RUNS_ORDERS = ("newest", "oldest")
+
+
 class Emulator:
     """A local, stateful Extralt API on real HTTP. Use as a context manager, or start()/stop().
 
@@ -38,7 +42,8 @@ class Emulator:
     emulator to the next. `catalogue` shapes every robot's products (variants and offers per
     capture). `GET /runs/<id>` is a read-only HTML page of the run, for people. `set_schedule()`
     gives a robot runs that the emulator creates by itself as its clock advances, and
-    `runs_page_size` is the most runs one page of `GET /v0/extract/runs` holds.
+    `runs_page_size` is the most runs one page of `GET /v0/extract/runs` holds, and
+    `runs_order` its order: "newest" first (the default) or "oldest" first (the docs give none).
     """
 
     def __init__(
@@ -61,6 +66,7 @@ class Emulator:
         robots: list[Robot] | None = None,
         catalogue: Catalogue = DEFAULT_CATALOGUE,
         runs_page_size: int = 100,
+        runs_order: str = "newest",
     ) -> None:
         if not api_key:
             raise ValueError("api_key must be a non-empty string")
@@ -68,7 +74,10 @@ class Emulator:
             raise ValueError(f"runs_page_size must be an integer, got {runs_page_size!r}")
         if runs_page_size < 1:
             raise ValueError(f"runs_page_size must be >= 1, got {runs_page_size}")
+        if runs_order not in RUNS_ORDERS:
+            raise ValueError(f"runs_order must be one of {RUNS_ORDERS}, got {runs_order!r}")
         self.runs_page_size = runs_page_size
+        self.runs_order = runs_order
         self.api_key = api_key
         self.host = host
         # No seed: random run ids, unique per process (a restarted emulator must never hand out

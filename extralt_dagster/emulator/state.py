@@ -477,23 +477,24 @@ class EmulatorState:
         cursor: str | None,
         robot_id: str | None = None,
         status: str | None = None,
+        oldest_first: bool = False,
     ) -> tuple[list[dict[str, Any]], str | None]:
-        """Newest first; the cursor names the last row's sequence number, so pages stay stable
-        while new runs arrive."""
-        before = decode_cursor(cursor, "runs")["before"] if cursor else None
+        """Newest first (or oldest first); the cursor names the last row's sequence number, so
+        pages stay stable while new runs arrive."""
+        past = decode_cursor(cursor, "runs")["past"] if cursor else None
         with self._lock:
             now = self._sync()
-            runs = sorted(self._runs.values(), key=lambda r: r.seq, reverse=True)
+            runs = sorted(self._runs.values(), key=lambda r: r.seq, reverse=not oldest_first)
             rows = [
                 r
                 for r in runs
-                if (before is None or r.seq < before)
+                if (past is None or (r.seq > past if oldest_first else r.seq < past))
                 and (robot_id is None or r.robot.id == robot_id)
                 and (status is None or r.reported_status == status)
             ]
             page = rows[:limit]
             more = len(rows) > limit
-            nxt = encode_cursor("runs", before=page[-1].seq) if more and page else None
+            nxt = encode_cursor("runs", past=page[-1].seq) if more and page else None
             return [run_document(r, now) for r in page], nxt
 
     def view(self, run_id: str) -> RunView:
