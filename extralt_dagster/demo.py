@@ -19,11 +19,17 @@ import dagster as dg
 from .api.models import TERMINAL_STATUSES
 from .emulator import DEMO_API_KEY, Emulator
 from .instance import INSTANCE_YAML
-from .naming import metadata_key
+from .naming import EXTERNAL_RUNS_SENSOR, metadata_key
 from .sources import DUCKDB_PATH_ENV, DUCKLAKE_CATALOG_ENV, DUCKLAKE_DATA_PATH_ENV
 from .warehouse import DEFAULT_DUCKDB_PATH, DEFAULT_SCHEMA, Lake, ensure_folder
 
 DEMO_SPEED = 10.0  # a 300-capture demo run takes ~2 s instead of ~17 s
+#: `make dev`'s Extralt schedule (emulated seconds): the robot the demo sources file observes
+#: (`observe_external_runs`) gets a run every 5 real minutes, the first 30 s after start.
+DEMO_SCHEDULED_ROBOT = "rbt_books"
+DEMO_SCHEDULE_EVERY_SECONDS = 300 * DEMO_SPEED
+DEMO_SCHEDULE_FIRST_IN_SECONDS = 30 * DEMO_SPEED
+DEMO_SCHEDULE_BUDGET = 150
 DEMO_COMMAND = ("asset", "materialize", "-m", "extralt_dagster.definitions", "--select", "*")
 
 #: How often the demo reads the instance for new materializations and failures.
@@ -275,6 +281,23 @@ def second_shell_lines(shared: dict[str, str], *, select: str = "extralt/shoes/r
     ]
 
 
+def schedule_demo_robot(emulator: Emulator) -> None:
+    """An Extralt schedule for the robot the demo observes, as its dashboard would set it: the
+    runs the sensor loads by itself."""
+    emulator.set_schedule(
+        DEMO_SCHEDULED_ROBOT,
+        every_seconds=DEMO_SCHEDULE_EVERY_SECONDS,
+        budget=DEMO_SCHEDULE_BUDGET,
+        first_in=DEMO_SCHEDULE_FIRST_IN_SECONDS,
+    )
+    every = DEMO_SCHEDULE_EVERY_SECONDS / emulator.clock.speed / 60
+    print(
+        f"Extralt schedule (emulated): robot {DEMO_SCHEDULED_ROBOT} runs every {every:g} min "
+        f"by itself; the sensor {EXTERNAL_RUNS_SENSOR} loads each run into DuckDB.",
+        flush=True,
+    )
+
+
 def run_dev(
     project: Path, *, port: int = 8765, speed: float = DEMO_SPEED, ducklake: bool = False
 ) -> int:
@@ -287,6 +310,7 @@ def run_dev(
         warehouse = Path(ensure_folder((project / DEFAULT_DUCKDB_PATH).resolve()))
     with Emulator(port=port, speed=speed) as emulator:
         print(f"Extralt emulator on {emulator.url} (demo key, clock x{speed:g})", flush=True)
+        schedule_demo_robot(emulator)
         shared = shared_env(emulator, project, warehouse)
         env = _env(shared)
         print(f"Dagster instance: {env['DAGSTER_HOME']}", flush=True)

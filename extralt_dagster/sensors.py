@@ -345,7 +345,12 @@ class _Tick:
         self.cursor.handled[run.id] = self.cursor.sweep
 
     def _followed_by_dagster(self) -> set[str]:
-        """Every Extralt run a Dagster run followed, for any source (`extralt/<name>.run_ids`)."""
+        """Every Extralt run a Dagster run followed, for any source (`extralt/<name>.run_ids`).
+
+        Read after the unanswered creates: a run a Dagster run records in between is then in
+        this set, and one it records later was still an unanswered create, so it waits."""
+        if self._adopting is None:
+            self._adopting = list(self._unanswered_creates())
         if self._followed is None:
             keys = [
                 k
@@ -360,8 +365,7 @@ class _Tick:
         """Whether an in-flight Dagster run whose create went unanswered may still take this run
         for its own: one of the same source (or of a source this sensor does not know), with a
         create sent no later than the clock skew after the run was created."""
-        if self._adopting is None:
-            self._adopting = list(self._unanswered_creates())
+        assert self._adopting is not None  # read with the followed runs, before them
         if run.created_at is None:
             return bool(self._adopting)
         created = run.created_at.timestamp()
