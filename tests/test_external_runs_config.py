@@ -146,3 +146,32 @@ def test_the_demo_observes_the_robot_make_dev_schedules(tmp_path):
     assert sensor.name == EXTERNAL_RUNS_SENSOR and sensor.minimum_interval_seconds == 30
     assert DEMO_SCHEDULED_ROBOT == "rbt_books" and "for books" in sensor.description
     assert targets(defs, sensor.name) == {captures_asset_key("books")}
+
+
+def test_the_component_builds_the_same_sensor(tmp_path, monkeypatch):
+    from .test_component import load as load_component
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("EXTRALT_DUCKDB_PATH", str(tmp_path / "w.duckdb"))
+    attributes = {
+        "defaults": {"observe_external_runs": True, "observe_interval_seconds": 600},
+        "sources": [{"name": "shoes", "robot_id": "rbt_shoes"}],
+    }
+    with load_component(attributes) as (_, defs):
+        [sensor] = defs.sensors
+        assert (sensor.name, sensor.minimum_interval_seconds) == (EXTERNAL_RUNS_SENSOR, 600)
+        assert targets(defs, sensor.name) == {captures_asset_key("shoes")}
+
+
+def test_the_readme_block_watches_shoes_and_not_outdoor(tmp_path):
+    import re
+    from pathlib import Path
+
+    readme = Path(__file__).resolve().parents[1].joinpath("README.md").read_text()
+    section = re.search(r"^### Runs started outside Dagster\n(.*?)(?=^### )", readme, re.M | re.S)
+    assert section, "the README has no section 'Runs started outside Dagster'"
+    (block,) = re.findall(r"```yaml\n(.*?)```", section.group(1), re.S)
+    defs = load(tmp_path, block)
+    [sensor] = defs.sensors
+    assert sensor.minimum_interval_seconds == 120 and "5 page(s)" in sensor.description
+    assert targets(defs, sensor.name) == {captures_asset_key("shoes")}
