@@ -24,6 +24,7 @@ _C = "extralt_dagster.api.client."
 _T = "extralt_dagster.api.transport."
 _A = "extralt_dagster.assets.run."
 _W = "extralt_dagster.warehouse.load."
+_S = "extralt_dagster.sensors."
 AREAS: dict[str, list[str]] = {
     "client": [
         f"{_C}xǁExtraltClientǁcreate_run__mutmut_*",
@@ -77,6 +78,18 @@ AREAS: dict[str, list[str]] = {
         "extralt_dagster.schedules.x__source_name__mutmut_*",
         "extralt_dagster.schedules.x_build_extralt_job__mutmut_*",
     ],
+    # The external-runs sensor: what it loads once, what it leaves to Dagster, what it costs.
+    "external_runs": [
+        f"{_S}xǁ_Tickǁ_read_pages__mutmut_*",
+        f"{_S}xǁ_Tickǁ_meet__mutmut_*",
+        f"{_S}xǁ_Tickǁ_followed_by_dagster__mutmut_*",
+        f"{_S}xǁ_Tickǁ_may_be_adopted__mutmut_*",
+        f"{_S}xǁ_Tickǁ_unanswered_creates__mutmut_*",
+        f"{_S}xǁ_Tickǁ_decide__mutmut_*",
+        f"{_S}xǁ_Tickǁ_reported__mutmut_*",
+        f"{_S}xǁSweepCursorǁend_sweep__mutmut_*",
+        f"{_S}x__load_request__mutmut_*",
+    ],
 }
 #: The files each area mutates (a list when its functions span several).
 MODULES: dict[str, str | list[str]] = {
@@ -85,6 +98,7 @@ MODULES: dict[str, str | list[str]] = {
     "poll_loop": "extralt_dagster/api/run_handler.py",
     "warehouse_load": "extralt_dagster/warehouse/load.py",
     "schedules": "extralt_dagster/schedules.py",
+    "external_runs": "extralt_dagster/sensors.py",
 }
 #: The test files each area's mutants run against (the ones that exercise the module).
 TESTS = {
@@ -99,6 +113,7 @@ TESTS = {
         "tests/test_captures_asset.py",
     ],
     "schedules": ["tests/test_schedules.py", "tests/test_security.py"],
+    "external_runs": ["tests/test_external_runs_sensor.py"],
 }
 ROOT = Path(__file__).resolve().parents[1]
 _COPY_IGNORE = shutil.ignore_patterns(
