@@ -365,3 +365,14 @@ def test_the_captures_asset_alone_after_an_observed_run_says_where_it_came_from(
         for k, v in e.materialization.metadata.items()
     }
     assert md["extralt/run_id"] == run_id and md["extralt/origin"] == "extralt"
+
+
+def test_the_cursor_forgets_runs_the_list_no_longer_holds_and_reads_back_whole():
+    cursor = SweepCursor(page="p2", sweep=3, handled={"run_kept": 3, "run_gone": 2})
+    again, problem = SweepCursor.parse(cursor.dump())
+    assert problem is None and again == cursor
+    again.end_sweep()  # run_gone was not listed in sweep 3: the list no longer holds it
+    assert again == SweepCursor(page=None, sweep=4, handled={"run_kept": 3})
+    for broken in ('{"v": 2}', '{"v": 1, "page": 5, "sweep": 1, "handled": {}}', "[]"):
+        fresh, problem = SweepCursor.parse(broken)
+        assert fresh == SweepCursor() and "starting a new sweep" in problem
