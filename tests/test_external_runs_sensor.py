@@ -26,6 +26,7 @@ from extralt_dagster.sensors import SweepCursor
 from .support import failure_messages, fast_extralt, resources
 
 HOUR = 3600.0
+DAY = 24 * HOUR
 LIST = ("GET", "/v0/extract/runs")
 RUN_KEY_TAG = "dagster/run_key"
 
@@ -129,16 +130,17 @@ def test_scheduled_runs_of_two_robots_load_once_and_dagster_runs_are_left_alone(
     emu = make_emulator(runs_page_size=2, concurrency_limit=None)
     shoes, books = sources(tmp_path)
     assets = [*shoes, *books]
-    # Dagster materializes one run of shoes (its run asset and its captures).
+    # Extralt's schedules: two runs of shoes, two of books (the second one fails), a day apart.
+    emu.set_schedule("rbt_shoes", every_seconds=DAY, budget=7, runs=2)
+    emu.set_schedule("rbt_books", every_seconds=DAY, budget=6, runs=2, failing=[2])
+    emu.clock.advance(DAY)
+    # Between the schedules' runs, Dagster materializes one run of shoes (run and captures).
     made = dg.materialize(
         shoes, instance=instance, resources=resources(emu, tmp_path), raise_on_error=False
     )
     assert made.success, failure_messages(made)
     [dagster_run] = [v.id for v in emu.runs.values() if v.origin == "api"]
-    # Extralt's schedules: two runs of shoes, two of books (the second one fails).
-    emu.set_schedule("rbt_shoes", every_seconds=HOUR, budget=7, runs=2)
-    emu.set_schedule("rbt_books", every_seconds=HOUR, budget=6, runs=2, failing=[2])
-    emu.clock.advance(3 * HOUR)
+    emu.clock.advance(DAY)
     scheduled = {v.id: v for v in emu.runs.values() if v.origin == "schedule"}
     assert sorted(v.status for v in scheduled.values()) == ["completed"] * 3 + ["failed"]
     completed = sorted(k for k, v in scheduled.items() if v.status == "completed")
@@ -166,11 +168,12 @@ def test_scheduled_runs_of_two_robots_load_once_and_dagster_runs_are_left_alone(
     shoes_mats, _ = run_events(instance, "shoes")
     by_run = {m["extralt/run_id"]: m for m in shoes_mats}
     assert by_run[dagster_run]["extralt/origin"] == "dagster"
-    for run_id in completed:
-        if run_id in by_run:
-            assert by_run[run_id]["extralt/origin"] == "extralt"
-            assert by_run[run_id]["extralt/how"] == "observed"
-            assert by_run[run_id]["extralt/extracted"] == 7
+    shoes_scheduled = [r for r in completed if scheduled[r].robot_id == "rbt_shoes"]
+    assert len(shoes_scheduled) == 2 and set(by_run) == {dagster_run, *shoes_scheduled}
+    for run_id in shoes_scheduled:
+        assert by_run[run_id]["extralt/origin"] == "extralt"
+        assert by_run[run_id]["extralt/how"] == "observed"
+        assert by_run[run_id]["extralt/extracted"] == 7
     loaded = warehouse_rows(tmp_path)
     budgets = {k: v.budget for k, v in scheduled.items()}
     assert loaded["history"] == sorted(
@@ -196,6 +199,7 @@ def test_scheduled_runs_of_two_robots_load_once_and_dagster_runs_are_left_alone(
     # The sensor never created, stopped or restarted a run.
     assert emu.run_counts() == spending
     assert emu.count_requests("POST") == 1  # the Dagster run's create, before the sensor
+    assert spending["created"] == {"api": 1, "dashboard": 0, "schedule": 4}
 
 
 def test_a_backlog_of_500_runs_is_worked_through_in_order_within_5_requests_a_tick(
