@@ -152,7 +152,10 @@ def captures_metadata(
         "dagster/row_count": result.rows,
         "dagster/table_name": tables["captures"],
         "dagster/column_schema": dg.TableSchema(
-            columns=[dg.TableColumn(name=n, type=t) for n, t in result.column_types]
+            columns=[
+                dg.TableColumn(name=n, type=t, description=warehouse.column_description(n))
+                for n, t in result.column_types
+            ]
         ),
         "dagster/uri": uri,
         **{metadata_key(k): v for k, v in values.items()},

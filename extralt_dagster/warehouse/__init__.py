@@ -15,7 +15,7 @@ from .load import load_export
 from .records import LoadResult, RunRecord
 from .retention import HistoryRetention
 from .schema import DOCUMENTED_TYPES
-from .sql import META_COLUMNS, VARIANT_COLUMNS
+from .sql import META_COLUMNS, VARIANT_COLUMNS, column_description
 from .stats import CheapOffer, SourceSummary, Summary, WarehouseStats, summarize, table_stats
 from .target import (
     DEFAULT_DUCKDB_PATH,
@@ -55,6 +55,7 @@ __all__ = [
     "WarehouseLockedError",
     "WarehouseSchemaError",
     "WarehouseStats",
+    "column_description",
     "connect",
     "ensure_folder",
     "load_export",

@@ -13,7 +13,7 @@ import duckdb
 
 from .quote import _q
 
-__all__ = ["DOCUMENTED_TYPES"]
+__all__ = ["DOCUMENTED_DESCRIPTIONS", "DOCUMENTED_TYPES"]
 
 
 @dataclass(frozen=True)
@@ -105,6 +105,30 @@ DOCUMENTED_TYPES: Mapping[str, str] = {
     ),
 }
 _DOCUMENTED = {n: _from_duckdb(duckdb.sqltype(t)) for n, t in DOCUMENTED_TYPES.items()}
+
+#: What each documented export column holds (the API docs' capture row), for the UI's Columns
+#: table; an export column missing here is one the docs do not list.
+DOCUMENTED_DESCRIPTIONS: Mapping[str, str] = {
+    "id": "The capture's id (a uuid): one product page extracted once.",
+    "url": "The product page the capture was extracted from.",
+    "extracted_at": "When the page was extracted: epoch seconds (a float).",
+    "product_id": "The retailer's product id; with the URL, what a product is keyed by.",
+    "group_id": "The retailer's id of the product's group (the same model in other colours).",
+    "title": "The product's title.",
+    "subtitle": "The product's subtitle.",
+    "brand": "The product's brand.",
+    "description": "The product's description text.",
+    "min_price": "The lowest price among the product's offers.",
+    "max_price": "The highest price among the product's offers.",
+    "currency": "The prices' currency (ISO 4217 code).",
+    "available": "Whether any variant is in stock.",
+    "sku_count": "How many variants (SKUs) the product has.",
+    "image_url": "The product's main image.",
+    "options": "The product's options: opt1, opt2, ..., each {name, values}, e.g. size and colour.",
+    "variants": "The product's variants: id, opt1, opt2, ..., identifiers {gtin, mpn} and offers "
+    "(price {amount, full_amount, currency}, availability {in_stock, quantity}, condition, "
+    "seller, seller_type); flat in <name>_variants.",
+}
 
 
 def _documented(name: str) -> _Type | None:

@@ -11,10 +11,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 
 from .quote import _lit, _q
-from .schema import _numeric_supertype, _Type
+from .schema import DOCUMENTED_DESCRIPTIONS, _numeric_supertype, _Type
 from .target import Target
 
-__all__ = ["META_COLUMNS", "VARIANT_COLUMNS"]
+__all__ = [
+    "META_COLUMNS",
+    "META_COLUMN_DESCRIPTIONS",
+    "UNDOCUMENTED_COLUMN",
+    "VARIANT_COLUMNS",
+    "column_description",
+]
 
 #: The columns the loader adds to every history row, with their types.
 META_COLUMN_TYPES: tuple[tuple[str, str], ...] = (
@@ -27,6 +33,23 @@ META_COLUMN_TYPES: tuple[tuple[str, str], ...] = (
 )
 #: Columns the loader adds to every history row; an export column of the same name is ignored.
 META_COLUMNS: tuple[str, ...] = tuple(name for name, _ in META_COLUMN_TYPES)
+#: What each of them holds, for the UI's Columns table.
+META_COLUMN_DESCRIPTIONS: Mapping[str, str] = {
+    "run_id": "Added by the loader: the Extralt run the capture came from.",
+    "robot_id": "Added by the loader: the robot of that run.",
+    "loaded_at": "Added by the loader: when the load that inserted the row committed.",
+    "export_row": "Added by the loader: the capture's row in its run's export (from 0).",
+}
+UNDOCUMENTED_COLUMN = "Not in the API docs: loaded as the export typed it."
+
+
+def column_description(name: str) -> str:
+    """What a history column holds: the docs' word, the loader's, or that the docs omit it."""
+    return (
+        META_COLUMN_DESCRIPTIONS.get(name)
+        or DOCUMENTED_DESCRIPTIONS.get(name.lower())
+        or UNDOCUMENTED_COLUMN
+    )
 
 
 _BLANKS = "' ' || chr(9) || chr(10) || chr(13)"
