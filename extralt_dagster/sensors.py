@@ -23,7 +23,9 @@ Exactly once, whatever order the list comes in (the docs give none):
   sensor, loads nothing twice;
 - a run already in the run asset's event log (materialized or observed) is not reported again;
 - a run that an in-flight Dagster materialization may still adopt (its create was ambiguous)
-  waits until that materialization ends.
+  waits until that materialization ends, and so does every run of a source while a Dagster
+  run that has its own run of it is in flight (its captures step loads the run asset's newest
+  materialization: the sensor's must not come first).
 
 No `from __future__ import annotations` here: Dagster reads the sensor function's annotations.
 """
@@ -378,7 +380,8 @@ class _Tick:
 
     def _unanswered_creates(self) -> Iterable[tuple[str | None, float]]:
         """(source, sent at) of each in-flight Dagster run with a create and no Extralt run yet,
-        its own tags or those of its parent runs (a re-execution adopts too)."""
+        its own tags or those of its parent runs (a re-execution adopts too); (source, -inf)
+        of each that has its run of a watched source, so every run of that source waits."""
         for dagster_run in self.instance.get_runs(filters=dg.RunsFilter(statuses=_IN_FLIGHT)):
             tags = dict(dagster_run.tags)
             parent_id = dagster_run.parent_run_id
@@ -394,7 +397,14 @@ class _Tick:
                 if not (key.startswith(METADATA_PREFIX) and key.endswith(".create_sent_at")):
                     continue
                 name = key[len(METADATA_PREFIX) : -len(".create_sent_at")]
-                if key != create_sent_tag(name) or run_id_tag(name) in tags:
+                if key != create_sent_tag(name):
+                    continue
+                if run_id_tag(name) in tags:
+                    # Its run step has its run, but its captures step may be still to come and
+                    # loads the run asset's newest materialization: reporting one of this
+                    # source now would make it load that run instead of its own. Wait.
+                    if name in {w.name for w in self.watched.values()}:
+                        yield name, float("-inf")
                     continue
                 try:
                     yield name, float(value)

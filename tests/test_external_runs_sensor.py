@@ -20,6 +20,8 @@ from extralt_dagster.naming import (
     captures_asset_key,
     create_sent_tag,
     run_asset_key,
+    run_id_tag,
+    run_ids_tag,
 )
 from extralt_dagster.sensors import SweepCursor
 
@@ -380,3 +382,44 @@ def test_the_cursor_forgets_runs_the_list_no_longer_holds_and_reads_back_whole()
     for broken in ('{"v": 2}', '{"v": 1, "page": 5, "sweep": 1, "handled": {}}', "[]"):
         fresh, problem = SweepCursor.parse(broken)
         assert fresh == SweepCursor() and "starting a new sweep" in problem
+
+
+def test_runs_wait_while_a_dagster_run_that_has_its_own_run_may_still_load(
+    make_emulator, instance, tmp_path
+):
+    """A Dagster run whose run step has its Extralt run, its captures step still to come, loads
+    the run asset's newest materialization: the sensor reports none of that source meanwhile,
+    or the Dagster run would load the sensor's run instead of its own."""
+    emu = make_emulator(concurrency_limit=None, speed=0)
+    shoes, _ = sources(tmp_path)
+    t0 = emu.clock.now()
+    own = emu.create_run_externally("rbt_shoes", budget=3)  # stands for the Dagster run's own
+    in_flight = instance.add_run(
+        dg.DagsterRun(
+            job_name="__ASSET_JOB",
+            run_id="8c2d6a0e-0000-4000-8000-000000000002",
+            status=dg.DagsterRunStatus.STARTED,
+            tags={
+                create_sent_tag("shoes"): f"{t0:.3f}",
+                run_id_tag("shoes"): own,
+                run_ids_tag("shoes"): own,
+            },
+        )
+    )
+    scheduled = emu.create_run_externally("rbt_shoes", budget=3)
+    emu.finish_run(scheduled)
+    sensor = build_extralt_sensor([shoes])
+
+    def tick(cursor):
+        return evaluate(sensor, instance, emu, cursor)
+
+    waiting = tick(None)
+    assert waiting.run_requests == [] and list(waiting.asset_events) == []
+    assert "1 run(s) deferred" in waiting.skip_reason.skip_message
+    instance.report_run_failed(in_flight)  # it ended: its captures step read what it read
+    while True:  # the next sweep meets the run again
+        later = tick(waiting.cursor)
+        if later.run_requests:
+            break
+        waiting = later
+    assert [r.run_key for r in later.run_requests] == [scheduled]
