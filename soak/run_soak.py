@@ -51,7 +51,9 @@ from .scheduled import PARTY, PARTY_TAG, ScheduledRuns
 ROOT = Path(__file__).resolve().parent.parent
 MAX_REEXECUTIONS = 3
 ATTEMPT_TIMEOUT_SECONDS = 300.0
-ACTION_TIMEOUT_SECONDS = 90.0
+#: How long the controller waits for what a fault needs (a victim's step polling its run):
+#: on a busy 2-core box, the victim's run step may wait minutes for the `extralt` pool.
+ACTION_TIMEOUT_SECONDS = 180.0
 DEFAULT_SEED = 20_261_129
 #: How long step_killed's run may go unpolled before the runner lets it complete.
 UNWATCHED_SECONDS = 5.0  # above a slow poll (read_timeout: 3 s)
