@@ -298,7 +298,7 @@ class _Checker:
                 (materialized, self.instance.fetch_materializations),
                 (observed, self.instance.fetch_observations),
             ):
-                for record in fetch(key, limit=100_000).records:
+                for record in fetch(key, limit=10_000).records:
                     event = record.asset_materialization or record.asset_observation
                     meta = event.metadata if event else {}
                     if ORIGIN_KEY in meta and meta[ORIGIN_KEY].value == "extralt":
