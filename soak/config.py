@@ -42,3 +42,29 @@ def run_op(name: str) -> str:
 
 def captures_op(name: str) -> str:
     return f"extralt__{name}__captures"
+
+
+# --- The Extralt-scheduled runs party -----------------------------------------------------------
+
+#: Extralt's own schedule ("Recurring extractions") runs this source's robot during the soak. Books
+#: is one Dagster materializes in most rounds too, so the sensor must tell Dagster's runs of the
+#: robot (completed, failed, stopped, restarted) from Extralt's.
+SCHEDULED_SOURCE = "books"
+#: Emulated seconds: one scheduled run every 30 s of the soak (speed 20), the first after 1 s.
+SCHEDULE_EVERY_SECONDS = 600.0
+SCHEDULE_FIRST_IN_SECONDS = 20.0
+#: Not books' own budget (50): the scheduled runs are set up on the dashboard, apart from Dagster,
+#: so an ambiguous create of books never finds a scheduled run to adopt (its budget differs).
+SCHEDULE_BUDGET = 12
+#: Which scheduled runs fail remotely (counted from 1): observed, never loaded.
+SCHEDULE_FAILING = (2, 4)
+SCHEDULE_FAIL_MESSAGE = "Robot crashed: the scheduled crawl hit the site's maintenance page"
+#: The sensor watches every source: each tick reads at most this many pages of the run list.
+SENSOR_NAME = "soak_extralt_runs"
+SENSOR_PAGES_PER_TICK = 3
+#: No other client asks for pages of this size, so the sensor's requests are counted apart.
+SENSOR_PAGE_SIZE = 10
+#: Real seconds between two ticks, as the daemon spaces them (30 s of emulated time or more).
+SENSOR_INTERVAL_SECONDS = 3.0
+#: After the last round: how long the sensor may take to handle every scheduled run.
+SENSOR_DRAIN_TIMEOUT_SECONDS = 180.0

@@ -7,6 +7,9 @@ Three parties, as in production:
   run: `dg.execute_job` of a reconstructable job, the multiprocess executor (one process per
   step), a persistent instance in a temporary DAGSTER_HOME holding the project's `dagster.yaml`
   (pools `extralt` and `duckdb` limited to 1).
+- **Extralt's own schedule** (`soak.scheduled`): the emulator starts runs of one source's robot
+  by itself, and `build_extralt_sensor`, ticked here as the daemon ticks it, loads each completed
+  one through Dagster (a second worker) and observes each failed one.
 - **The operator and the world** are this process: before each round it arms the round's faults
   in the emulator; during it, a controller stops runs from outside, terminates the Dagster run,
   kills a step process or holds the DuckDB file from another process; after a failed round it
@@ -43,16 +46,26 @@ from extralt_dagster.emulator import Emulator, RunView
 
 from .config import EMULATOR_RATE_LIMIT, EMULATOR_SPEED, SOURCES, run_op
 from .plan import EXPORT, Fault, Plan, Round, make_plan
+from .scheduled import PARTY, PARTY_TAG, ScheduledRuns
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_REEXECUTIONS = 3
 ATTEMPT_TIMEOUT_SECONDS = 300.0
-ACTION_TIMEOUT_SECONDS = 90.0
+#: How long the controller waits for what a fault needs (a victim's step polling its run):
+#: on a busy 2-core box, the victim's run step may wait minutes for the `extralt` pool.
+ACTION_TIMEOUT_SECONDS = 180.0
 DEFAULT_SEED = 20_261_129
 #: How long step_killed's run may go unpolled before the runner lets it complete.
 UNWATCHED_SECONDS = 5.0  # above a slow poll (read_timeout: 3 s)
 #: The events that carry a step process's pid: its first attempt, and each retry.
 STEP_PROCESS_STARTS = {dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_RESTARTED}
+IN_FLIGHT = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
 #: The emulator's run faults: dropped once the round's first Dagster run is over.
 RUN_FAULT_FIELDS = ("fail_runs", "fail_message", "never_finish", "run_fault_robots")
 
@@ -76,6 +89,7 @@ class Paths:
     lake: Path  # a DuckLake's SQLite catalog (catalog.sqlite) and data files (data/)
     worker_log: Path
     daemon_log: Path
+    sensor_worker_log: Path
 
     @classmethod
     def under(cls, root: Path) -> "Paths":
@@ -87,6 +101,7 @@ class Paths:
             lake=root / "lake",
             worker_log=root / "worker.log",
             daemon_log=root / "daemon.log",
+            sensor_worker_log=root / "sensor_worker.log",
         )
 
 
@@ -391,9 +406,14 @@ class RoundController:
         return None
 
     def _victim_runs(self, fault: Fault) -> list[RunView]:
-        """The victim's Extralt runs that this round started, oldest first."""
+        """The victim's Extralt runs that this round started, oldest first (not Extralt's
+        scheduled ones: the round's faults are Dagster's runs')."""
         robot = fault.victim_robot
-        return [v for v in self.emu.runs.values() if v.id not in self.known and v.robot_id == robot]
+        return [
+            v
+            for v in self.emu.runs.values()
+            if v.id not in self.known and v.robot_id == robot and v.origin != "schedule"
+        ]
 
     def _victim_polling(self, fault: Fault) -> RunView | None:
         """The victim's new Extralt run, once it is running and the step has polled it twice."""
@@ -527,10 +547,13 @@ class RoundController:
             self.lock_window = self._holder.release()
 
     def _step_waiting_with_its_export(self) -> tuple[str, int, Path] | None:
-        """A captures step of this round (any of its Dagster runs) whose export folder holds a
-        whole download."""
+        """A captures step of this round (any of its Dagster runs, or a load the sensor
+        launched that is still going) whose export folder holds a whole download."""
         round_tag = {"soak/round": self.tags["soak/round"]}
         runs = self.soak.instance.get_runs(filters=dg.RunsFilter(tags=round_tag))
+        runs += self.soak.instance.get_runs(
+            filters=dg.RunsFilter(tags={PARTY_TAG: PARTY}, statuses=IN_FLIGHT)
+        )
         pids = {
             e.dagster_event.pid: e.step_key
             for run in runs
@@ -646,6 +669,7 @@ class Soak:
             if s.robot_id not in self.emu.robots:
                 self.emu.add_robot(s.robot_id, s.host, catalogue_size=400)
         self.results: list[RoundResult] = []
+        self.scheduled: ScheduledRuns
         self.worker: Worker
         self.daemon: Daemon
         self.instance: dg.DagsterInstance
@@ -666,6 +690,12 @@ class Soak:
             stack.callback(self.daemon.close)
             self.worker = Worker(self._worker_env(), self.paths.worker_log)
             stack.callback(self.worker.close)
+            sensor_worker = Worker(self._worker_env(), self.paths.sensor_worker_log)
+            stack.callback(sensor_worker.close)
+            self.scheduled = ScheduledRuns(
+                self.emu, self.instance, self.api_key, sensor_worker, self.log
+            )
+            stack.callback(self.scheduled.stop)
             analyst = None
             if self.lake is not None:
                 # The lake is made before the team uses it: its catalog in WAL mode.
@@ -678,11 +708,14 @@ class Soak:
                 f"{len(SOURCES)} sources, into {self.lake or 'a DuckDB file'}; "
                 f"emulator {self.emu.url}; work dir {self.paths.root}"
             )
+            self.scheduled.start()
             for rnd in self.plan.rounds:
                 self.results.append(self._run_round(rnd))
+            self.scheduled.finish()
             if analyst is not None:
                 self.analyst_queries = analyst.stop()
             self.worker.close()
+            sensor_worker.close()
             self.daemon.close()
             figures, violations, text = verify(self, seconds=time.monotonic() - started)
         return SoakReport(
@@ -720,6 +753,7 @@ class Soak:
 
     def _run_round(self, rnd: Round) -> RoundResult:
         result = RoundResult(rnd)
+        self.scheduled.during = f"round {rnd.index}"
         self.emu.set_faults(**rnd.emulator_faults())
         armed = self.emu.faults.to_dict()
         tags = {"soak/round": str(rnd.index), "soak/attempt": "0"}

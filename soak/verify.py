@@ -1,10 +1,13 @@
 """The soak's invariants, checked after its last round, and the figures that show them.
 
 1. Credits: Extralt runs created == materializations that needed one; no step retry and no
-   re-execution created a second run.
+   re-execution created a second run. Extralt's scheduled runs are counted apart: created by
+   Extralt as often as its schedule fired, none created (restarted, stopped) by Dagster.
 2. Nothing left crawling: every Extralt run the soak caused is terminal at the end.
 3. Nothing lost: every completed Extralt run is loaded, and history holds exactly its captures,
-   once; products and variants agree with history.
+   once; products and variants agree with history. That includes the scheduled ones, loaded by
+   the sensor (the run log says `origin` 'extralt', Dagster's runs 'dagster'); a failed
+   scheduled run is loaded never and observed once.
 4. Nothing half-done: no export file left behind; the DuckDB file opens, checkpoints and scans.
 5. Every failure explained: each failed or retried step names the Extralt run (or the robot, when
    no run exists yet) and the cause; the API key appears nowhere the soak left a trace.
@@ -32,10 +35,25 @@ import pyarrow.parquet as pq
 from extralt_dagster import ExtraltClient
 from extralt_dagster.api.models import TERMINAL_STATUSES
 from extralt_dagster.emulator.datagen import NESTED_FIELD, TYPELESS_COLUMNS
-from extralt_dagster.naming import COLUMNS_ADDED_KEY, HOW_KEY, run_id_tag
+from extralt_dagster.naming import (
+    COLUMNS_ADDED_KEY,
+    HOW_KEY,
+    ORIGIN_KEY,
+    RUN_ID_KEY,
+    run_asset_key,
+    run_id_tag,
+)
 from extralt_dagster.warehouse import DOCUMENTED_TYPES, Target, WarehouseError
 
-from .config import EMULATOR_RATE_LIMIT, SOURCES, captures_op, run_op
+from .config import (
+    EMULATOR_RATE_LIMIT,
+    SCHEDULE_EVERY_SECONDS,
+    SCHEDULED_SOURCE,
+    SENSOR_PAGES_PER_TICK,
+    SOURCES,
+    captures_op,
+    run_op,
+)
 from .plan import ALL_KINDS, Fault
 
 if TYPE_CHECKING:
@@ -72,6 +90,7 @@ def verify(soak: "Soak", *, seconds: float) -> tuple[dict[str, Any], list[str], 
     check.terminal()
     check.warehouse_whole()  # before any read-only connection: replays and checkpoints
     check.nothing_lost()
+    check.scheduled_runs()
     check.failures_explained()
     check.key_nowhere()
     check.faults_landed()
@@ -93,6 +112,10 @@ class _Checker:
         self.attempt_ids = [
             a.run_id for r in soak.results for a in r.attempts if a.run_id is not None
         ]
+        #: The Dagster runs of the sensor's loads (re-executions too), checked like the rounds'.
+        self.sensor_run_ids = [i for load in soak.scheduled.loads for i in load.run_ids]
+        self.attempt_ids += self.sensor_run_ids
+        self.scheduled = {i: v for i, v in self.runs.items() if self._is_scheduled(i)}
         self.logs = {run_id: self.instance.all_logs(run_id) for run_id in self.attempt_ids}
 
     def fail(self, message: str) -> None:
@@ -105,6 +128,10 @@ class _Checker:
             if e.dagster_event is not None and e.dagster_event.event_type == kind
         )
 
+    def _is_scheduled(self, run_id: str) -> bool:
+        """Created by Extralt's schedule, or a restart of such a run (which only Dagster makes)."""
+        return self.runs[self._origin(run_id)].origin == "schedule"
+
     def _origin(self, run_id: str) -> str:
         while self.runs[run_id].restarted_from:
             run_id = self.runs[run_id].restarted_from  # type: ignore[assignment]
@@ -113,8 +140,9 @@ class _Checker:
     # --- 1. Credits -------------------------------------------------------------------------
 
     def credits(self) -> None:
-        created = [v for v in self.runs.values() if v.restarted_from is None]
-        restarts = [v for v in self.runs.values() if v.restarted_from is not None]
+        dagsters = [v for v in self.runs.values() if v.id not in self.scheduled]
+        created = [v for v in dagsters if v.restarted_from is None]
+        restarts = [v for v in dagsters if v.restarted_from is not None]
         per_pair: dict[tuple[int, str], list[str]] = defaultdict(list)
         for view in created:
             result = self._round_at(view.created_at)
@@ -170,8 +198,11 @@ class _Checker:
             for e in self._events(run_id, dg.DagsterEventType.ASSET_MATERIALIZATION)
             if e.asset_materialization is not None and HOW_KEY in e.asset_materialization.metadata
         )
-        spent = sum(v.credits_used for v in self.runs.values())
-        loaded = sum(v.credits_used for v in self.runs.values() if v.true_status == "completed")
+        spent = sum(v.credits_used for v in dagsters)
+        loaded = sum(v.credits_used for v in dagsters if v.true_status == "completed")
+        api_created = self.emu.run_counts()["created"]["api"]
+        if api_created != len(created):
+            self.fail(f"credits: the API created {api_created} runs, Dagster's are {len(created)}")
         self.figures["credits"] = {
             "runs_created": len(created),
             "materializations_needing_a_run": len(needed),
@@ -196,6 +227,169 @@ class _Checker:
             if lo <= emulated <= hi:
                 return result
         return None
+
+    # --- 1 and 3 for Extralt's scheduled runs ----------------------------------------------
+
+    def scheduled_runs(self) -> None:
+        """Extralt's schedule made as many runs as it fired, Dagster none of them; the sensor
+        loaded each completed one once (run log origin 'extralt') and observed each failed one
+        once; it reported nothing about Dagster's runs and kept to its request budget."""
+        party = self.soak.scheduled
+        originals = [v for v in self.scheduled.values() if v.restarted_from is None]
+        restarted = [v for v in self.scheduled.values() if v.restarted_from is not None]
+        by_status = Counter(v.true_status for v in originals)
+        completed = {v.id: v for v in originals if v.true_status == "completed"}
+        ended = {v.id for v in originals if v.true_status != "completed"}
+        for error in party.errors:
+            self.fail(f"scheduled: {error}")
+        if len(originals) != party.fired:
+            self.fail(
+                f"scheduled: {len(originals)} scheduled runs, the schedule fired {party.fired}"
+            )
+        if not completed or not by_status.get("failed"):
+            self.fail(
+                f"scheduled: the schedule made {dict(by_status)}: no completed or no failed run "
+                "to check the sensor with"
+            )
+        # Dagster created none of them: the sensor's loads ran no run step and sent no create;
+        # nothing restarted or stopped a scheduled run.
+        run_steps = sum(
+            1
+            for run_id in self.sensor_run_ids
+            for e in self._events(run_id, dg.DagsterEventType.STEP_START)
+            if (e.step_key or "").endswith("__run")
+        )
+        creates = 0
+        for run_id in self.sensor_run_ids:
+            run = self.instance.get_run_by_id(run_id)
+            creates += sum(1 for k in (run.tags if run else {}) if k.endswith(".create_sent_at"))
+        by_dagster = run_steps + creates + len(restarted)
+        if by_dagster:
+            self.fail(
+                f"scheduled: Dagster made runs for the schedule's: {run_steps} run steps and "
+                f"{creates} creates in the sensor's loads, {len(restarted)} restarts"
+            )
+        if by_status.get("stopped"):
+            self.fail(f"scheduled: {by_status['stopped']} scheduled runs were stopped")
+        # The loads: one per completed scheduled run, of nothing else, each succeeded at last.
+        launched = Counter(load.run_key for load in party.loads)
+        for key, n in sorted(launched.items()):
+            if key not in completed:
+                self.fail(
+                    f"scheduled: the sensor launched a load of {key}, no completed scheduled run"
+                )
+            if n > 1:
+                self.fail(f"scheduled: the sensor's load of {key} was launched {n} times")
+        for load in party.loads:
+            if not load.success:
+                self.fail(
+                    f"scheduled: the load of {load.run_key} failed {len(load.attempts)} times"
+                )
+        requested = Counter(k for t in party.ticks for k in t.run_keys)
+        repeated = sum(n - 1 for n in requested.values() if n > 1)
+        if repeated:
+            self.fail(f"scheduled: the sensor requested a load already launched {repeated} times")
+        # What the sensor reported, for every source: events of the scheduled runs only.
+        materialized: Counter[str] = Counter()
+        observed: Counter[str] = Counter()
+        for s in SOURCES:
+            key = run_asset_key(s.name)
+            for counter, fetch in (
+                (materialized, self.instance.fetch_materializations),
+                (observed, self.instance.fetch_observations),
+            ):
+                for record in fetch(key, limit=10_000).records:
+                    event = record.asset_materialization or record.asset_observation
+                    meta = event.metadata if event else {}
+                    if ORIGIN_KEY in meta and meta[ORIGIN_KEY].value == "extralt":
+                        counter[str(meta[RUN_ID_KEY].value)] += 1
+        foreign = sorted((set(materialized) | set(observed)) - set(self.scheduled))
+        if foreign:
+            self.fail(f"scheduled: the sensor reported Dagster's runs: {', '.join(foreign)}")
+        loaded_once = observed_once = loaded_ended = 0
+        if not self.soak.warehouse_exists():
+            self.fail("scheduled: no warehouse was written")
+            return
+        history = _table(SCHEDULED_SOURCE, "captures")
+        with self.soak.open_warehouse() as con:
+            log = con.execute(f"SELECT run_id, origin FROM {RUN_LOG}").fetchall()
+            origins: dict[str, list[str]] = defaultdict(list)
+            for run_id, origin in log:
+                origins[run_id].append(origin)
+            wrong = [i for i, o in origins.items() if i not in self.scheduled and o != ["dagster"]]
+            if wrong:
+                self.fail(
+                    f"scheduled: the run log gives Dagster's runs {', '.join(wrong)} another origin"
+                )
+            rows = dict(
+                con.execute(f"SELECT run_id, count(*) FROM {history} GROUP BY run_id").fetchall()
+            )
+        for run_id, view in sorted(completed.items()):
+            once = (
+                origins.get(run_id) == ["extralt"]
+                and launched[run_id] == 1
+                and materialized[run_id] == 1
+                and rows.get(run_id) == view.extracted
+            )
+            loaded_once += once
+            if not once:
+                self.fail(
+                    f"scheduled: completed run {run_id}: run log {origins.get(run_id)}, "
+                    f"{launched[run_id]} loads launched, {materialized[run_id]} materializations "
+                    f"reported, {rows.get(run_id)} rows of {view.extracted}"
+                )
+        for run_id in sorted(ended):
+            loaded = bool(origins.get(run_id)) or bool(rows.get(run_id)) or launched[run_id] > 0
+            loaded_ended += loaded
+            observed_once += observed[run_id] == 1 and not materialized[run_id]
+            if loaded or observed[run_id] != 1 or materialized[run_id]:
+                self.fail(
+                    f"scheduled: {self.runs[run_id].true_status} run {run_id}: loaded {loaded}, "
+                    f"observed {observed[run_id]} times, materialized {materialized[run_id]}"
+                )
+        per_tick = [t.requests for t in party.ticks]
+        if max(per_tick, default=0) > SENSOR_PAGES_PER_TICK:
+            self.fail(
+                f"scheduled: a sensor tick sent {max(per_tick)} requests, its budget is "
+                f"{SENSOR_PAGES_PER_TICK}"
+            )
+        during_rounds = [t for t in party.ticks if t.during.startswith("round")]
+        self.figures["scheduled"] = {
+            "source": SCHEDULED_SOURCE,
+            "every_emulated_seconds": SCHEDULE_EVERY_SECONDS,
+            "fired": party.fired,
+            "created_by_extralt": len(originals),
+            "created_by_dagster": by_dagster,
+            "by_status": dict(sorted(by_status.items())),
+            "completed": len(completed),
+            "failed": by_status.get("failed", 0),
+            "loaded_once": loaded_once,
+            "loaded_not_completed": loaded_ended,
+            "observed_once": observed_once,
+            "events_about_dagster_runs": len(foreign),
+            "credits": sum(v.credits_used for v in self.scheduled.values()),
+            "sensor_ticks": len(party.ticks),
+            "sensor_ticks_during_rounds": len(during_rounds),
+            "sensor_failed_ticks": sum(1 for t in party.ticks if t.error),
+            "sensor_requests": sum(per_tick),
+            "sensor_max_requests_per_tick": max(per_tick, default=0),
+            "sensor_pages_per_tick": SENSOR_PAGES_PER_TICK,
+            "loads_requested": sum(requested.values()),
+            "loads_repeated": repeated,
+            "loads_dropped_by_daemon": sum(t.dropped for t in party.ticks),
+            "loads_launched": len(party.loads),
+            "loads_launched_during_rounds": sum(
+                1 for x in party.loads if x.during.startswith("round")
+            ),
+            "load_reexecutions": sum(len(x.attempts) - 1 for x in party.loads),
+            "load_step_retries": sum(
+                1
+                for run_id in self.sensor_run_ids
+                for _ in self._events(run_id, dg.DagsterEventType.STEP_UP_FOR_RETRY)
+            ),
+            "drain_ticks": party.drain_ticks,
+            "drain_seconds": round(party.drain_seconds, 1),
+        }
 
     # --- 2. Nothing left crawling -----------------------------------------------------------
 
@@ -585,7 +779,10 @@ class _Checker:
         return sum(
             1
             for v in self.runs.values()
-            if v.robot_id == fault.victim_robot and lo <= v.created_at <= hi and v.status == want
+            if v.robot_id == fault.victim_robot
+            and lo <= v.created_at <= hi
+            and v.status == want
+            and v.id not in self.scheduled
         )
 
     def _steps_overlapping(self, result: "RoundResult", window: tuple[float, float]) -> int:
@@ -611,7 +808,9 @@ class _Checker:
         run_ids = [
             v.id
             for v in self.runs.values()
-            if v.robot_id == fault.victim_robot and lo <= v.created_at <= hi
+            if v.robot_id == fault.victim_robot
+            and lo <= v.created_at <= hi
+            and v.id not in self.scheduled
         ]
         table = _table(fault.victim, "captures")
         if not run_ids or not self.soak.warehouse_exists():
@@ -839,6 +1038,25 @@ def format_report(soak: "Soak", figures: dict[str, Any], violations: list[str]) 
         "type-less export have the documented types; "
         f"{f['shapes']['nested_fields_reported']} new nested fields reported by path",
     ]
+    sc = f.get("scheduled")
+    if sc:
+        lines.append(
+            f"Extralt-scheduled runs of {sc['source']} (every {sc['every_emulated_seconds']:.0f} "
+            f"emulated s): (1) {sc['created_by_extralt']} created by Extralt == {sc['fired']} the "
+            f"schedule fired, {sc['created_by_dagster']} by Dagster ("
+            + ", ".join(f"{k} {v}" for k, v in sc["by_status"].items())
+            + f"; {sc['credits']:,} credits); (3) {sc['loaded_once']}/{sc['completed']} completed "
+            f"loaded exactly once by the sensor (origin 'extralt'), {sc['loaded_not_completed']} "
+            f"others loaded, {sc['observed_once']}/{sc['failed']} failed observed once; events "
+            f"about Dagster's runs: {sc['events_about_dagster_runs']}; sensor: {sc['sensor_ticks']} "
+            f"ticks ({sc['sensor_ticks_during_rounds']} during rounds, {sc['drain_ticks']} after, "
+            f"{sc['drain_seconds']}s), {sc['sensor_requests']} list requests, at most "
+            f"{sc['sensor_max_requests_per_tick']}/{sc['sensor_pages_per_tick']} a tick; "
+            f"{sc['loads_launched']} loads launched ({sc['loads_launched_during_rounds']} during "
+            f"rounds, {sc['loads_dropped_by_daemon']} dropped as launched, "
+            f"{sc['loads_repeated']} repeated), {sc['load_step_retries']} step retries and "
+            f"{sc['load_reexecutions']} re-executions from failure"
+        )
     if "analyst" in f:
         a = f["analyst"]
         lines.append(

@@ -40,8 +40,18 @@ def check(report: SoakReport) -> None:
     assert credits["materializations_needing_a_run"] == report.plan.materializations
     assert credits["second_runs"] == 0
     assert f["terminal"]["terminal"] == f["terminal"]["runs"]
+    # Extralt's scheduled runs: counted apart in (1), loaded by the sensor in (3).
+    sc = f["scheduled"]
+    assert sc["created_by_extralt"] == sc["fired"] == sc["completed"] + sc["failed"] >= 3
+    assert sc["created_by_dagster"] == 0 and sc["failed"] >= 1
+    assert sc["loaded_once"] == sc["completed"] and sc["loaded_not_completed"] == 0
+    assert sc["observed_once"] == sc["failed"] and sc["events_about_dagster_runs"] == 0
+    assert sc["loads_launched"] == sc["completed"] and sc["loads_repeated"] == 0
+    assert 0 < sc["sensor_max_requests_per_tick"] <= sc["sensor_pages_per_tick"]
+    assert sc["sensor_ticks_during_rounds"] > 0 and sc["loads_launched_during_rounds"] > 0
     lost = f["lost"]
-    assert lost["loaded_runs"] == lost["completed_runs"] == report.plan.materializations
+    assert lost["loaded_runs"] == lost["completed_runs"]
+    assert lost["completed_runs"] == report.plan.materializations + sc["completed"]
     assert lost["history_rows"] == lost["captures_exported"] > 0
     assert lost["missing_rows"] == lost["duplicate_rows"] == 0
     assert lost["variants"] == lost["variant_offers_exported"]

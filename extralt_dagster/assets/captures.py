@@ -142,7 +142,7 @@ def _materialize(
     loaded."""
     chosen_id = _checked_run_id(config.run_id)
     if chosen_id is None:
-        recorded = _recorded_run(context.instance, target.source)
+        recorded = _recorded_run(context.instance, target.source, context.run.run_id)
         run, origin = recorded.run, recorded.origin
         run_from = run_asset_key(target.source).to_user_string()
     chosen = config.export_format.value.lower() if config.export_format else load.export_format
@@ -175,9 +175,12 @@ def _materialize(
     )
 
 
-def _recorded_run(instance: dg.DagsterInstance, name: str) -> RunMaterialization:
-    """The Extralt run of the source's newest `run` materialization; none is a clear failure."""
-    recorded = latest_run_materialization(instance, name)
+def _recorded_run(
+    instance: dg.DagsterInstance, name: str, dagster_run_id: str
+) -> RunMaterialization:
+    """The Extralt run of the source's `run` materialization in this Dagster run (or its
+    nearest ancestor), else of its newest one; none is a clear failure."""
+    recorded = latest_run_materialization(instance, name, dagster_run_id)
     if recorded is None:
         raise dg.Failure(
             description=(

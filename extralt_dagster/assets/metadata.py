@@ -91,11 +91,37 @@ def latest_materialized_run_id(instance: dg.DagsterInstance, name: str) -> str |
     return None if value is None else value.value
 
 
+def _own_run_metadata(
+    instance: dg.DagsterInstance, name: str, dagster_run_id: str
+) -> Mapping[str, dg.MetadataValue] | None:
+    """The newest `run` materialization of the source made by this Dagster run, else by its
+    nearest ancestor (a re-execution from failure runs the captures step alone)."""
+    key = run_asset_key(name)
+    run_id: str | None = dagster_run_id
+    for _ in range(100):  # a re-execution chain is short; never loop forever
+        if run_id is None:
+            return None
+        events = instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
+        for event in reversed(events):
+            mat = event.asset_materialization
+            if mat is not None and mat.asset_key == key:
+                return mat.metadata
+        run = instance.get_run_by_id(run_id)
+        run_id = None if run is None else run.parent_run_id
+    return None
+
+
 def latest_run_materialization(
-    instance: dg.DagsterInstance, name: str
+    instance: dg.DagsterInstance, name: str, dagster_run_id: str | None = None
 ) -> RunMaterialization | None:
-    """The source's newest `run` materialization, or None when it has none."""
-    metadata = _latest_run_metadata(instance, name)
+    """The source's newest `run` materialization, or None when it has none. With
+    `dagster_run_id`, the one that Dagster run (or its nearest ancestor) made comes first: a
+    materialization reported in between (the sensor's, of a run Extralt started) is not it."""
+    metadata = None
+    if dagster_run_id is not None:
+        metadata = _own_run_metadata(instance, name, dagster_run_id)
+    if metadata is None:
+        metadata = _latest_run_metadata(instance, name)
     if metadata is None or RUN_ID_KEY not in metadata:
         return None
     run = ExtraltRun.from_api(metadata[RUN_DOCUMENT_KEY].value)
