@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 import duckdb
 import pytest
+from dagster_duckdb import DuckDBResource
 
 from extralt_dagster import ExtraltResource, build_extralt_assets, build_extralt_sensor
 from extralt_dagster.naming import (
@@ -423,3 +424,57 @@ def test_runs_wait_while_a_dagster_run_that_has_its_own_run_may_still_load(
             break
         waiting = later
     assert [r.run_key for r in later.run_requests] == [scheduled]
+
+
+def shoes_job():
+    """For `dg.reconstructable`: both shoes assets, in process, the emulator and the warehouse
+    from the environment (a re-execution rebuilds the job)."""
+    import os
+
+    from extralt_dagster import ExtraltResource as Resource
+
+    from .support import FAST_POLL
+
+    assets = build_extralt_assets("shoes", "rbt_shoes", budget=5)
+    job = dg.define_asset_job("shoes", selection=["*"], executor_def=dg.in_process_executor)
+    defs = dg.Definitions(
+        assets=assets,
+        jobs=[job],
+        resources={
+            "extralt": Resource(
+                api_key=os.environ["EXTRALT_API_KEY"],
+                base_url=os.environ["EXTRALT_BASE_URL"],
+                **FAST_POLL,
+            ),
+            "duckdb": DuckDBResource(database=os.environ["EXTRALT_DUCKDB_PATH"]),
+        },
+    )
+    return defs.resolve_job_def("shoes")
+
+
+def test_a_reexecuted_captures_step_loads_its_own_run_not_one_the_sensor_reported_since(
+    make_emulator, instance, tmp_path, monkeypatch
+):
+    emu = make_emulator(concurrency_limit=None)
+    monkeypatch.setenv("EXTRALT_API_KEY", emu.api_key)
+    monkeypatch.setenv("EXTRALT_BASE_URL", emu.url)
+    monkeypatch.setenv("EXTRALT_DUCKDB_PATH", str(tmp_path / "warehouse.duckdb"))
+    job = dg.reconstructable(shoes_job)
+    emu.set_faults(export_corrupt=True, export_count=1)  # the captures step fails, once
+    with dg.execute_job(job, instance=instance) as first:
+        assert not first.success
+    [own] = list(emu.runs)
+    # Before the re-execution, the sensor reports a run Extralt started: now the newest.
+    external = emu.create_run_externally("rbt_shoes", budget=3)
+    emu.finish_run(external)
+    shoes, _ = sources(tmp_path)
+    result = evaluate(build_extralt_sensor([shoes]), instance, emu)
+    for event in result.asset_events:
+        instance.report_runless_asset_event(event)
+    assert [r.run_key for r in result.run_requests] == [external]
+    options = dg.ReexecutionOptions.from_failure(first.run_id, instance)
+    with dg.execute_job(job, instance=instance, reexecution_options=options) as second:
+        assert second.success
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
+        loaded = con.execute("select run_id, origin from extralt.runs").fetchall()
+    assert loaded == [(own, "dagster")]
