@@ -15,6 +15,7 @@ from .resource import ExtraltResource
 from .schedules import build_extralt_job, build_extralt_schedule
 from .sensors import build_extralt_sensor
 from .sources import (
+    CreditLimit,
     ExtraltSources,
     SourceDefaults,
     SourcesFileError,
@@ -24,6 +25,7 @@ from .sources import (
 
 __all__ = [
     *api.__all__,
+    "CreditLimit",
     "DuckLakeResource",
     "ExtraltCapturesConfig",
     "ExtraltComponent",

@@ -37,6 +37,7 @@ from .schedules import source_job, source_schedule
 from .sensors import build_extralt_sensor
 from .spec import (
     DEFAULT_OBSERVE_INTERVAL_SECONDS,
+    CreditLimit,
     DuplicateNameError,
     ExtraltSources,
     MaintenanceSpec,
@@ -433,6 +434,7 @@ __all__ = [
     "EMULATOR_API_KEY",
     "EMULATOR_URL",
     "Connection",
+    "CreditLimit",
     "ExtraltSources",
     "SourceDefaults",
     "SourceSpec",

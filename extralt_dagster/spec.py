@@ -29,7 +29,7 @@ import re
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import dagster as dg
@@ -61,6 +61,9 @@ DEFAULT_MAINTENANCE_CRON = "0 4 * * 0"
 #: 2.5 requests a minute at most, of the API's 120).
 DEFAULT_OBSERVE_INTERVAL_SECONDS = 120
 DEFAULT_OBSERVE_PAGES_PER_TICK = 5
+#: The calendar periods a credit cap counts over, in the source's time zone (weeks start Monday).
+CreditPeriod = Literal["day", "week", "month"]
+CREDIT_PERIODS: tuple[str, ...] = ("day", "week", "month")
 #: Bounds of a tick's interval: the daemon ticks sensors every 30 s at best; a day at most.
 OBSERVE_INTERVAL_RANGE = (30, 86_400)
 OBSERVE_PAGES_RANGE = (1, 100)
@@ -230,6 +233,41 @@ def _whole_in(bounds: tuple[int, int], unit: str) -> Callable[[object, str], int
     return check
 
 
+def _positive_credits(v: object, label: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ExtraltValidationError(
+            f"{label} must be a whole number of credits, 1 or more (2 credits a capture), "
+            f"got {v!r}."
+        )
+    return v
+
+
+def _period(v: object, label: str) -> str:
+    if v not in CREDIT_PERIODS:
+        raise ExtraltValidationError(
+            f"{label} must be {', '.join(map(repr, CREDIT_PERIODS))} (a calendar period in the "
+            f"source's time zone), got {v!r}."
+        )
+    return v  # type: ignore[return-value]
+
+
+def _credit_limit(v: object, label: str) -> "CreditLimit":
+    """A `CreditLimit`, or a mapping `{"credits": 20000, "per": "month"}` (Python keywords)."""
+    if isinstance(v, CreditLimit):
+        return v
+    if not isinstance(v, Mapping):
+        raise ExtraltValidationError(
+            f"{label} must be a mapping such as {{'credits': 20000, 'per': 'month'}}, got {v!r}."
+        )
+    unknown = sorted(set(v) - {"credits", "per"})
+    if unknown or {"credits", "per"} - set(v):
+        raise ExtraltValidationError(
+            f"{label} takes exactly 'credits' and 'per' (day, week or month), got {sorted(v)!r}."
+        )
+    checked = check_fields(dict(v), prefix=f"{label}.")
+    return CreditLimit.model_construct(**checked)
+
+
 def _warn_ratio(v: float, label: str) -> float:
     if not 0 <= v <= 1:
         raise ExtraltValidationError(f"{label} must be between 0 and 1, got {v!r}.")
@@ -252,11 +290,14 @@ _CHECKS: dict[str, Callable[[Any, str], Any]] = {
     "lock_timeout_seconds": _lock_timeout,
     "null_price_warn_ratio": _warn_ratio,
     "history_retention": _history_retention,
+    "credit_limit": _credit_limit,
     "cron": validate_cron,
     "timezone": validate_timezone,
     "group": _group,
     "owners": _owners,
     "expire_snapshots_older_than": _duration,
+    "credits": _positive_credits,
+    "per": _period,
     "delete_files_older_than": _duration,
 }
 
@@ -265,7 +306,7 @@ _CHECKS: dict[str, Callable[[Any, str], Any]] = {
 _NONE_IS_UNSET = frozenset(
     {"start_urls", "budget", "poll_timeout_seconds", "lock_timeout_seconds", "cron", "timezone"}
     | {"group", "owners", "history_retention"}
-    | {"observe_external_runs", "observe_interval_seconds"}
+    | {"observe_external_runs", "observe_interval_seconds", "credit_limit"}
 )
 
 
@@ -298,6 +339,14 @@ class _Strict(BaseModel):
         return v if v is None else check_fields({info.field_name: v})[info.field_name]
 
 
+class CreditLimit(_Strict):
+    """The most credits a source (or a code location's sources together) may spend in a
+    calendar period: runs that could pass it are refused before they are created."""
+
+    credits: int = Field(description="The most credits in one period (2 per capture).")
+    per: CreditPeriod = Field(description="day, week or month, in the source's time zone.")
+
+
 class SourceDefaults(_Strict):
     """Settings applied to every source unless the source sets its own."""
 
@@ -322,6 +371,10 @@ class SourceDefaults(_Strict):
     observe_interval_seconds: int = Field(
         default=DEFAULT_OBSERVE_INTERVAL_SECONDS,
         description="Seconds between two ticks of the external-runs sensor (30 to 86400).",
+    )
+    credit_limit: CreditLimit | None = Field(
+        default=None,
+        description="The cap of every source that sets none, e.g. {credits: 20000, per: month}.",
     )
     observe_pages_per_tick: int = Field(
         default=DEFAULT_OBSERVE_PAGES_PER_TICK,
@@ -381,6 +434,11 @@ class SourceSpec(_Strict):
         description="Keep only the last N runs ('30 runs') or days ('90 days') of this "
         "source's history, dropped in each load's transaction; unset keeps all history.",
     )
+    credit_limit: CreditLimit | None = Field(
+        default=None,
+        description="Refuse a run that could take this source past this many credits in a "
+        "calendar period, e.g. {credits: 20000, per: month}; needs a budget.",
+    )
     observe_external_runs: bool | None = Field(
         default=None,
         description="Load this robot's runs started outside Dagster (Extralt schedules, its "
@@ -419,6 +477,7 @@ class SourceSpec(_Strict):
                 else observe,
                 "observe_interval_seconds": self.observe_interval_seconds
                 or defaults.observe_interval_seconds,
+                "credit_limit": self.credit_limit or defaults.credit_limit,
             }
         )
 
@@ -504,9 +563,11 @@ class DuplicateNameError(ValueError):
 
 
 __all__ = [
+    "CREDIT_PERIODS",
     "DEFAULT_LOCK_TIMEOUT_SECONDS",
     "DEFAULT_OBSERVE_INTERVAL_SECONDS",
     "DEFAULT_OBSERVE_PAGES_PER_TICK",
+    "CreditLimit",
     "ExtraltSources",
     "LoadOptions",
     "MaintenanceSpec",

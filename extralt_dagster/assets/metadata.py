@@ -51,6 +51,7 @@ class RunMaterialization:
             "status": run.status.value,
             "robot_id": self.robot_id,
             "extracted": run.extracted,
+            "captures": run.extracted,
             "credits_spent": run.credits_spent,
             "credits_per_capture": CREDITS_PER_CAPTURE,
             "how": self.how,

@@ -13,6 +13,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
+from .. import credits
 from ..api.errors import (
     ExtraltError,
     ExtraltNotFoundError,
@@ -36,6 +37,8 @@ from ..resource import ExtraltResource
 from ..spec import (
     DEFAULT_LOCK_TIMEOUT_SECONDS,
     DEFAULT_NULL_PRICE_WARN_RATIO,
+    DEFAULT_TIMEZONE,
+    CreditLimit,
     LoadOptions,
     SourceSpec,
 )
@@ -86,10 +89,14 @@ def build_extralt_assets(
     lock_timeout_seconds: float = DEFAULT_LOCK_TIMEOUT_SECONDS,
     export_dir: str | None = None,
     history_retention: str | None = None,
+    credit_limit: CreditLimit | Mapping[str, Any] | None = None,
+    timezone: str = DEFAULT_TIMEZONE,
 ) -> list[dg.AssetsDefinition]:
     """The `extralt/<name>/run` and `extralt/<name>/captures` assets (with checks) for one source.
 
     Everything is validated here, at definition time, so a typo never costs an API call.
+    `credit_limit` (`{"credits": 20000, "per": "month"}`, or a `CreditLimit`) refuses a run
+    that could take the source past it in a calendar period of `timezone`; it needs a budget.
     """
     spec = SourceSpec.from_keywords(
         name=name,
@@ -102,6 +109,8 @@ def build_extralt_assets(
         export_format=export_format,
         lock_timeout_seconds=lock_timeout_seconds,
         history_retention=history_retention,
+        credit_limit=credit_limit,
+        timezone=timezone,
         group=group_name,
         tags=dict(tags) if tags is not None else None,
         owners=list(owners) if owners is not None else None,
@@ -134,6 +143,7 @@ def build_source_assets(
     description: str | None = None,
 ) -> list[dg.AssetsDefinition]:
     """The two assets of a checked spec (a sources file's, or `build_extralt_assets`')."""
+    _check_credit_limit(spec)
     load = load or spec.load_options()
     run_asset = _build_run_asset(
         spec,
@@ -144,6 +154,29 @@ def build_source_assets(
     )
     captures_asset = build_captures_asset(spec, load, retry_policy=retry_policy, pool=captures_pool)
     return [run_asset, captures_asset]
+
+
+def _check_credit_limit(spec: SourceSpec) -> None:
+    """A cap needs a bounded run: without a budget a run's worst case has no bound."""
+    limit = spec.credit_limit
+    if limit is None:
+        return
+    if not spec.budget:
+        raise ExtraltValidationError(
+            f"credit_limit ({limit.credits:,} credits per {limit.per}) needs a budget: without "
+            "one, a run's worst case has no bound and no run could be let through. Set budget "
+            "(the most captures a run makes, 2 credits each), or remove credit_limit."
+        )
+    if credits.worst_case(spec.budget) > limit.credits:
+        raise ExtraltValidationError(
+            f"credit_limit ({limit.credits:,} credits per {limit.per}) is below one run's worst "
+            f"case ({spec.budget:,} captures x 2 = {credits.worst_case(spec.budget):,} "
+            "credits): no run could ever start. Raise credit_limit.credits or lower budget."
+        )
+
+
+class CreditLimitReached(dg.Failure):
+    """A run was refused before any spending request: it could pass the source's cap."""
 
 
 def _build_run_asset(
@@ -210,6 +243,8 @@ class _RunStep:
     def execute(self) -> dg.MaterializeResult:
         try:
             handler, how = self._follow()
+        except CreditLimitReached:
+            raise  # nothing was created or restarted; a recorded run is left as it is
         except Exception:
             # E.g. the last attempt cannot even read the run an earlier attempt left running.
             recorded = self._recorded(run_id_tag(self.spec.name))
@@ -273,6 +308,7 @@ class _RunStep:
             )
             return self._handler(run_id), "resumed"
         if run.status in (RunStatus.FAILED, RunStatus.STOPPED):
+            self._guard_credits("restart")  # a restart crawls, and pays, again
             new_id = self.client.restart_run(run_id, budget=self.spec.budget)
             self._record(new_id)
             self.context.log.info(
@@ -287,6 +323,7 @@ class _RunStep:
 
     def _create(self) -> ExtraltRunHandler:
         p = self.spec
+        self._guard_credits("start")
         known = self._known_runs()
         self._add_tags({create_sent_tag(self.spec.name): f"{time.time():.3f}"})
         try:
@@ -307,6 +344,45 @@ class _RunStep:
             f"{self.client.dashboard_url(run_id)}"
         )
         return self._handler(run_id)
+
+    def _period(self) -> credits.Period:
+        """The cap's calendar period now (a month when the source has no cap)."""
+        limit = self.spec.credit_limit
+        per = limit.per if limit else "month"
+        return credits.Period.containing(
+            per, self.spec.timezone or DEFAULT_TIMEZONE, credits.wall_clock()
+        )
+
+    def _spend(self, known: dict[str, int] | None = None) -> credits.Spend:
+        return credits.spent_in_period(
+            self.context.instance,
+            self.spec.name,
+            self._period(),
+            worst_case_credits=credits.worst_case(self.spec.budget or 0),
+            known=known,
+            current_dagster_run=self.context.run.run_id,
+        )
+
+    def _guard_credits(self, action: str) -> None:
+        """Refuse, before the request, a run that could take the source past its cap."""
+        limit = self.spec.credit_limit
+        if limit is None or not self.spec.budget:
+            return
+        period = self._period()
+        spend = self._spend()
+        message = credits.refusal(self.spec.name, limit, period, spend, self.spec.budget, action)
+        if message is None:
+            return
+        raise CreditLimitReached(
+            description=message,
+            metadata={
+                metadata_key("credit_limit"): limit.credits,
+                metadata_key("credits_in_period"): spend.credits,
+                metadata_key("credit_period"): period.describe(),
+                metadata_key("refused"): action,
+            },
+            allow_retries=False,
+        )
 
     def _known_runs(self) -> set[str]:
         """Every Extralt run this source has recorded, in any Dagster run, restarted ones too:
@@ -367,7 +443,7 @@ class _RunStep:
     def _run_metadata(
         self, run: ExtraltRun, how: str, handler: ExtraltRunHandler
     ) -> dict[str, Any]:
-        return RunMaterialization(
+        metadata = RunMaterialization(
             run=run,
             how=how,
             dashboard_url=handler.dashboard_url,
@@ -375,6 +451,14 @@ class _RunStep:
             robot_id=run.robot_id or self.spec.robot_id,
             budget=run.budget if run.budget is not None else self.spec.budget,
         ).to_metadata()
+        # The period's running total, this run included at its real cost: plotted by the UI.
+        period = self._period()
+        spend = self._spend(known={run.id: run.credits_spent})
+        metadata[metadata_key("credits_in_period")] = spend.credits
+        metadata[metadata_key("credit_period")] = period.describe()
+        if self.spec.credit_limit is not None:
+            metadata[metadata_key("credit_limit")] = self.spec.credit_limit.credits
+        return metadata
 
     def _failure_metadata(self, handler: ExtraltRunHandler) -> dict[str, Any]:
         return run_failure_metadata(handler.run_id, handler.dashboard_url)
