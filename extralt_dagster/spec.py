@@ -268,6 +268,20 @@ def _credit_limit(v: object, label: str) -> "CreditLimit":
     return CreditLimit.model_construct(**checked)
 
 
+def _freshness(v: object, label: str) -> str:
+    """'auto', 'off', or a duration such as '26 hours' (the fail window)."""
+    if v in ("auto", "off"):
+        return v  # type: ignore[return-value]
+    try:
+        parse_duration(v, label)
+    except WarehouseError:
+        raise ExtraltValidationError(
+            f"{label} must be 'auto' (from the cron), 'off', or a duration such as '26 hours' "
+            f"or '90m' (how old the last load may be), got {v!r}."
+        ) from None
+    return v  # type: ignore[return-value]
+
+
 def _warn_ratio(v: float, label: str) -> float:
     if not 0 <= v <= 1:
         raise ExtraltValidationError(f"{label} must be between 0 and 1, got {v!r}.")
@@ -291,6 +305,7 @@ _CHECKS: dict[str, Callable[[Any, str], Any]] = {
     "null_price_warn_ratio": _warn_ratio,
     "history_retention": _history_retention,
     "credit_limit": _credit_limit,
+    "freshness": _freshness,
     "cron": validate_cron,
     "timezone": validate_timezone,
     "group": _group,
@@ -306,7 +321,7 @@ _CHECKS: dict[str, Callable[[Any, str], Any]] = {
 _NONE_IS_UNSET = frozenset(
     {"start_urls", "budget", "poll_timeout_seconds", "lock_timeout_seconds", "cron", "timezone"}
     | {"group", "owners", "history_retention"}
-    | {"observe_external_runs", "observe_interval_seconds", "credit_limit"}
+    | {"observe_external_runs", "observe_interval_seconds", "credit_limit", "freshness"}
 )
 
 
@@ -433,6 +448,11 @@ class SourceSpec(_Strict):
         default=None,
         description="Keep only the last N runs ('30 runs') or days ('90 days') of this "
         "source's history, dropped in each load's transaction; unset keeps all history.",
+    )
+    freshness: str | None = Field(
+        default=None,
+        description="When the captures turn stale: 'auto' (the default with a cron: its "
+        "longest interval plus the poll timeout), a duration such as '26 hours', or 'off'.",
     )
     credit_limit: CreditLimit | None = Field(
         default=None,

@@ -11,6 +11,7 @@ import shutil
 import socket
 import tempfile
 import time
+from datetime import timedelta
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from ..api.errors import (
     ExtraltServerError,
 )
 from ..api.models import EXPORT_FORMATS, ExportFormat, ExtraltRun, RunStatus
+from ..freshness import DEFAULT_CRAWL_MARGIN, freshness_policy
 from ..lake import WarehouseAt, warehouse_at
 from ..naming import (
     EXPORT_DAMAGE_KEY,
@@ -41,7 +43,7 @@ from ..naming import (
     run_ids_tag,
 )
 from ..resource import ExtraltResource
-from ..spec import LoadOptions, SourceSpec
+from ..spec import DEFAULT_TIMEZONE, LoadOptions, SourceSpec
 from .checks import check_results, check_specs
 from .metadata import (
     RunMaterialization,
@@ -114,6 +116,14 @@ def build_captures_asset(
         owners=list(spec.owners or []),
         kinds={"extralt", "duckdb"},
         check_specs=check_specs(key, load.null_price_warn_ratio),
+        freshness_policy=freshness_policy(
+            spec.cron,
+            spec.timezone or DEFAULT_TIMEZONE,
+            spec.freshness,
+            crawl_margin=timedelta(seconds=spec.poll_timeout_seconds)
+            if spec.poll_timeout_seconds
+            else DEFAULT_CRAWL_MARGIN,
+        ),
     )
     def _captures(
         context: dg.AssetExecutionContext,
