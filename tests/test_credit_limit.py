@@ -71,6 +71,18 @@ def test_a_cap_lets_two_runs_through_and_refuses_the_third_before_any_request(
         "No Extralt request was made.",
     ):
         assert part in message, message
+    # The README's example is this very text (its dates aside).
+    import re
+    from pathlib import Path
+
+    readme = Path(__file__).resolve().parents[1].joinpath("README.md").read_text()
+    section = readme.split("**A refusal**", 1)[1]
+    (example,) = re.findall(r"```\n(.*?)```", section, re.S)[:1]
+
+    def same(text):
+        return re.sub(r"\d{4}-\d{2}-\d{2}", "DATE", " ".join(text.split()))
+
+    assert same(example) == same(message[message.index("Source ") :])
 
 
 def test_the_next_period_lets_runs_through_again(emulator, instance, tmp_path, monkeypatch):
