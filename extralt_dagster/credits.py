@@ -145,8 +145,11 @@ def refusal(
     spend: Spend,
     budget: int,
     action: str,
+    robot_id: str,
+    run_id: str | None = None,
 ) -> str | None:
-    """Why a run of `budget` captures must not be `action`ed (created, restarted), or None."""
+    """Why a run of `budget` captures must not be `action`ed (created, restarted), or None.
+    The message names the robot, and the run a restart would have restarted."""
     could_cost = worst_case(budget)
     if spend.credits + could_cost <= limit.credits:
         return None
@@ -157,7 +160,9 @@ def refusal(
         else ""
     )
     return (
-        f"Source {name!r}: refusing to {action} an Extralt run: its credit_limit is "
+        f"Source {name!r}: refusing to {action} an Extralt run of robot {robot_id}"
+        + (f" ({run_id})" if run_id else "")
+        + f": its credit_limit is "
         f"{limit.credits:,} credits per {limit.per} ({period.describe()}), {spend.credits:,} "
         f"are already spent in this {limit.per} over {spend.runs} run(s){unknown}, and this run "
         f"could cost {could_cost:,} more (budget {budget:,} x {CREDITS_PER_CAPTURE} credits). "

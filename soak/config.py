@@ -68,3 +68,27 @@ SENSOR_PAGE_SIZE = 10
 SENSOR_INTERVAL_SECONDS = 3.0
 #: After the last round: how long the sensor may take to handle every scheduled run.
 SENSOR_DRAIN_TIMEOUT_SECONDS = 180.0
+
+
+# --- The credit cap party -------------------------------------------------------------------
+
+#: This source has a `credit_limit` that fits `CAPPED_RUNS` of its runs at their worst case
+#: (budget x 2 credits) in a month. Kitchen: never a books-like scheduled source (the sensor's
+#: reports would count in its spend) and, with the default seed, never a run fault's victim, so
+#: each of its admitted runs completes at exactly its worst case; the small plan materializes it
+#: 6 times, so its 5th and 6th rounds are refused (`plan.expected_refusals`).
+CAPPED_SOURCE = "kitchen"
+CAPPED_RUNS = 4
+CREDIT_PER = "month"
+#: Candidate time zones of the cap's calendar month: the soak takes the one whose month is
+#: furthest from its start or end (over 12 h, UTC-12 and UTC+14 being 26 h apart), so a soak of
+#: minutes never spans two periods, whatever the day it runs.
+CREDIT_TIMEZONES = ("UTC", "Etc/GMT+12", "Etc/GMT-14")
+
+
+def capped_source() -> Source:
+    return next(s for s in SOURCES if s.name == CAPPED_SOURCE)
+
+
+def credit_limit() -> dict[str, int | str]:
+    return {"credits": CAPPED_RUNS * capped_source().budget * 2, "per": CREDIT_PER}

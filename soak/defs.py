@@ -6,6 +6,7 @@ reads everything from the environment (set by `soak.run_soak`):
 - `EXTRALT_BASE_URL`: the emulator; `EXTRALT_API_KEY` is read at run time through `dg.EnvVar`
 - `SOAK_DUCKDB_PATH`, `SOAK_EXPORT_DIR`: the warehouse file and the folder exports stream into
 - `SOAK_LAKE_CATALOG`, `SOAK_LAKE_DATA_PATH`: when set, the warehouse is this DuckLake instead
+- `SOAK_CREDIT_TIMEZONE`: the time zone of the capped source's calendar month (`CAPPED_SOURCE`)
 
 The job is resolved at import, so the forkserver preloads it and a step process starts in about
 a second instead of rebuilding the definitions.
@@ -19,12 +20,14 @@ from dagster_duckdb import DuckDBResource
 from extralt_dagster import DuckLakeResource, ExtraltResource, build_extralt_assets
 
 from .config import (
+    CAPPED_SOURCE,
     JOB_NAME,
     LOCK_TIMEOUT_SECONDS,
     REQUEST_TIMEOUT_SECONDS,
     RETRY_DELAY_SECONDS,
     RETRY_MAX,
     SOURCES,
+    credit_limit,
 )
 
 RETRY_POLICY = dg.RetryPolicy(max_retries=RETRY_MAX, delay=RETRY_DELAY_SECONDS)
@@ -43,8 +46,18 @@ def _assets() -> list[dg.AssetsDefinition]:
             export_dir=export_dir,
             lock_timeout_seconds=LOCK_TIMEOUT_SECONDS,
             group_name="soak",
+            **_cap(s.name),
         )
     ]
+
+
+def _cap(name: str) -> dict:
+    if name != CAPPED_SOURCE:
+        return {}
+    return {
+        "credit_limit": credit_limit(),
+        "timezone": os.environ.get("SOAK_CREDIT_TIMEZONE", "UTC"),
+    }
 
 
 def _resources() -> dict:

@@ -9,7 +9,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import REQUEST_TIMEOUT_SECONDS, SOURCES, run_op
+from .config import CAPPED_RUNS, CAPPED_SOURCE, REQUEST_TIMEOUT_SECONDS, SOURCES, run_op
 
 RUNS = "/v0/extract/runs"
 RUN = "/v0/extract/runs/*"
@@ -178,6 +178,17 @@ class Plan:
     def materializations(self) -> int:
         """Source materializations planned (a source's `run` and `captures` in one round)."""
         return sum(len(r.sources) for r in self.rounds)
+
+    @property
+    def capped_rounds(self) -> list[int]:
+        """The rounds that materialize the source with a credit cap."""
+        return [r.index for r in self.rounds if CAPPED_SOURCE in r.sources]
+
+    @property
+    def expected_refusals(self) -> int:
+        """Materializations of the capped source its cap must refuse, at least: each one it
+        admits completes a run at its worst case, so `CAPPED_RUNS` of them fill the month."""
+        return max(0, len(self.capped_rounds) - CAPPED_RUNS)
 
     def fault_mix(self) -> dict[str, int]:
         mix = dict.fromkeys(ALL_KINDS, 0)

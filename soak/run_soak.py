@@ -39,12 +39,20 @@ from typing import Any, TypeVar
 import dagster as dg
 import duckdb
 
-from extralt_dagster import warehouse
+from extralt_dagster import credits, warehouse
 from extralt_dagster.api.models import TERMINAL_STATUSES
 from extralt_dagster.assets.captures import EXPORT_FOLDER_PREFIX, export_folder_owner
 from extralt_dagster.emulator import Emulator, RunView
+from extralt_dagster.naming import metadata_key
 
-from .config import EMULATOR_RATE_LIMIT, EMULATOR_SPEED, SOURCES, run_op
+from .config import (
+    CREDIT_PER,
+    CREDIT_TIMEZONES,
+    EMULATOR_RATE_LIMIT,
+    EMULATOR_SPEED,
+    SOURCES,
+    run_op,
+)
 from .plan import EXPORT, Fault, Plan, Round, make_plan
 from .scheduled import PARTY, PARTY_TAG, ScheduledRuns
 
@@ -68,6 +76,9 @@ IN_FLIGHT = [
 ]
 #: The emulator's run faults: dropped once the round's first Dagster run is over.
 RUN_FAULT_FIELDS = ("fail_runs", "fail_message", "never_finish", "run_fault_robots")
+#: The metadata a credit cap's refusal (`CreditLimitReached`) carries: "start" or "restart".
+REFUSED_KEY = metadata_key("refused")
+STEP_SOURCE_NAME = {run_op(s.name): s.name for s in SOURCES}
 
 _T = TypeVar("_T")
 
@@ -116,6 +127,16 @@ class Attempt:
     seconds: float
     emulated_window: tuple[float, float]
     error: str | None = None
+    #: Epoch seconds (the Dagster event log's clock) when it was sent and answered.
+    wall_window: tuple[float, float] = (0.0, 0.0)
+    #: Steps the credit cap refused; when they are all that failed, nobody re-executes.
+    refused: list[str] = field(default_factory=list)
+    failed_steps: list[str] = field(default_factory=list)
+
+    def to_emulated(self, wall: float) -> float:
+        """An epoch time during this attempt on the emulator's clock (it runs EMULATOR_SPEED
+        times faster, from the attempt's start: accurate to a few emulated ms)."""
+        return self.emulated_window[0] + (wall - self.wall_window[0]) * EMULATOR_SPEED
 
 
 @dataclass
@@ -669,6 +690,9 @@ class Soak:
             if s.robot_id not in self.emu.robots:
                 self.emu.add_robot(s.robot_id, s.host, catalogue_size=400)
         self.results: list[RoundResult] = []
+        #: The capped source's calendar period: its time zone, and the period at start and end.
+        self.credit_timezone = credit_timezone(time.time())
+        self.credit_periods: tuple[credits.Period, credits.Period]
         self.scheduled: ScheduledRuns
         self.worker: Worker
         self.daemon: Daemon
@@ -708,10 +732,13 @@ class Soak:
                 f"{len(SOURCES)} sources, into {self.lake or 'a DuckDB file'}; "
                 f"emulator {self.emu.url}; work dir {self.paths.root}"
             )
+            first = credits.Period.containing(CREDIT_PER, self.credit_timezone, time.time())
             self.scheduled.start()
             for rnd in self.plan.rounds:
                 self.results.append(self._run_round(rnd))
             self.scheduled.finish()
+            last = credits.Period.containing(CREDIT_PER, self.credit_timezone, time.time())
+            self.credit_periods = (first, last)
             if analyst is not None:
                 self.analyst_queries = analyst.stop()
             self.worker.close()
@@ -746,6 +773,7 @@ class Soak:
                 else {}
             ),
             "SOAK_EXPORT_DIR": str(self.paths.exports),
+            "SOAK_CREDIT_TIMEZONE": self.credit_timezone,
             "PYTHONPATH": os.pathsep.join(
                 p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
             ),
@@ -774,6 +802,10 @@ class Soak:
                 parent = result.attempts[-1].run_id
                 if parent is None:
                     break
+                last = result.attempts[-1]
+                if last.failed_steps and set(last.failed_steps) <= set(last.refused):
+                    # Only the credit cap failed: re-executing is refused again until next month.
+                    break
                 number = len(result.attempts)
                 spec = {
                     "tags": {"soak/round": str(rnd.index), "soak/attempt": str(number)},
@@ -792,15 +824,43 @@ class Soak:
         return result
 
     def _execute(self, number: int, spec: dict[str, Any]) -> Attempt:
-        t0, e0 = time.monotonic(), self.emu.clock.now()
+        t0, e0, w0 = time.monotonic(), self.emu.clock.now(), time.time()
         answer = self.worker.execute(spec, ATTEMPT_TIMEOUT_SECONDS)
-        window = (e0, self.emu.clock.now())
+        window, walls = (e0, self.emu.clock.now()), (w0, time.time())
         seconds = time.monotonic() - t0
         if "error" in answer:
-            return Attempt(number, None, "ERROR", False, seconds, window, answer["error"])
-        return Attempt(
+            attempt = Attempt(number, None, "ERROR", False, seconds, window, answer["error"])
+            attempt.wall_window = walls
+            return attempt
+        attempt = Attempt(
             number, answer["run_id"], answer["status"], answer["success"], seconds, window
         )
+        attempt.wall_window = walls
+        for e in self.instance.all_logs(answer["run_id"], of_type=dg.DagsterEventType.STEP_FAILURE):
+            attempt.failed_steps.append(e.step_key or "")
+            if refusal_of(e) is not None:
+                attempt.refused.append(e.step_key or "")
+        return attempt
+
+
+def refusal_of(entry: dg.EventLogEntry) -> str | None:
+    """'start' or 'restart' when this step failure is a credit cap's refusal, else None."""
+    event = entry.dagster_event
+    if event is None or event.event_type != dg.DagsterEventType.STEP_FAILURE:
+        return None
+    user = event.step_failure_data.user_failure_data
+    value = user.metadata.get(REFUSED_KEY) if user is not None else None
+    return str(value.value) if value is not None else None
+
+
+def credit_timezone(now: float) -> str:
+    """The candidate zone whose calendar period `now` is furthest from the edges of."""
+
+    def margin(zone: str) -> float:
+        period = credits.Period.containing(CREDIT_PER, zone, now)
+        return min(now - period.start.timestamp(), period.end.timestamp() - now)
+
+    return max(CREDIT_TIMEZONES, key=margin)
 
 
 def _hits(
@@ -829,7 +889,12 @@ def _hits(
 
 def _round_line(result: RoundResult, total: int) -> str:
     rnd = result.round
-    outcome = " -> ".join(f"{a.status}({a.seconds:.1f}s)" for a in result.attempts)
+    outcome = " -> ".join(
+        f"{a.status}({a.seconds:.1f}s"
+        + "".join(f", {STEP_SOURCE_NAME.get(k, k)} refused by its credit cap" for k in a.refused)
+        + ")"
+        for a in result.attempts
+    )
     faults = ", ".join(f.kind + (f"[{f.victim}]" if f.victim else "") for f in rnd.faults)
     return f"  round {rnd.index + 1}/{total} {','.join(rnd.sources)} | {faults or '-'} | {outcome}"
 

@@ -11,6 +11,10 @@
 4. Nothing half-done: no export file left behind; the DuckDB file opens, checkpoints and scans.
 5. Every failure explained: each failed or retried step names the Extralt run (or the robot, when
    no run exists yet) and the cause; the API key appears nowhere the soak left a trace.
+1b. The cap: one source has a `credit_limit` (`CAPPED_SOURCE`); the plan materializes it more
+   often than the cap holds, so some of its materializations are refused. A refused one needs
+   no Extralt run and is counted apart; each refusal sent no create or restart for the robot,
+   failed its step once (no retry), and the source's Extralt spend stayed within the cap.
 6. Every shape absorbed: a source served a type-less export (its first, in round 0) has the
    documented types wherever it has values; a nested field new to history was added and
    reported by its path.
@@ -46,12 +50,16 @@ from extralt_dagster.naming import (
 from extralt_dagster.warehouse import DOCUMENTED_TYPES, Target, WarehouseError
 
 from .config import (
+    CAPPED_SOURCE,
     EMULATOR_RATE_LIMIT,
+    EMULATOR_SPEED,
     SCHEDULE_EVERY_SECONDS,
     SCHEDULED_SOURCE,
     SENSOR_PAGES_PER_TICK,
     SOURCES,
+    capped_source,
     captures_op,
+    credit_limit,
     run_op,
 )
 from .plan import ALL_KINDS, Fault
@@ -70,6 +78,7 @@ STEP_SOURCE = {run_op(s.name): s.name for s in SOURCES} | {
 DAGSTER_ERRORS = ("ChildProcessCrashException", "DagsterExecutionInterruptedError")
 #: How a failure message says what happened: cause -> fragments, any of which names it.
 CAUSES: dict[str, tuple[str, ...]] = {
+    "credit_limit": ("refusing to start an Extralt run", "refusing to restart an Extralt run"),
     "the run failed remotely": ("failed: ",),
     "the run was stopped outside Dagster": ("stopped outside Dagster",),
     "the run outlived its poll timeout": ("poll_timeout_seconds",),
@@ -87,6 +96,7 @@ def verify(soak: "Soak", *, seconds: float) -> tuple[dict[str, Any], list[str], 
     """Check every invariant; return (figures, violations, the report's text)."""
     check = _Checker(soak)
     check.credits()
+    check.credit_cap()
     check.terminal()
     check.warehouse_whole()  # before any read-only connection: replays and checkpoints
     check.nothing_lost()
@@ -117,6 +127,7 @@ class _Checker:
         self.attempt_ids += self.sensor_run_ids
         self.scheduled = {i: v for i, v in self.runs.items() if self._is_scheduled(i)}
         self.logs = {run_id: self.instance.all_logs(run_id) for run_id in self.attempt_ids}
+        self.refusals = self._refusals()
 
     def fail(self, message: str) -> None:
         self.violations.append(message)
@@ -164,6 +175,19 @@ class _Checker:
                 for e in self._events(attempt.run_id, dg.DagsterEventType.STEP_START):
                     if e.step_key in STEP_SOURCE and e.step_key.endswith("__run"):
                         needed.add((result.round.index, STEP_SOURCE[e.step_key]))
+        # A materialization the cap refused before any run was created needs none.
+        refused_pairs = {(r["round"], r["source"]) for r in self.refusals}
+        refused_before_a_run = refused_pairs - set(per_pair)
+        needed -= refused_before_a_run
+        materialized = {
+            (result.round.index, str(e.asset_materialization.asset_key.path[1]))
+            for result in self.soak.results
+            for attempt in result.attempts
+            if attempt.run_id is not None
+            for e in self._events(attempt.run_id, dg.DagsterEventType.ASSET_MATERIALIZATION)
+            if e.asset_materialization is not None
+            and e.asset_materialization.asset_key.path[-1] == "run"
+        }
         for pair, ids in sorted(per_pair.items()):
             if len(ids) > 1:
                 self.fail(
@@ -207,6 +231,11 @@ class _Checker:
             "runs_created": len(created),
             "materializations_needing_a_run": len(needed),
             "second_runs": sum(len(ids) - 1 for ids in per_pair.values() if len(ids) > 1),
+            # The cap's refusals (each a failed run step), the materializations they left
+            # undone, and those refused before their round created any run (they need none).
+            "refused": len(self.refusals),
+            "refused_materializations": len(refused_pairs - materialized),
+            "refused_before_a_run": len(refused_before_a_run),
             "restarts": len(restarts),
             "run_step_retries": retries,
             "reexecutions": sum(len(r.attempts) - 1 for r in self.soak.results),
@@ -220,6 +249,152 @@ class _Checker:
                 f"credits: {len(created)} Extralt runs created for {len(needed)} "
                 "materializations that needed one"
             )
+
+    # --- 1b. The credit cap ------------------------------------------------------------------
+
+    def _refusals(self) -> list[dict[str, Any]]:
+        """Every step failure of the rounds' Dagster runs that was a credit cap's refusal."""
+        from .run_soak import refusal_of
+
+        found = []
+        for result in self.soak.results:
+            for attempt in result.attempts:
+                if attempt.run_id is None:
+                    continue
+                started: dict[str, float] = {}
+                for e in self.logs[attempt.run_id]:
+                    event = e.dagster_event
+                    if event is None or not e.step_key:
+                        continue
+                    if event.event_type in (
+                        dg.DagsterEventType.STEP_START,
+                        dg.DagsterEventType.STEP_RESTARTED,
+                    ):
+                        started[e.step_key] = e.timestamp
+                    action = refusal_of(e)
+                    if action is None:
+                        continue
+                    found.append(
+                        {
+                            "round": result.round.index,
+                            "attempt": attempt,
+                            "step": e.step_key,
+                            "source": STEP_SOURCE.get(e.step_key, "?"),
+                            "action": action,
+                            "window": (started.get(e.step_key, e.timestamp), e.timestamp),
+                        }
+                    )
+        return found
+
+    def credit_cap(self) -> None:
+        source = capped_source()
+        limit = credit_limit()
+        cap, worst = int(limit["credits"]), source.budget * 2
+        plan = self.soak.plan
+        refusals = self.refusals
+        for r in refusals:
+            if r["source"] != source.name:
+                self.fail(f"cap: {r['step']} was refused in round {r['round']}, it has no cap")
+        first, last = self.soak.credit_periods
+        if first != last:
+            self.fail(f"cap: the soak spanned two periods ({first.describe()}, {last.describe()})")
+        # No create or restart request for the robot while a refused step ran.
+        margin = 0.25 * EMULATOR_SPEED  # emulated seconds either side
+        requests = self.emu.requests
+        at_refusals = 0
+        for r in refusals:
+            attempt = r["attempt"]
+            lo, hi = (attempt.to_emulated(t) for t in r["window"])
+            sent = [
+                q
+                for q in requests
+                if lo - margin <= q.at <= hi + margin and self._spends_for(q, source.robot_id)
+            ]
+            at_refusals += len(sent)
+            if sent:
+                self.fail(
+                    f"cap: round {r['round']} refused {r['step']} (Dagster run "
+                    f"{attempt.run_id[:8]}) but {len(sent)} create/restart requests for "
+                    f"{source.robot_id} arrived meanwhile"
+                )
+        # Not retried: no retry of a refusal, and no restart of a refused step after it.
+        retried = 0
+        for run_id in self.attempt_ids:
+            for e in self._events(run_id, dg.DagsterEventType.STEP_UP_FOR_RETRY):
+                retried += "refusing to" in _error_text(e.dagster_event.step_retry_data.error)
+        for r in refusals:
+            run_id = r["attempt"].run_id
+            retried += sum(
+                1
+                for e in self._events(run_id, dg.DagsterEventType.STEP_RESTARTED)
+                if e.step_key == r["step"] and e.timestamp > r["window"][1]
+            )
+        if retried:
+            self.fail(f"cap: {retried} refusals were retried")
+        # The spend: each run Dagster created or restarted for the robot was admitted with the
+        # final spend of the earlier ones plus its own worst case within the cap (a live run
+        # counted at its worst case), and all of them together are within it.
+        runs = sorted(
+            (
+                v
+                for v in self.runs.values()
+                if v.robot_id == source.robot_id and v.id not in self.scheduled
+            ),
+            key=lambda v: v.created_at,
+        )
+
+        def spend(v: Any) -> int:
+            return v.credits_used if v.true_status in TERMINAL_STATUSES else worst
+
+        before = highest = 0
+        for v in runs:
+            highest = max(highest, before + worst)
+            if before + worst > cap:
+                self.fail(
+                    f"cap: {v.id} was started with {before} credits spent: its worst case "
+                    f"({worst}) could pass the cap ({cap})"
+                )
+            before += spend(v)
+        if before > cap:
+            self.fail(f"cap: {source.name} spent {before} credits, its cap is {cap}")
+        refused_pairs = {r["round"] for r in refusals}
+        if len(refused_pairs) < plan.expected_refusals:
+            self.fail(
+                f"cap: {source.name} was refused in {len(refused_pairs)} rounds; materialized "
+                f"in {len(plan.capped_rounds)} with room for {len(plan.capped_rounds) - plan.expected_refusals}, "
+                f"{plan.expected_refusals} had to be"
+            )
+        self.figures["cap"] = {
+            "source": CAPPED_SOURCE,
+            "credit_limit": cap,
+            "per": limit["per"],
+            "period": first.describe(),
+            "worst_case_per_run": worst,
+            "rounds_materializing_it": len(plan.capped_rounds),
+            "expected_refusals": plan.expected_refusals,
+            "refusals": len(refusals),
+            "refused_starts": sum(1 for r in refusals if r["action"] == "start"),
+            "refused_restarts": sum(1 for r in refusals if r["action"] == "restart"),
+            "refused_rounds": sorted(refused_pairs),
+            "runs_admitted": len(runs),
+            "credits_spent": before,
+            "highest_at_admission": highest,
+            "requests_at_refusals": at_refusals,
+            "refusals_retried": retried,
+        }
+
+    def _spends_for(self, request: Any, robot_id: str) -> bool:
+        """A create of a run of `robot_id`, or a restart of one of its runs."""
+        if request.method != "POST":
+            return False
+        if request.path == "/v0/extract/runs":
+            body = request.json
+            return isinstance(body, dict) and body.get("robot_id") == robot_id
+        parts = request.path.split("/")
+        if request.path.startswith("/v0/extract/runs/") and parts[-1] == "restart":
+            view = self.runs.get(parts[-2])
+            return view is None or view.robot_id == robot_id
+        return False
 
     def _round_at(self, emulated: float) -> "RoundResult | None":
         for result in self.soak.results:
@@ -987,6 +1162,7 @@ def _cause(text: str) -> str | None:
 def format_report(soak: "Soak", figures: dict[str, Any], violations: list[str]) -> str:
     plan = soak.plan
     f = figures
+    cap = f["cap"]
     c, t, lost, half, ex, sec = (
         f["credits"],
         f["terminal"],
@@ -1007,12 +1183,22 @@ def format_report(soak: "Soak", figures: dict[str, Any], violations: list[str]) 
         f"pool slots that ended runs still held, freed by the daemon: "
         f"{f['slots_freed_by_daemon']}",
         f"(1) Credits: {c['runs_created']} Extralt runs created == {c['materializations_needing_a_run']}"
-        f" materializations that needed one; second runs: {c['second_runs']}; "
+        f" materializations that needed one ({c['refused_before_a_run']} refused by the cap "
+        f"needed none); second runs: {c['second_runs']}; "
         f"{c['run_step_retries']} run-step retries and {c['reexecutions']} re-executions "
         f"resumed, restarted or adopted instead ({c['restarts']} restarts); materialized as "
         + ", ".join(f"{k} {v}" for k, v in c["materialized_how"].items())
         + f"; {c['credits_spent']:,} credits spent: {c['credits_on_completed_runs']:,} on the "
         f"completed runs, {c['credits_on_runs_cut_short']:,} on runs a fault cut short",
+        f"(1b) Credit cap on {cap['source']}: {cap['credit_limit']:,} credits per {cap['per']} "
+        f"({cap['period']}), {cap['worst_case_per_run']} a run at worst; {cap['refusals']} "
+        f"refusals ({cap['refused_starts']} starts, {cap['refused_restarts']} restarts) in rounds "
+        f"{cap['refused_rounds']} (>= {cap['expected_refusals']} planned), "
+        f"{c['refused_materializations']} materializations left undone, "
+        f"{c['refused_before_a_run']} of them needing no run; {cap['requests_at_refusals']} "
+        f"create/restart requests during them, {cap['refusals_retried']} retried; spent "
+        f"{cap['credits_spent']:,} over {cap['runs_admitted']} runs (at most "
+        f"{cap['highest_at_admission']:,} at an admission) <= {cap['credit_limit']:,}",
         f"(2) Nothing crawling: {t['terminal']}/{t['runs']} Extralt runs terminal ("
         + ", ".join(f"{k} {v}" for k, v in t["by_status"].items())
         + ")",

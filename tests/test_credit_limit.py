@@ -63,7 +63,7 @@ def test_a_cap_lets_two_runs_through_and_refuses_the_third_before_any_request(
     message = failure.step_failure_data.error.message
     month = datetime.now(UTC).strftime("%Y-%m-01")
     for part in (
-        "Source 'shoes': refusing to start an Extralt run",
+        "Source 'shoes': refusing to start an Extralt run of robot rbt_shoes: its credit_limit",
         f"40 credits per month (month from {month} (UTC))",
         "40 are already spent in this month over 2 run(s)",
         "could cost 20 more (budget 10 x 2 credits)",
@@ -151,6 +151,9 @@ def test_a_restart_that_could_pass_the_cap_is_refused_before_the_restart(
             if e.dagster_event and e.dagster_event.is_step_failure
         )
     assert "refusing to restart an Extralt run" in message, message
+    # It names the robot and the run it would have restarted (the soak's "explained" rule).
+    [failed] = [v.id for v in emulator.runs.values() if v.true_status == "failed"]
+    assert f"an Extralt run of robot rbt_shoes ({failed}): " in message, message
     assert "1 of them counted at their worst case" in message
     assert emulator.count_requests(*RESTART) == 0 and emulator.count_requests(*CREATE) == 2
     assert emulator.count_requests("POST", "/v0/extract/runs/*/stop") == stops

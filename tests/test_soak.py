@@ -37,8 +37,21 @@ def check(report: SoakReport) -> None:
     assert report.ok, "\n".join(report.violations)
     credits = f["credits"]
     assert credits["runs_created"] == credits["materializations_needing_a_run"]
-    assert credits["materializations_needing_a_run"] == report.plan.materializations
+    refused_before_a_run = credits["refused_before_a_run"]
+    assert credits["materializations_needing_a_run"] == (
+        report.plan.materializations - refused_before_a_run
+    )
     assert credits["second_runs"] == 0
+    # The credit cap (1b): its refusals, planned, made no request, were not retried, and kept
+    # the source's spend within the cap.
+    cap = f["cap"]
+    assert cap["refusals"] >= cap["expected_refusals"]  # >= 1 in the CI-sized plan (below)
+    assert len(cap["refused_rounds"]) >= cap["expected_refusals"]
+    assert credits["refused"] == cap["refusals"] == cap["refused_starts"] + cap["refused_restarts"]
+    assert credits["refused_materializations"] >= cap["expected_refusals"]
+    assert cap["requests_at_refusals"] == 0 and cap["refusals_retried"] == 0
+    assert cap["credits_spent"] <= cap["highest_at_admission"] <= cap["credit_limit"]
+    assert f["explained"]["by_cause"].get("credit_limit", 0) == cap["refusals"]
     assert f["terminal"]["terminal"] == f["terminal"]["runs"]
     # Extralt's scheduled runs: counted apart in (1), loaded by the sensor in (3).
     sc = f["scheduled"]
@@ -51,7 +64,8 @@ def check(report: SoakReport) -> None:
     assert sc["sensor_ticks_during_rounds"] > 0 and sc["loads_launched_during_rounds"] > 0
     lost = f["lost"]
     assert lost["loaded_runs"] == lost["completed_runs"]
-    assert lost["completed_runs"] == report.plan.materializations + sc["completed"]
+    undone = credits["refused_materializations"]  # by the cap: no completed run
+    assert lost["completed_runs"] == report.plan.materializations - undone + sc["completed"]
     assert lost["history_rows"] == lost["captures_exported"] > 0
     assert lost["missing_rows"] == lost["duplicate_rows"] == 0
     assert lost["variants"] == lost["variant_offers_exported"]
@@ -69,6 +83,7 @@ def test_ci_soak_spends_each_credit_once_and_loses_no_row(tmp_path, capsys):
     report = soak(os.environ.get("SOAK_SIZE", "small"), tmp_path, capsys)
     check(report)
     assert set(report.figures["faults"]) == set(ALL_KINDS)  # every kind landed, at least once
+    assert report.plan.expected_refusals >= 1 and report.figures["cap"]["refusals"] >= 1
 
 
 #: The lake soak's rounds in `make test`: 4 of the small plan's 8 (20 materializations), which

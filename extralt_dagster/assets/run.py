@@ -308,7 +308,7 @@ class _RunStep:
             )
             return self._handler(run_id), "resumed"
         if run.status in (RunStatus.FAILED, RunStatus.STOPPED):
-            self._guard_credits("restart")  # a restart crawls, and pays, again
+            self._guard_credits("restart", run_id)  # a restart crawls, and pays, again
             new_id = self.client.restart_run(run_id, budget=self.spec.budget)
             self._record(new_id)
             self.context.log.info(
@@ -363,14 +363,23 @@ class _RunStep:
             current_dagster_run=self.context.run.run_id,
         )
 
-    def _guard_credits(self, action: str) -> None:
+    def _guard_credits(self, action: str, run_id: str | None = None) -> None:
         """Refuse, before the request, a run that could take the source past its cap."""
         limit = self.spec.credit_limit
         if limit is None or not self.spec.budget:
             return
         period = self._period()
         spend = self._spend()
-        message = credits.refusal(self.spec.name, limit, period, spend, self.spec.budget, action)
+        message = credits.refusal(
+            self.spec.name,
+            limit,
+            period,
+            spend,
+            self.spec.budget,
+            action,
+            self.spec.robot_id,
+            run_id,
+        )
         if message is None:
             return
         raise CreditLimitReached(
