@@ -23,6 +23,7 @@ import dagster as dg
 
 from .api.models import CREDITS_PER_CAPTURE
 from .naming import (
+    IN_FLIGHT_STATUSES,
     RUN_ID_KEY,
     create_sent_tag,
     metadata_key,
@@ -36,13 +37,6 @@ from .spec import CreditLimit
 wall_clock = time.time
 
 _CREDITS_KEY = metadata_key("credits_spent")
-_IN_FLIGHT = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-    dg.DagsterRunStatus.CANCELING,
-]
 
 
 @dataclass(frozen=True)
@@ -128,7 +122,7 @@ def spent_in_period(
                 credits[run_id] = worst_case_credits
                 worst += 1
         unanswered = create_sent_tag(name) in tags and run_id_tag(name) not in tags
-        if unanswered and run.run_id != current_dagster_run and run.status in _IN_FLIGHT:
+        if unanswered and run.run_id != current_dagster_run and run.status in IN_FLIGHT_STATUSES:
             credits[f"create of {run.run_id}"] = worst_case_credits
             worst += 1
     return Spend(credits=sum(credits.values()), runs=len(credits), worst_case=worst)

@@ -25,6 +25,7 @@ from . import warehouse
 from .api.errors import ExtraltValidationError
 from .lake import warehouse_at
 from .naming import (
+    IN_FLIGHT_STATUSES,
     MAINTENANCE_JOB,
     MAINTENANCE_OP,
     MAINTENANCE_SCHEDULE,
@@ -32,7 +33,6 @@ from .naming import (
     WAREHOUSE_POOL,
     metadata_key,
 )
-from .schedules import _IN_FLIGHT
 from .spec import (
     DEFAULT_MAINTENANCE_CRON,
     DEFAULT_TIMEZONE,
@@ -201,7 +201,8 @@ def build_extralt_maintenance_schedule(
         when = context.scheduled_execution_time.astimezone(UTC).isoformat()
         if context.instance_ref is not None:
             busy = context.instance.get_runs(
-                filters=dg.RunsFilter(job_name=MAINTENANCE_JOB, statuses=_IN_FLIGHT), limit=1
+                filters=dg.RunsFilter(job_name=MAINTENANCE_JOB, statuses=IN_FLIGHT_STATUSES),
+                limit=1,
             )
             if busy:
                 return dg.SkipReason(

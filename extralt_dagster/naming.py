@@ -24,6 +24,16 @@ MAINTENANCE_JOB = f"{KEY_PREFIX}_lake_maintenance"
 MAINTENANCE_OP = f"{KEY_PREFIX}__lake_maintenance"
 MAINTENANCE_SCHEDULE = f"{MAINTENANCE_JOB}_schedule"
 
+#: The statuses of a Dagster run that has not ended (schedules skip a tick behind one, the
+#: sensor and the credit cap wait for one).
+IN_FLIGHT_STATUSES = (
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+)
+
 #: Run tags every run of a source's job carries, and a scheduled one also names its schedule.
 SOURCE_TAG = "extralt/source"
 SCHEDULE_TAG = "extralt/schedule"
@@ -108,6 +118,7 @@ __all__ = [
     "EXPORT_DAMAGE_KEY",
     "EXTERNAL_RUNS_SENSOR",
     "HOW_KEY",
+    "IN_FLIGHT_STATUSES",
     "KEY_PREFIX",
     "MAINTENANCE_JOB",
     "MAINTENANCE_OP",

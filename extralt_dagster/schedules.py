@@ -16,6 +16,7 @@ import dagster as dg
 from .api.errors import ExtraltValidationError
 from .api.models import validate_budget, validate_identifier
 from .naming import (
+    IN_FLIGHT_STATUSES,
     SCHEDULE_TAG,
     SOURCE_TAG,
     captures_asset_key,
@@ -29,13 +30,6 @@ from .spec import DEFAULT_TIMEZONE, SourceSpec, validate_cron, validate_timezone
 _DAGSTER_NAME_RE = re.compile(r"^[A-Za-z0-9_]+$")
 #: What `dg.define_asset_job` returns (`UnresolvedAssetJobDefinition`, not exported by dagster).
 AssetJob = Any
-_IN_FLIGHT = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-    dg.DagsterRunStatus.CANCELING,
-]
 
 
 def build_extralt_job(name: str) -> AssetJob:
@@ -117,7 +111,8 @@ def _schedule(
         when = context.scheduled_execution_time.astimezone(UTC).isoformat()
         if context.instance_ref is not None:
             busy = context.instance.get_runs(
-                filters=dg.RunsFilter(tags={SOURCE_TAG: source}, statuses=_IN_FLIGHT), limit=1
+                filters=dg.RunsFilter(tags={SOURCE_TAG: source}, statuses=IN_FLIGHT_STATUSES),
+                limit=1,
             )
             if busy:
                 return dg.SkipReason(

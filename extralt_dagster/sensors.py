@@ -45,6 +45,7 @@ from .api.models import ExtraltRun, RunStatus
 from .assets.metadata import RunMaterialization
 from .naming import (
     EXTERNAL_RUNS_SENSOR,
+    IN_FLIGHT_STATUSES,
     METADATA_PREFIX,
     OBSERVED_RUN_TAG,
     RUN_ID_KEY,
@@ -70,14 +71,6 @@ logger = logging.getLogger("extralt_dagster.sensors")
 DEFAULT_TICK_SECONDS = 40.0
 #: The most runs one page of the list is asked for (the API may send fewer).
 DEFAULT_PAGE_SIZE = 100
-#: Statuses of a Dagster run that has not ended.
-_IN_FLIGHT = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-    dg.DagsterRunStatus.CANCELING,
-]
 #: Answers to a page cursor the API no longer honours: the sweep starts again at the top.
 _STALE_CURSOR_STATUSES = frozenset({400, 404, 410, 422})
 _CURSOR_VERSION = 1
@@ -382,7 +375,9 @@ class _Tick:
         """(source, sent at) of each in-flight Dagster run with a create and no Extralt run yet,
         its own tags or those of its parent runs (a re-execution adopts too); (source, -inf)
         of each that has its run of a watched source, so every run of that source waits."""
-        for dagster_run in self.instance.get_runs(filters=dg.RunsFilter(statuses=_IN_FLIGHT)):
+        for dagster_run in self.instance.get_runs(
+            filters=dg.RunsFilter(statuses=IN_FLIGHT_STATUSES)
+        ):
             tags = dict(dagster_run.tags)
             parent_id = dagster_run.parent_run_id
             for _ in range(20):
