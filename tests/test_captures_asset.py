@@ -222,6 +222,9 @@ def test_extra_and_missing_columns_evolve_the_schema(emulator, instance, tmp_pat
     assert rows[1][1] > 0 and rows[1][2] == 0  # second run: ratings, subtitle all NULL
 
 
+@pytest.mark.parametrize(
+    "emulator", [{"seed": 7}], indirect=True
+)  # a seeded run id: about 1 in 100 captures lacks min_price, and 300 captures could have none
 def test_price_check_warns_past_its_threshold(emulator, instance, tmp_path, exports):
     assets = build_extralt_assets(
         "shoes", "rbt_shoes", budget=300, export_dir=str(exports), null_price_warn_ratio=0.0
