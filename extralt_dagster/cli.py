@@ -58,6 +58,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         p.add_argument("--data-path", help="the DuckLake's data path (with --catalog)")
     summary.add_argument("--schema", default=DEFAULT_SCHEMA)
+    summary.add_argument(
+        "--sources",
+        type=Path,
+        help="the sources YAML whose credit_limit periods and caps to show beside each "
+        "source's credits (default: $EXTRALT_SOURCES if set; else calendar months, no caps)",
+    )
     args = parser.parse_args(argv)
 
     if args.command == "demo":
@@ -90,9 +96,16 @@ def main(argv: list[str] | None = None) -> int:
             from .summary import print_query
 
             return print_query(where, args.sql)
+        from .sources import SourcesFileError, read_sources
         from .summary import print_summary
 
-        return print_summary(where, schema=args.schema)
+        path = args.sources or os.environ.get("EXTRALT_SOURCES")
+        try:
+            sources = read_sources(path) if path else None
+        except SourcesFileError as exc:
+            print(f"extralt-dagster summary: {exc}", file=sys.stderr)
+            return 2
+        return print_summary(where, schema=args.schema, sources=sources)
     parser.error(f"unknown command {args.command!r}")
     return 2
 

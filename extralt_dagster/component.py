@@ -42,7 +42,7 @@ from .sources import (
     resolve_connection,
     validate_sources,
 )
-from .spec import ExtraltSources, MaintenanceSpec, SourceDefaults, SourceSpec
+from .spec import CreditLimit, ExtraltSources, MaintenanceSpec, SourceDefaults, SourceSpec
 
 logger = logging.getLogger("extralt_dagster.component")
 _DEFS_FILES = ("defs.yaml", "defs.yml", "component.yaml")
@@ -90,7 +90,7 @@ def _validated(context: dg.ResolutionContext, attributes: BaseModel) -> ExtraltS
 def _check(context: dg.ResolutionContext, attributes: BaseModel) -> ExtraltSources:
     data = {
         key: _render_templates(context.at_path(key), getattr(attributes, key))
-        for key in ("defaults", "sources", "maintenance")
+        for key in ("defaults", "sources", "maintenance", "location_credit_limit")
         if key in attributes.model_fields_set
     }
     tree = context.source_position_tree
@@ -133,6 +133,12 @@ def _resolve_maintenance(
     return _validated(context, attributes).maintenance
 
 
+def _resolve_location_credit_limit(
+    context: dg.ResolutionContext, attributes: BaseModel
+) -> CreditLimit | None:
+    return _validated(context, attributes).location_credit_limit
+
+
 def _resolve_sources(context: dg.ResolutionContext, attributes: BaseModel) -> list[SourceSpec]:
     return _validated(context, attributes).sources
 
@@ -163,6 +169,14 @@ class ExtraltComponent(dg.Component, dg.Resolvable, ExtraltSources):
     ] = Field(
         default=None,
         description="Lake maintenance's schedule and ages (a DuckLake warehouse only).",
+    )
+    location_credit_limit: Annotated[
+        CreditLimit | None,
+        _checked_as_a_whole(_resolve_location_credit_limit, CreditLimit, many=False),
+    ] = Field(
+        default=None,
+        description="The most credits all these sources together may spend in a calendar "
+        "period, e.g. {credits: 60000, per: month}; every source needs a budget.",
     )
     api_key: str | None = Field(
         default=None,

@@ -128,6 +128,42 @@ def spent_in_period(
     return Spend(credits=sum(credits.values()), runs=len(credits), worst_case=worst)
 
 
+@dataclass(frozen=True)
+class LocationCap:
+    """`location_credit_limit`: one cap shared by every source of a code location (a sources
+    file or Component), counted in `timezone`; `budgets` gives each source's worst case."""
+
+    limit: CreditLimit
+    timezone: str
+    budgets: dict[str, int]
+
+    def spent(
+        self,
+        instance: dg.DagsterInstance,
+        period: Period,
+        current_dagster_run: str | None,
+        known: dict[str, dict[str, int]] | None = None,
+    ) -> Spend:
+        """What all the sources spent in `period`, each counted as `spent_in_period` does;
+        `known` gives, by source, runs whose spend the caller has just read."""
+        parts = [
+            spent_in_period(
+                instance,
+                name,
+                period,
+                worst_case_credits=worst_case(budget),
+                known=(known or {}).get(name),
+                current_dagster_run=current_dagster_run,
+            )
+            for name, budget in self.budgets.items()
+        ]
+        return Spend(
+            credits=sum(p.credits for p in parts),
+            runs=sum(p.runs for p in parts),
+            worst_case=sum(p.worst_case for p in parts),
+        )
+
+
 def worst_case(budget: int) -> int:
     return budget * CREDITS_PER_CAPTURE
 
@@ -141,12 +177,22 @@ def refusal(
     action: str,
     robot_id: str,
     run_id: str | None = None,
+    *,
+    shared_by: int | None = None,
 ) -> str | None:
     """Why a run of `budget` captures must not be `action`ed (created, restarted), or None.
-    The message names the robot, and the run a restart would have restarted."""
+    The message names the robot, and the run a restart would have restarted; `shared_by`
+    (the number of sources) words it for the location's cap."""
     could_cost = worst_case(budget)
     if spend.credits + could_cost <= limit.credits:
         return None
+    field = "credit_limit" if shared_by is None else "location_credit_limit"
+    whose = (
+        f"its {field} is"
+        if shared_by is None
+        else f"the {field} that its code location's {shared_by} sources share is"
+    )
+    spent_by = "" if shared_by is None else " by those sources"
     unknown = (
         f", {spend.worst_case} of them counted at their worst case (still running, or their "
         "spend unknown)"
@@ -156,14 +202,22 @@ def refusal(
     return (
         f"Source {name!r}: refusing to {action} an Extralt run of robot {robot_id}"
         + (f" ({run_id})" if run_id else "")
-        + f": its credit_limit is "
+        + f": {whose} "
         f"{limit.credits:,} credits per {limit.per} ({period.describe()}), {spend.credits:,} "
-        f"are already spent in this {limit.per} over {spend.runs} run(s){unknown}, and this run "
-        f"could cost {could_cost:,} more (budget {budget:,} x {CREDITS_PER_CAPTURE} credits). "
-        f"Raise credit_limit.credits, lower the budget (the source's, or `budget` in the run "
+        f"are already spent{spent_by} in this {limit.per} over {spend.runs} run(s){unknown}, and "
+        f"this run could cost {could_cost:,} more (budget {budget:,} x {CREDITS_PER_CAPTURE} "
+        f"credits). Raise {field}.credits, lower the budget (the source's, or `budget` in the run "
         f"config), or wait for the next {limit.per}, from {period.end:%Y-%m-%d %H:%M} "
         f"({period.timezone}). No Extralt request was made."
     )
 
 
-__all__ = ["Period", "Spend", "refusal", "spent_in_period", "wall_clock", "worst_case"]
+__all__ = [
+    "LocationCap",
+    "Period",
+    "Spend",
+    "refusal",
+    "spent_in_period",
+    "wall_clock",
+    "worst_case",
+]

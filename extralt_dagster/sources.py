@@ -21,6 +21,7 @@ import yaml
 from dagster_duckdb import DuckDBResource
 from pydantic import ValidationError
 
+from . import credits
 from .api.errors import ExtraltAuthError, ExtraltError
 from .api.models import DEFAULT_BASE_URL, is_loopback, validate_base_url
 from .assets.run import build_source_assets
@@ -93,14 +94,7 @@ def load_extralt_definitions(
     Raises `SourcesFileError` naming the file, line, source and field; makes no API call.
     """
     where = os.fspath(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SourcesFileError(
-            f"{where}: cannot read the Extralt sources file ({exc.strerror or exc}). "
-            "Check the path; it is resolved from the current directory when relative."
-        ) from None
-    spec = parse_sources(text, where)
+    spec = read_sources(path)
     return build_sources_definitions(
         spec,
         where=where,
@@ -109,6 +103,19 @@ def load_extralt_definitions(
         base_url=base_url,
         resource_overrides=resource_overrides,
     )
+
+
+def read_sources(path: str | os.PathLike[str]) -> ExtraltSources:
+    """The validated sources of a YAML file; `SourcesFileError` names what is wrong."""
+    where = os.fspath(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SourcesFileError(
+            f"{where}: cannot read the Extralt sources file ({exc.strerror or exc}). "
+            "Check the path; it is resolved from the current directory when relative."
+        ) from None
+    return parse_sources(text, where)
 
 
 def parse_sources(text: str, where: str) -> ExtraltSources:
@@ -177,13 +184,14 @@ def build_sources_definitions(
 ) -> dg.Definitions:
     """The Definitions for validated sources; `where` names them in error messages."""
     defaults = spec.defaults or SourceDefaults()
+    location_cap = _location_cap(spec, defaults, where)
     assets: list[dg.AssetsDefinition] = []
     schedules: list[dg.ScheduleDefinition] = []
     jobs = []
     for i, entry in enumerate(spec.sources):
         source = entry.with_defaults(defaults)
         try:
-            assets += build_source_assets(source)
+            assets += build_source_assets(source, location_cap=location_cap)
             if source.cron:
                 schedules.append(source_schedule(source))
         except (ValueError, dg.DagsterInvalidDefinitionError) as exc:
@@ -229,6 +237,35 @@ def build_sources_definitions(
     return dg.Definitions(
         assets=assets, schedules=schedules, jobs=jobs, sensors=sensors, resources=resources
     )
+
+
+def _location_cap(
+    spec: ExtraltSources, defaults: SourceDefaults, where: str
+) -> credits.LocationCap | None:
+    """`location_credit_limit`, checked: every source needs a budget (a bound on its worst
+    case), and one run of each must fit under it."""
+    limit = spec.location_credit_limit
+    if limit is None:
+        return None
+    budgets: dict[str, int] = {}
+    for i, source in enumerate(spec.sources):
+        head = f"{where}: location_credit_limit ({limit.credits:,} credits per {limit.per})"
+        if not source.budget:
+            raise SourcesFileError(
+                f"{head} needs a budget on every source, and source {source.name!r} "
+                f"(sources[{i}]) has none: its worst case has no bound. Set its budget (the "
+                "most captures a run makes, 2 credits each), or remove location_credit_limit. "
+                "No Extralt API call was made."
+            )
+        if credits.worst_case(source.budget) > limit.credits:
+            raise SourcesFileError(
+                f"{head} is below one run of source {source.name!r} (sources[{i}]): "
+                f"{source.budget:,} captures x 2 = {credits.worst_case(source.budget):,} "
+                "credits, so it could never start. Raise location_credit_limit.credits or "
+                "lower that budget. No Extralt API call was made."
+            )
+        budgets[source.name] = source.budget
+    return credits.LocationCap(limit=limit, timezone=defaults.timezone, budgets=budgets)
 
 
 def _external_runs_sensors(
@@ -442,6 +479,7 @@ __all__ = [
     "build_sources_definitions",
     "load_extralt_definitions",
     "parse_sources",
+    "read_sources",
     "resolve_connection",
     "validate_sources",
 ]

@@ -305,6 +305,7 @@ _CHECKS: dict[str, Callable[[Any, str], Any]] = {
     "null_price_warn_ratio": _warn_ratio,
     "history_retention": _history_retention,
     "credit_limit": _credit_limit,
+    "location_credit_limit": _credit_limit,
     "freshness": _freshness,
     "cron": validate_cron,
     "timezone": validate_timezone,
@@ -557,6 +558,12 @@ class ExtraltSources(_Strict):
     maintenance: MaintenanceSpec | None = Field(
         default=None,
         description="Lake maintenance's schedule and ages (a DuckLake warehouse only).",
+    )
+    location_credit_limit: CreditLimit | None = Field(
+        default=None,
+        description="The most credits all these sources together may spend in a calendar "
+        "period (in defaults.timezone), e.g. {credits: 60000, per: month}; every source "
+        "needs a budget. Each source's own credit_limit applies too.",
     )
     sources: list[SourceSpec] = Field(min_length=1, description="The sources, one per robot run.")
 

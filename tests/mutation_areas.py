@@ -90,6 +90,16 @@ AREAS: dict[str, list[str]] = {
         f"{_S}xǁSweepCursorǁend_sweep__mutmut_*",
         f"{_S}x__load_request__mutmut_*",
     ],
+    # Credit caps: what counts as spent, the period, the refusal before any spending request.
+    "credit_caps": [
+        "extralt_dagster.credits.x_spent_in_period__mutmut_*",
+        "extralt_dagster.credits.x_refusal__mutmut_*",
+        "extralt_dagster.credits.xǁPeriodǁcontaining__mutmut_*",
+        "extralt_dagster.credits.xǁLocationCapǁspent__mutmut_*",
+        f"{_A}xǁ_RunStepǁ_guard_credits__mutmut_*",
+        f"{_A}xǁ_RunStepǁ_refuse_past__mutmut_*",
+        f"{_A}x__check_credit_limit__mutmut_*",
+    ],
 }
 #: The files each area mutates (a list when its functions span several).
 MODULES: dict[str, str | list[str]] = {
@@ -99,6 +109,7 @@ MODULES: dict[str, str | list[str]] = {
     "warehouse_load": "extralt_dagster/warehouse/load.py",
     "schedules": "extralt_dagster/schedules.py",
     "external_runs": "extralt_dagster/sensors.py",
+    "credit_caps": ["extralt_dagster/credits.py", "extralt_dagster/assets/run.py"],
 }
 #: The test files each area's mutants run against (the ones that exercise the module).
 TESTS = {
@@ -114,6 +125,7 @@ TESTS = {
     ],
     "schedules": ["tests/test_schedules.py", "tests/test_security.py"],
     "external_runs": ["tests/test_external_runs_sensor.py"],
+    "credit_caps": ["tests/test_credit_limit.py"],
 }
 ROOT = Path(__file__).resolve().parents[1]
 _COPY_IGNORE = shutil.ignore_patterns(

@@ -29,6 +29,7 @@ from extralt_dagster.sources import (
     SourcesFileError,
     load_extralt_definitions,
 )
+from extralt_dagster.spec import CreditLimit
 
 VALID = Path(__file__).parent / "fixtures" / "sources_valid.yaml"
 TYPE = "extralt_dagster.component.ExtraltComponent"
@@ -478,3 +479,19 @@ def test_a_scaffolded_project_checks_launches_and_names_each_mistake(emulator, t
     with duckdb.connect(str(project / DEFAULT_DUCKDB_PATH), read_only=True) as con:
         [(rows,)] = con.execute("select count(*) from extralt.shoes_captures").fetchall()
     assert rows == 100
+
+
+def test_a_location_credit_limit_is_shared_and_checked_like_the_sources_file():
+    cap = {"credits": 900, "per": "week"}
+    shoes = {**SHOES, "budget": 300}
+    books = {"name": "books", "robot_id": "rbt_books", "budget": 100}
+    with load({"location_credit_limit": cap, "sources": [shoes, books]}) as (component, defs):
+        assert component.location_credit_limit == CreditLimit(credits=900, per="week")
+        assert len([a for a in defs.assets if a.key.path[-1] == "run"]) == 2
+    message = load_error(
+        {"location_credit_limit": cap, "sources": [shoes, {"name": "books", "robot_id": "b"}]}
+    )
+    assert "location_credit_limit (900 credits per week) needs a budget on every source" in message
+    assert "source 'books' (sources[1]) has none" in message
+    message = load_error({"location_credit_limit": {"credits": "900"}, "sources": [shoes]})
+    assert "field location_credit_limit" in message, message

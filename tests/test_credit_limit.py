@@ -206,3 +206,97 @@ def test_a_cap_without_a_budget_fails_dagster_definitions_validate(tmp_path):
     output = done.stdout + done.stderr
     assert "source 'books' (sources[1])" in output and "credit_limit" in output, output
     assert "needs a budget" in output
+
+
+# --- location_credit_limit: one cap that a code location's sources share ------------------------
+
+LOCATION_SOURCES = """
+location_credit_limit: {credits: 50, per: month}
+sources:
+  - {name: shoes, robot_id: rbt_shoes, budget: 10}
+  - {name: books, robot_id: rbt_books, budget: 5}
+"""
+
+
+def location_run_assets(tmp_path, text=LOCATION_SOURCES):
+    path = tmp_path / "sources.yaml"
+    path.write_text(textwrap.dedent(text))
+    defs = load_extralt_definitions(path, duckdb_path=str(tmp_path / "w.duckdb"))
+    return {a.key.path[1]: a for a in defs.assets if a.key.path[-1] == "run"}
+
+
+def test_a_location_cap_counts_every_source_and_refuses_before_any_request(
+    emulator, instance, tmp_path
+):
+    """50 credits a month for both: shoes (20) + books (10) + shoes (20) fit; then neither
+    books' 10 nor shoes' 20 does, and neither sends a request."""
+    assets = location_run_assets(tmp_path)
+    for name, total in (("shoes", 20), ("books", 30), ("shoes", 50)):
+        result = materialize(assets[name], emulator, instance, tmp_path)
+        assert result.success, failure_messages(result)
+        md = materialization_metadata(result, run_asset_key(name))
+        assert md["extralt/location_credits_in_period"] == total
+        assert md["extralt/location_credit_limit"] == 50
+        assert "extralt/credit_limit" not in md  # no cap of its own
+    requests = len(emulator.requests)
+    for name, robot, could_cost in (("books", "rbt_books", 10), ("shoes", "rbt_shoes", 20)):
+        refused = materialize(assets[name], emulator, instance, tmp_path)
+        assert not refused.success
+        [failure] = step_failures(refused)
+        message = failure.step_failure_data.error.message
+        for part in (
+            f"Source '{name}': refusing to start an Extralt run of robot {robot}",
+            "the location_credit_limit that its code location's 2 sources share is 50 credits",
+            "50 are already spent by those sources in this month over 3 run(s)",
+            f"could cost {could_cost} more",
+            "Raise location_credit_limit.credits",
+        ):
+            assert part in message, message
+        assert (
+            failure.step_failure_data.user_failure_data.metadata[
+                "extralt/location_credits_in_period"
+            ].value
+            == 50
+        )
+    assert len(emulator.requests) == requests
+    assert emulator.count_requests(*CREATE) == 3
+
+
+def test_a_source_cap_still_applies_under_a_location_cap(emulator, instance, tmp_path):
+    assets = location_run_assets(
+        tmp_path,
+        LOCATION_SOURCES.replace(
+            "budget: 10}", "budget: 10, credit_limit: {credits: 20, per: day}}"
+        ),
+    )
+    assert materialize(assets["shoes"], emulator, instance, tmp_path).success
+    refused = materialize(assets["shoes"], emulator, instance, tmp_path)  # 20 + 20 > 20 a day
+    [failure] = step_failures(refused)
+    assert "its credit_limit is 20 credits per day" in failure.step_failure_data.error.message
+    assert materialize(assets["books"], emulator, instance, tmp_path).success  # 30 <= 50
+    assert emulator.count_requests(*CREATE) == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            LOCATION_SOURCES.replace("budget: 5", "cron: '0 3 * * *'"),
+            r"location_credit_limit \(50 credits per month\) needs a budget on every source, "
+            r"and source 'books' \(sources\[1\]\) has none",
+        ),
+        (
+            LOCATION_SOURCES.replace("budget: 10", "budget: 30"),
+            r"location_credit_limit \(50 credits per month\) is below one run of source "
+            r"'shoes' \(sources\[0\]\): 30 captures x 2 = 60 credits",
+        ),
+        (
+            LOCATION_SOURCES.replace("per: month", "per: year"),
+            r"line 2: top level, field location_credit_limit.per: Input should be 'day', 'week' "
+            r"or 'month', got 'year'",
+        ),
+    ],
+)
+def test_a_location_cap_is_checked_when_the_definitions_load(tmp_path, text, expected):
+    with pytest.raises(SourcesFileError, match=expected):
+        location_run_assets(tmp_path, text)

@@ -509,9 +509,10 @@ def test_lock_timeout_seconds_reaches_each_sources_load(emulator, instance, tmp_
 
 def test_the_valid_fixture_sets_every_documented_field():
     """sources_valid.yaml is the README's reference: a new field must appear in it."""
-    from extralt_dagster.sources import SourceDefaults, SourceSpec
+    from extralt_dagster.sources import ExtraltSources, SourceDefaults, SourceSpec
 
     data = yaml.safe_load(VALID.read_text())
+    assert set(data) == set(ExtraltSources.model_fields) - {"maintenance"}  # a lake's only
     used = set().union(*(source.keys() for source in data["sources"]))
     assert used == {f.alias or name for name, f in SourceSpec.model_fields.items()}
     assert set(data["defaults"]) == {

@@ -141,8 +141,10 @@ def build_source_assets(
     pool: str | None = RUN_POOL,
     captures_pool: str | None = WAREHOUSE_POOL,
     description: str | None = None,
+    location_cap: credits.LocationCap | None = None,
 ) -> list[dg.AssetsDefinition]:
-    """The two assets of a checked spec (a sources file's, or `build_extralt_assets`')."""
+    """The two assets of a checked spec (a sources file's, or `build_extralt_assets`');
+    `location_cap` is the cap its code location's sources share (`location_credit_limit`)."""
     _check_credit_limit(spec)
     load = load or spec.load_options()
     run_asset = _build_run_asset(
@@ -151,6 +153,7 @@ def build_source_assets(
         retry_policy=retry_policy,
         pool=pool,
         description=description,
+        location_cap=location_cap,
     )
     captures_asset = build_captures_asset(spec, load, retry_policy=retry_policy, pool=captures_pool)
     return [run_asset, captures_asset]
@@ -186,6 +189,7 @@ def _build_run_asset(
     retry_policy: dg.RetryPolicy | None,
     pool: str | None,
     description: str | None,
+    location_cap: credits.LocationCap | None = None,
 ) -> dg.AssetsDefinition:
     budget_text = (
         f"budget {spec.budget:,} captures" if spec.budget else "the robot's default budget"
@@ -213,7 +217,7 @@ def _build_run_asset(
     def _run(
         context: dg.AssetExecutionContext, config: ExtraltRunConfig, extralt: ExtraltResource
     ) -> dg.MaterializeResult:
-        return _RunStep(context, config, extralt, spec, accept_stopped).execute()
+        return _RunStep(context, config, extralt, spec, accept_stopped, location_cap).execute()
 
     return _run
 
@@ -228,8 +232,10 @@ class _RunStep:
         extralt: ExtraltResource,
         spec: SourceSpec,
         accept_stopped: bool,
+        location_cap: credits.LocationCap | None = None,
     ) -> None:
         self.context = context
+        self.location_cap = location_cap
         self.extralt = extralt
         self.spec = _configured(spec, config)
         self.accept_stopped = (
@@ -363,13 +369,49 @@ class _RunStep:
             current_dagster_run=self.context.run.run_id,
         )
 
+    def _location_period(self) -> credits.Period:
+        assert self.location_cap is not None
+        cap = self.location_cap
+        return credits.Period.containing(cap.limit.per, cap.timezone, credits.wall_clock())
+
+    def _location_spend(self, known: dict[str, int] | None = None) -> credits.Spend:
+        assert self.location_cap is not None
+        return self.location_cap.spent(
+            self.context.instance,
+            self._location_period(),
+            self.context.run.run_id,
+            known={self.spec.name: known or {}},
+        )
+
     def _guard_credits(self, action: str, run_id: str | None = None) -> None:
-        """Refuse, before the request, a run that could take the source past its cap."""
-        limit = self.spec.credit_limit
-        if limit is None or not self.spec.budget:
+        """Refuse, before the request, a run that could take the source, or its code location,
+        past its cap."""
+        if not self.spec.budget:
             return
-        period = self._period()
-        spend = self._spend()
+        limit = self.spec.credit_limit
+        if limit is not None:
+            self._refuse_past(limit, self._period(), self._spend(), action, run_id)
+        if self.location_cap is not None:
+            self._refuse_past(
+                self.location_cap.limit,
+                self._location_period(),
+                self._location_spend(),
+                action,
+                run_id,
+                shared_by=len(self.location_cap.budgets),
+            )
+
+    def _refuse_past(
+        self,
+        limit: CreditLimit,
+        period: credits.Period,
+        spend: credits.Spend,
+        action: str,
+        run_id: str | None,
+        *,
+        shared_by: int | None = None,
+    ) -> None:
+        assert self.spec.budget
         message = credits.refusal(
             self.spec.name,
             limit,
@@ -379,15 +421,17 @@ class _RunStep:
             action,
             self.spec.robot_id,
             run_id,
+            shared_by=shared_by,
         )
         if message is None:
             return
+        prefix = "" if shared_by is None else "location_"
         raise CreditLimitReached(
             description=message,
             metadata={
-                metadata_key("credit_limit"): limit.credits,
-                metadata_key("credits_in_period"): spend.credits,
-                metadata_key("credit_period"): period.describe(),
+                metadata_key(f"{prefix}credit_limit"): limit.credits,
+                metadata_key(f"{prefix}credits_in_period"): spend.credits,
+                metadata_key(f"{prefix}credit_period"): period.describe(),
                 metadata_key("refused"): action,
             },
             allow_retries=False,
@@ -467,6 +511,11 @@ class _RunStep:
         metadata[metadata_key("credit_period")] = period.describe()
         if self.spec.credit_limit is not None:
             metadata[metadata_key("credit_limit")] = self.spec.credit_limit.credits
+        if self.location_cap is not None:  # this run is in its events: count it as known
+            location = self._location_spend(known={run.id: run.credits_spent})
+            metadata[metadata_key("location_credits_in_period")] = location.credits
+            metadata[metadata_key("location_credit_period")] = self._location_period().describe()
+            metadata[metadata_key("location_credit_limit")] = self.location_cap.limit.credits
         return metadata
 
     def _failure_metadata(self, handler: ExtraltRunHandler) -> dict[str, Any]:

@@ -16,7 +16,15 @@ from .records import LoadResult, RunRecord
 from .retention import HistoryRetention
 from .schema import DOCUMENTED_TYPES
 from .sql import META_COLUMNS, VARIANT_COLUMNS, column_description
-from .stats import CheapOffer, SourceSummary, Summary, WarehouseStats, summarize, table_stats
+from .stats import (
+    CheapOffer,
+    SourceSummary,
+    Summary,
+    WarehouseStats,
+    credits_since,
+    summarize,
+    table_stats,
+)
 from .target import (
     DEFAULT_DUCKDB_PATH,
     DEFAULT_LAKE_ALIAS,
@@ -57,6 +65,7 @@ __all__ = [
     "WarehouseStats",
     "column_description",
     "connect",
+    "credits_since",
     "ensure_folder",
     "load_export",
     "summarize",

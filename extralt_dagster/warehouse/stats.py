@@ -203,6 +203,23 @@ class Summary:
     cheapest: tuple[CheapOffer, ...]
 
 
+def credits_since(
+    conn: duckdb.DuckDBPyConnection, since: datetime, *, schema: str = DEFAULT_SCHEMA
+) -> dict[str, int]:
+    """Credits by source of the logged runs created at or after `since` (an aware datetime):
+    a cap's period so far, as far as the warehouse knows (loaded runs only)."""
+    validate_identifier(schema, "schema")
+    catalog = attached_catalog(conn)
+    if not table_exists(conn, catalog, schema, "runs", views=True):
+        return {}
+    rows = conn.execute(
+        f"SELECT source, coalesce(sum(credits), 0) FROM {_q(catalog)}.{_q(schema)}.{_q('runs')} "
+        "WHERE coalesce(created_at, loaded_at) >= ? GROUP BY source",
+        [since],
+    ).fetchall()
+    return {str(source): int(credits) for source, credits in rows}
+
+
 def summarize(conn: duckdb.DuckDBPyConnection, *, schema: str = DEFAULT_SCHEMA) -> Summary:
     """Per-source counts from the run log and tables, and the cheapest in-stock products."""
     validate_identifier(schema, "schema")

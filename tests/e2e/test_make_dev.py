@@ -80,6 +80,23 @@ query RunAssets($runId: ID!) {
     ... on Run { assetMaterializations { assetKey { path } } }
   }
 }"""
+FRESHNESS_QUERY = """
+query Freshness($key: AssetKeyInput!) {
+  assetNodeOrError(assetKey: $key) {
+    __typename
+    ... on AssetNode {
+      freshnessStatusInfo {
+        freshnessStatus
+        freshnessStatusMetadata { lastMaterializedTimestamp }
+      }
+      internalFreshnessPolicy {
+        ... on TimeWindowFreshnessPolicy { failWindowSeconds warnWindowSeconds }
+      }
+    }
+  }
+}"""
+#: The demo source `make dev` lets go stale (its `freshness:` window is minutes, not a day).
+(LATE,) = [s for s in DEMO_SOURCES["sources"] if s.get("freshness", "auto") not in ("auto", "off")]
 SENSOR_QUERY = """
 query Sensor($selector: SensorSelector!) {
   sensorOrError(sensorSelector: $selector) {
@@ -337,6 +354,71 @@ def test_the_daemon_loads_the_run_make_devs_extralt_schedule_made(
     expect(page.get_by_text(EXTERNAL_RUNS_SENSOR).first).to_be_visible()
     expect(page.get_by_text(load["runId"][:8]).first).to_be_visible()
     page.screenshot(path=str(artifacts / "sensor-ticks.png"), full_page=True)
+
+
+def test_a_source_past_its_freshness_window_shows_as_stale(
+    make_dev: MakeDev, page: Page, artifacts: Path
+):
+    """`make dev`'s `outdoor` goes stale minutes after its load (the demo's `freshness:`): the
+    daemon's freshness evaluation marks its captures asset failed, and the asset page says so.
+    The other sources' windows follow their crons, a day or a week: they stay fresh."""
+    dev = make_dev
+    late = LATE["name"]
+
+    def freshness(source: str) -> dict[str, Any]:
+        key = {"path": ["extralt", source, "captures"]}
+        node = dev.graphql(FRESHNESS_QUERY, key=key)["assetNodeOrError"]
+        assert node["__typename"] == "AssetNode", node
+        return node
+
+    policy = freshness(late)["internalFreshnessPolicy"]
+    assert policy == {"failWindowSeconds": 120, "warnWindowSeconds": None}, policy
+    if not freshness(late)["freshnessStatusInfo"]["freshnessStatusMetadata"]:
+        # Run alone: nothing loaded it yet. Load it, as the UI's Materialize would.
+        done = subprocess.run(
+            [
+                str(Path(sys.executable).with_name("dagster")),
+                "asset",
+                "materialize",
+                "-w",
+                "workspace.yaml",
+                "--select",
+                f"extralt/{late}/run*",
+            ],
+            cwd=dev.project,
+            env={**_clean_env(), "DAGSTER_HOME": str(dev.home)},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    # The daemon evaluates freshness every 30 s: failed within the window plus two of those.
+    info = wait_until(
+        lambda: (
+            (i := freshness(late)["freshnessStatusInfo"])["freshnessStatus"] == "DEGRADED" and i
+        ),
+        timeout=policy["failWindowSeconds"] + 120,
+        what=f"extralt/{late}/captures to turn stale (log: {dev.log})",
+        interval=2,
+    )
+    loaded = info["freshnessStatusMetadata"]["lastMaterializedTimestamp"]
+    assert loaded is not None
+    for source in BUDGETS:
+        if source != late:  # a day or a week: still fresh (or never loaded, when run alone)
+            status = freshness(source)["freshnessStatusInfo"]["freshnessStatus"]
+            assert status in ("HEALTHY", "UNKNOWN"), (source, status)
+
+    _skip_community_dialog(page, dev)
+    page.goto(f"{UI}/assets/extralt/{late}/captures")
+    panel = page.get_by_text("Freshness policy", exact=True)
+    expect(panel).to_be_visible()
+    expect(page.get_by_text("Failed", exact=True).first).to_be_visible()
+    expect(page.get_by_text(re.compile(r"Fails if more than 2 minutes"))).to_be_visible()
+    page.screenshot(path=str(artifacts / "stale-source.png"), full_page=True)
+
+
+def _clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("EXTRALT_", "DAGSTER_"))}
 
 
 def _skip_community_dialog(page: Page, dev: MakeDev) -> None:
