@@ -230,15 +230,12 @@ def run_demo(
         f"\nMaterialized every demo source in {seconds:.0f}s: {creates} Extralt runs created, "
         f"{stops} stopped, {len(live)} left running."
     )
-    from .sources import read_sources
     from .summary import print_summary
 
     # A lake as it is configured: DuckLake refuses a data path other than the one its catalog
     # holds, character for character, so the commands name the same absolute path.
     shown = warehouse if isinstance(warehouse, Lake) else _shown(warehouse)
-    status = print_summary(
-        shown, sources=read_sources(Path(__file__).with_name("demo_sources.yaml"))
-    ) or (1 if live else 0)
+    status = print_summary(shown) or (1 if live else 0)
     if isinstance(shown, Lake):
         status = status or _print_time_travel(shown, progress.snapshots)
     args = shlex.join(warehouse_args(shown))
