@@ -230,15 +230,19 @@ def run_demo(
         f"\nMaterialized every demo source in {seconds:.0f}s: {creates} Extralt runs created, "
         f"{stops} stopped, {len(live)} left running."
     )
+    from .sources import read_sources
     from .summary import print_summary
 
+    # The sources file too: each source's credits in its schedule's time zone, as the summary
+    # command prints them with --sources.
+    sources_file = Path(__file__).with_name("demo_sources.yaml")
     # A lake as it is configured: DuckLake refuses a data path other than the one its catalog
     # holds, character for character, so the commands name the same absolute path.
     shown = warehouse if isinstance(warehouse, Lake) else _shown(warehouse)
-    status = print_summary(shown) or (1 if live else 0)
+    status = print_summary(shown, sources=read_sources(sources_file)) or (1 if live else 0)
     if isinstance(shown, Lake):
         status = status or _print_time_travel(shown, progress.snapshots)
-    args = shlex.join(warehouse_args(shown))
+    args = shlex.join([*warehouse_args(shown), "--sources", _shown(sources_file)])
     print(f"\nPrint this summary again: extralt-dagster summary {args}")
     return status
 

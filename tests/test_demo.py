@@ -113,6 +113,8 @@ def test_make_demo_prints_progress_and_the_summary_and_logs_the_rest(tmp_path):
     for noise in ("DEBUG", "Warning", "STEP_START", "ASSET_MATERIALIZATION"):
         assert noise not in out and noise not in proc.stderr, noise
     assert any(line.startswith("Credits this period") for line in lines), out
+    # Each source's month in its schedule's time zone (demo_sources.yaml): outdoor's is Berlin.
+    assert any(re.match(r"\s*outdoor\s+month from \S+ \(Europe/Berlin\)", ln) for ln in lines), out
     assert len(lines) < 50, out  # a screenful: progress, the summary, its credits
     log = (tmp_path / "data" / "demo.log").read_text(encoding="utf-8")
     # (Dagster's console can miss a step's last lines: the progress comes from the instance.)
@@ -122,7 +124,10 @@ def test_make_demo_prints_progress_and_the_summary_and_logs_the_rest(tmp_path):
     assert (tmp_path / ".dagster_home" / "dagster.yaml").exists()
 
     # It ends with the command that prints the summary again; that command does.
-    assert lines[-1] == "Print this summary again: extralt-dagster summary data/demo.duckdb"
+    assert lines[-1] == (
+        "Print this summary again: extralt-dagster summary data/demo.duckdb "
+        f"--sources {DEMO_SOURCES}"
+    )
     again = _printed_command(tmp_path, lines[-1].split(": ", 1)[1])
     summary = out[out.index("\nDuckDB warehouse: ") : out.index("\nPrint this summary again")]
     assert again.stdout.rstrip("\n") == summary.rstrip("\n")
@@ -176,7 +181,8 @@ def test_make_demo_lake_loads_the_demo_into_a_lake_and_prints_a_time_travel_quer
 
     # It ends with the command that prints the summary again; that command does.
     assert lines[-1] == (
-        f"Print this summary again: extralt-dagster summary --catalog {catalog} --data-path {files}"
+        f"Print this summary again: extralt-dagster summary --catalog {catalog} --data-path {files} "
+        f"--sources {DEMO_SOURCES}"
     )
     again = _printed_command(tmp_path, lines[-1].split(": ", 1)[1])
     summary = out[out.index("\nDuckLake: ") : out.index("\nLake snapshots of these loads")]
