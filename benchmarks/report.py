@@ -202,7 +202,8 @@ def render(results: dict[str, Any]) -> str:
     m = results["machine"]
     out.append(
         f"{results['mode']} run, {results['repeat']} repetitions, medians [min-max]; "
-        f"{m['nproc']} cores ({m['cpu_model']}); load average {_load(m.get('loadavg_start'))} "
+        f"{m['nproc']} cores ({m['cpu_model']}); DuckDB {m.get('versions', {}).get('duckdb')}; "
+        f"load average {_load(m.get('loadavg_start'))} "
         f"at start, {_load(m.get('loadavg_end'))} at end; "
         f"{results.get('bench_seconds', 0):.0f} s in all"
     )
